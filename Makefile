@@ -1,0 +1,45 @@
+# Self-installing entry points: each target creates .venv and installs jaxnets into it
+# when the venv is missing or pyproject.toml changed, then runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Share compiled XLA programs between runs and processes (tests, experiments).
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
+
+.PHONY: install train test test-all test-gpu lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python experiments/digits.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m ''
+
+# Registry-wide model tests on whatever accelerator JAX sees (GPU/TPU); the
+# accelerator-marked tests skip with a reason when only the CPU is present.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m '' tests/test_models.py -k 'accelerator or models'
+
+lint: $(STAMP)
+	$(BIN)/ruff check jaxnets experiments benchmarks tests
+	$(BIN)/ruff format --check jaxnets experiments benchmarks tests
+
+# Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]).
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	$(BIN)/python -m benchmarks.run --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

@@ -1,0 +1,26 @@
+"""jaxnets: a JAX/Flax model zoo of the neural-network curriculum.
+
+Every model is a pure ``flax.linen`` builder registered with a model card; training is one
+jit-compiled step driven by Optax; every gradient is checked against finite differences.
+"""
+
+from jaxnets.registry import (
+    InputSpecError,
+    ModelCard,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_card,
+    register_model,
+)
+
+__all__ = [
+    "InputSpecError",
+    "ModelCard",
+    "UnknownModelError",
+    "create_model",
+    "list_models",
+    "model_card",
+    "register_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from jaxnets import registry
+
+__all__ = ["main", "parameter_table"]
+
+
+def parameter_table(name: str, *, tiny: bool = False) -> str:
+    """A table of the model's parameters (path, shape, count) and their total.
+
+    Shapes come from ``jax.eval_shape`` of ``init``, so nothing is computed.
+    """
+    card = registry.model_card(name)
+    model = registry.create_model(name, **(card.test_config if tiny else {}))
+    x = jax.ShapeDtypeStruct((1, *(card.tiny_input_shape if tiny else card.input_shape)),
+                             np.dtype(card.input_dtype))
+    keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
+    rows = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
+        rows.append(("/".join(str(getattr(k, "key", k)) for k in path), leaf.shape,
+                     int(np.prod(leaf.shape))))
+    width = max([len(r[0]) for r in rows] + [9])
+    lines = [f"{'parameter':<{width}}  {'shape':<18} {'count':>10}"]
+    lines += [f"{p:<{width}}  {str(s):<18} {n:>10,}" for p, s, n in rows]
+    lines.append(f"{'total':<{width}}  {'':<18} {sum(r[2] for r in rows):>10,}")
+    return "\n".join(lines)
+
+
+def _card_text(card: registry.ModelCard) -> str:
+    fields = [
+        ("name", card.name), ("family", card.family), ("description", card.description),
+        ("lecture", card.lecture), ("reference", card.reference), ("task", card.task),
+        ("input", f"(batch, {', '.join(map(str, card.input_shape))}) {card.input_dtype}"),
+        ("default loss", card.loss), ("defaults", dict(card.defaults)),
+        ("tiny config", dict(card.test_config)),
+        ("per-example grads", "yes" if card.per_example_grads else "no (examples interact)"),
+    ]
+    return "\n".join(f"{k + ':':<19}{v}" for k, v in fields)
+
+
+def _cmd_list(args) -> int:
+    names = registry.list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    width = max(map(len, names))
+    for n in names:
+        card = registry.model_card(n)
+        print(f"{n:<{width}}  {card.family:<8}  {card.description}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    print(_card_text(registry.model_card(args.name)))
+    print()
+    print(parameter_table(args.name, tiny=args.tiny))
+    return 0
+
+
+def _cmd_gradcheck(args) -> int:
+    from jaxnets.gradcheck import GradcheckError, gradcheck_model
+
+    try:
+        report = gradcheck_model(args.name, mode=args.mode, seed=args.seed, tol=args.tol)
+    except GradcheckError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jaxnets", description="Browse and check the jaxnets model zoo."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list registered models (optionally matching a glob)")
+    p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'mlp*'")
+    p.set_defaults(run=_cmd_list)
+    p = sub.add_parser("info", help="a model's card and parameter table")
+    p.add_argument("name")
+    p.add_argument("--tiny", action="store_true", help="show the tiny test config's parameters")
+    p.set_defaults(run=_cmd_info)
+    p = sub.add_parser("gradcheck",
+                       help="float64 finite-difference check of a model's gradients (tiny config)")
+    p.add_argument("name")
+    p.add_argument("--mode", choices=("auto", "full", "directions"), default="auto")
+    p.add_argument("--tol", type=float, default=1e-6, help="largest accepted relative error")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_gradcheck)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except registry.UnknownModelError as err:
+        print(f"jaxnets: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

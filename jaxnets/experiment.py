@@ -1,0 +1,126 @@
+"""What every experiment script shares: run directories, summaries with claims, the CLI.
+
+Every run writes ``runs/<experiment>/<timestamp>/{config.json, metrics.jsonl,
+summary.json, *.png}``. ``summary.json`` has one shape everywhere::
+
+    {"experiment", "config", "results": {variant: {metric: value}},
+     "claims": [{"claim", "metric", "value", "threshold", "direction", "holds"}]}
+
+and a claim's ``holds`` is computed from its value and threshold, never typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["Claim", "Run", "parse_config", "format_table"]
+
+ConfigT = TypeVar("ConfigT")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def dump_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON; numpy/jax scalars become numbers."""
+    path.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A lecture's claim checked by a run: ``value`` must be ``direction`` of ``threshold``."""
+
+    claim: str
+    metric: str
+    value: float
+    threshold: float
+    direction: str  # "above" or "below"
+
+    def __post_init__(self):
+        if self.direction not in ("above", "below"):
+            raise ValueError(f"direction must be 'above' or 'below'; got {self.direction!r}")
+
+    @property
+    def holds(self) -> bool:
+        if self.direction == "above":
+            return self.value >= self.threshold
+        return self.value <= self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "value": float(self.value), "holds": self.holds}
+
+
+class Run:
+    """A run directory ``<root>/<experiment>/<timestamp>/`` and the files in it."""
+
+    def __init__(self, experiment: str, config: Any, root: str | Path = "runs"):
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        self.experiment = experiment
+        self.config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        self.dir = Path(root) / experiment / stamp
+        self.dir.mkdir(parents=True, exist_ok=False)
+        dump_json(self.dir / "config.json", self.config)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    def savefig(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``<run>/<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def write_summary(self, results: dict[str, dict[str, float]],
+                      claims: list[Claim]) -> dict[str, Any]:
+        """Write ``summary.json`` and return it."""
+        summary = {
+            "experiment": self.experiment,
+            "config": self.config,
+            "results": results,
+            "claims": [c.as_dict() for c in claims],
+        }
+        dump_json(self.dir / "summary.json", summary)
+        return summary
+
+
+def format_table(results: dict[str, dict[str, float]], metrics: list[str] | None = None) -> str:
+    """A fixed-width text table: one row per variant, one column per metric."""
+    metrics = metrics or sorted({m for row in results.values() for m in row})
+    width = max(len("variant"), *(len(v) for v in results))
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{m:>16}" for m in metrics)]
+    for variant, row in results.items():
+        cells = [f"{row[m]:>16.4f}" if m in row else f"{'-':>16}" for m in metrics]
+        lines.append(f"{variant:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def parse_config(config_cls: Callable[..., ConfigT], args: list[str] | None = None,
+                 description: str | None = None) -> ConfigT:
+    """Build ``config_cls`` (a frozen dataclass) from the command line with tyro.
+
+    ``--help`` lists every field with its default and docstring. A ValueError raised by the
+    dataclass' ``__post_init__`` (an invalid value) is printed as one line and exits with 2,
+    like any other usage error.
+    """
+    import tyro  # experiments only: the library itself must not need tyro
+
+    try:
+        return tyro.cli(config_cls, args=args, description=description)
+    except ValueError as err:
+        print(f"error: invalid configuration: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,161 @@
+"""Per-example losses and metrics, numerically stable from logits.
+
+Lectures: seed 004 §2.3 "Training a classifier" (line 668: 0-1 loss, squared error,
+logistic regression + cross-entropy, hinge loss, softmax regression), seed 004 §2.2
+(line 406: the perceptron), seed 003 (softmax classifier, multiclass SVM loss).
+
+Every function takes the model output for ONE example and its target and returns a
+scalar; the callers ``jax.vmap`` it over the minibatch and reduce (mean). Written with
+last-axis operations, they also broadcast over leading batch axes.
+
+Target conventions:
+  * ``"class"``: an integer class index; outputs are logits ``(num_classes,)``.
+  * ``"binary"``: a label in {0, 1}; outputs are one logit ``(1,)`` or ``()``.
+  * ``"real"``: a real vector with the same shape as the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "squared_error",
+    "zero_one",
+    "binary_cross_entropy",
+    "softmax_cross_entropy",
+    "binary_hinge",
+    "multiclass_hinge",
+    "perceptron_criterion",
+    "accuracy",
+    "LossSpec",
+    "get_loss",
+    "random_targets",
+    "LOSSES",
+]
+
+
+def _logit(z: jax.Array) -> jax.Array:
+    """A binary classifier's single logit: (1,) or () -> ()."""
+    return jnp.squeeze(z, axis=-1) if z.ndim and z.shape[-1] == 1 else z
+
+
+def _signed(t: jax.Array) -> jax.Array:
+    """{0, 1} labels -> {-1, +1}."""
+    return 2.0 * t - 1.0
+
+
+def squared_error(y: jax.Array, t: jax.Array) -> jax.Array:
+    """Squared error ½‖y − t‖², y and t: (outputs,) -> ()."""
+    return 0.5 * jnp.sum(jnp.square(y - t), axis=-1)
+
+
+def binary_cross_entropy(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Logistic cross-entropy from a logit, −t log σ(z) − (1−t) log(1−σ(z)).
+
+    z: (1,) or (); t in {0, 1}: () -> (). Computed as ``softplus(z) − t z`` written so
+    no exponential of a large positive number is ever taken.
+    """
+    z = _logit(z)
+    return jnp.maximum(z, 0.0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+
+def softmax_cross_entropy(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Cross-entropy of softmax(z) against class ``t``: logsumexp(z) − z_t.
+
+    z: (num_classes,) logits; t: () integer class -> ().
+    """
+    return jax.nn.logsumexp(z, axis=-1) - jnp.take_along_axis(
+        z, jnp.asarray(t, jnp.int32)[..., None], axis=-1
+    ).squeeze(-1)
+
+
+def binary_hinge(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Hinge loss max(0, 1 − s z) with s = 2t − 1 ∈ {−1, +1}; z: (1,) or (); t in {0,1} -> ()."""
+    return jnp.maximum(0.0, 1.0 - _signed(t) * _logit(z))
+
+
+def multiclass_hinge(z: jax.Array, t: jax.Array, margin: float = 1.0) -> jax.Array:
+    """Multiclass SVM loss Σ_{j≠t} max(0, z_j − z_t + margin) (Weston–Watkins, seed 003).
+
+    z: (num_classes,); t: () integer class -> ().
+    """
+    t = jnp.asarray(t, jnp.int32)
+    z_t = jnp.take_along_axis(z, t[..., None], axis=-1)
+    margins = jnp.maximum(0.0, z - z_t + margin)
+    not_target = jnp.arange(z.shape[-1]) != t[..., None]
+    return jnp.sum(jnp.where(not_target, margins, 0.0), axis=-1)
+
+
+def perceptron_criterion(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Perceptron criterion max(0, −s z) with s = 2t − 1: zero iff the example is classified
+    correctly; its subgradient step is the perceptron update. z: (1,) or (); t in {0,1} -> ()."""
+    return jnp.maximum(0.0, -_signed(t) * _logit(z))
+
+
+def zero_one(z: jax.Array, t: jax.Array) -> jax.Array:
+    """0-1 loss (a metric: its gradient is zero almost everywhere) -> () in {0., 1.}.
+
+    For logits (num_classes,) with num_classes > 1 it compares argmax to the class ``t``;
+    for one logit it compares ``z > 0`` to the label ``t`` in {0, 1}.
+    """
+    if z.ndim and z.shape[-1] > 1:
+        prediction = jnp.argmax(z, axis=-1)
+    else:
+        prediction = (_logit(z) > 0).astype(jnp.int32)
+    return (prediction != jnp.asarray(t, jnp.int32)).astype(jnp.float32)
+
+
+def accuracy(z: jax.Array, t: jax.Array) -> jax.Array:
+    """1 − zero_one: () in {0., 1.}."""
+    return 1.0 - zero_one(z, t)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """A named loss: its function and the kind of target it takes (class, binary, real)."""
+
+    name: str
+    fn: Callable[[jax.Array, jax.Array], jax.Array]
+    target: str
+
+    @property
+    def is_classification(self) -> bool:
+        return self.target in ("class", "binary")
+
+
+LOSSES: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec("squared_error", squared_error, "real"),
+        LossSpec("binary_cross_entropy", binary_cross_entropy, "binary"),
+        LossSpec("softmax_cross_entropy", softmax_cross_entropy, "class"),
+        LossSpec("binary_hinge", binary_hinge, "binary"),
+        LossSpec("multiclass_hinge", multiclass_hinge, "class"),
+        LossSpec("perceptron_criterion", perceptron_criterion, "binary"),
+    )
+}
+
+
+def get_loss(name: str) -> LossSpec:
+    """The :class:`LossSpec` named ``name``; unknown names list close matches."""
+    if name not in LOSSES:
+        close = difflib.get_close_matches(name, list(LOSSES), n=3, cutoff=0.4)
+        hint = f" — did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown loss {name!r}{hint} (known: {', '.join(LOSSES)})")
+    return LOSSES[name]
+
+
+def random_targets(loss: str, rng: jax.Array, outputs: jax.Array) -> jax.Array:
+    """Random targets for a batch of ``outputs`` (batch, ...) suited to the loss ``loss``."""
+    spec = get_loss(loss)
+    batch = outputs.shape[0]
+    if spec.target == "class":
+        return jax.random.randint(rng, (batch,), 0, outputs.shape[-1])
+    if spec.target == "binary":
+        return jax.random.bernoulli(rng, 0.5, (batch,)).astype(outputs.dtype)
+    return jax.random.normal(rng, outputs.shape, outputs.dtype)

@@ -1,0 +1,106 @@
+"""Optimizers and learning-rate schedules as Optax chains.
+
+Lecture: seed 004 §7 "Optimization" (line 1841: SGD, batch size, learning rate and its
+decay, momentum), seed 001 (minibatch SGD), seed 003 (gradient descent).
+
+``make_optimizer("momentum", 0.1, schedule="cosine", total_steps=1000, clip_norm=1.0)``
+returns ``clip_by_global_norm -> optimizer(schedule)``; ``weight_decay`` is decoupled for
+adamw and added to the gradient (L2 weight decay, ``add_decayed_weights``) otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import optax
+
+__all__ = ["make_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+
+
+def _choice(kind: str, value: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        close = difflib.get_close_matches(value, options, n=2, cutoff=0.4)
+        hint = f" — did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown {kind} {value!r}{hint} (choose one of {', '.join(options)})")
+    return value
+
+
+def make_schedule(
+    learning_rate: float,
+    schedule: str = "constant",
+    *,
+    total_steps: int | None = None,
+    decay_rate: float = 0.1,
+    decay_every: int | None = None,
+) -> optax.Schedule:
+    """A learning-rate schedule ``step -> lr``.
+
+    * ``constant``: ``lr``.
+    * ``step``: ``lr · decay_rate^floor(step / decay_every)`` (staircase).
+    * ``exponential``: ``lr · decay_rate^(step / decay_every)`` (smooth).
+    * ``cosine``: ``lr · ½(1 + cos(π step / total_steps))``, reaching 0 at ``total_steps``.
+    """
+    _choice("schedule", schedule, SCHEDULES)
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
+    if schedule == "constant":
+        return optax.constant_schedule(learning_rate)
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("schedule='cosine' needs total_steps > 0")
+        return optax.cosine_decay_schedule(learning_rate, decay_steps=total_steps)
+    every = decay_every or (total_steps // 3 if total_steps else None)
+    if not every:
+        raise ValueError(f"schedule={schedule!r} needs decay_every or total_steps")
+    return optax.exponential_decay(
+        learning_rate, transition_steps=every, decay_rate=decay_rate, staircase=schedule == "step"
+    )
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    *,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    decay_rate: float = 0.1,
+    decay_every: int | None = None,
+    momentum: float = 0.9,
+    clip_norm: float | None = None,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """An Optax optimizer by name: sgd, momentum, nesterov, rmsprop, adam, adamw.
+
+    Args:
+      name: the update rule.
+      learning_rate: peak learning rate.
+      schedule: constant / step / exponential / cosine (see :func:`make_schedule`).
+      momentum: β for momentum and nesterov (also rmsprop's decay stays Optax's default).
+      clip_norm: if set, gradients are first rescaled to global norm <= clip_norm.
+      weight_decay: decoupled decay for adamw; L2 decay added to the gradient otherwise.
+    """
+    _choice("optimizer", name, OPTIMIZERS)
+    lr = make_schedule(
+        learning_rate, schedule, total_steps=total_steps, decay_rate=decay_rate,
+        decay_every=decay_every,
+    )
+    if name == "adamw":
+        rule = optax.adamw(lr, weight_decay=weight_decay)
+    else:
+        rule = {
+            "sgd": lambda: optax.sgd(lr),
+            "momentum": lambda: optax.sgd(lr, momentum=momentum),
+            "nesterov": lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
+            "rmsprop": lambda: optax.rmsprop(lr),
+            "adam": lambda: optax.adam(lr),
+        }[name]()
+        if weight_decay:
+            rule = optax.chain(optax.add_decayed_weights(weight_decay), rule)
+    if clip_norm is not None:
+        if clip_norm <= 0:
+            raise ValueError(f"clip_norm must be > 0; got {clip_norm}")
+        rule = optax.chain(optax.clip_by_global_norm(clip_norm), rule)
+    return rule

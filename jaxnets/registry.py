@@ -1,0 +1,205 @@
+"""Model registry: every builder in jaxnets is registered here with a model card.
+
+`list_models()` is what the tests and the CLI iterate over, so a registered model is
+automatically built, gradient-checked and documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "ModelCard",
+    "UnknownModelError",
+    "InputSpecError",
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_card",
+    "check_input",
+    "example_inputs",
+]
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name that is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class InputSpecError(ValueError):
+    """Raised when an input does not match the shape/dtype a model card declares."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What a user needs to know to use a registered model.
+
+    Attributes:
+      name: registry name (``create_model(name)``).
+      family: the lecture family (``"linear"``, ``"mlp"``, ...).
+      lecture: seed file and section, e.g. ``"004 §2.1 Linear regression (line 163)"``.
+      reference: paper or textbook reference.
+      task: ``"classification"``, ``"binary"`` or ``"regression"``.
+      input_shape: shape of ONE example for the default config (no batch axis).
+      input_dtype: dtype name of the input (``"float32"``, ``"int32"``).
+      loss: name of the default per-example loss in :mod:`jaxnets.losses`.
+      test_config: overrides giving a tiny model for tests and gradcheck.
+      test_input_shape: shape of one example for ``test_config`` (defaults to ``input_shape``).
+      per_example_grads: False for models that couple examples (batch norm).
+      description: one line saying what the model is.
+      input_range: for integer inputs (token ids), the number of distinct values.
+      builder: callable ``(**config) -> nn.Module``.
+      defaults: the default hyperparameters passed to the builder.
+    """
+
+    name: str
+    family: str
+    lecture: str
+    reference: str
+    task: str
+    input_shape: tuple[int, ...]
+    loss: str
+    builder: Callable[..., nn.Module]
+    input_dtype: str = "float32"
+    test_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    test_input_shape: tuple[int, ...] | None = None
+    per_example_grads: bool = True
+    description: str = ""
+    input_range: int = 2
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tiny_input_shape(self) -> tuple[int, ...]:
+        return self.input_shape if self.test_input_shape is None else self.test_input_shape
+
+
+_REGISTRY: dict[str, ModelCard] = {}
+
+
+def register_model(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    family: str,
+    lecture: str,
+    reference: str,
+    task: str,
+    input_shape: tuple[int, ...],
+    loss: str,
+    defaults: Mapping[str, Any] | None = None,
+    **card_fields: Any,
+) -> ModelCard:
+    """Register ``builder`` under ``name`` and return its :class:`ModelCard`.
+
+    ``builder(**{**defaults, **overrides})`` must return a ``flax.linen.Module``.
+    Registering a name twice is an error (two models cannot share a name).
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered (family {_REGISTRY[name].family})")
+    if task not in ("classification", "binary", "regression"):
+        raise ValueError(f"task must be classification, binary or regression; got {task!r}")
+    card = ModelCard(
+        name=name,
+        family=family,
+        lecture=lecture,
+        reference=reference,
+        task=task,
+        input_shape=tuple(input_shape),
+        loss=loss,
+        builder=builder,
+        defaults=MappingProxyType(dict(defaults or {})),
+        **card_fields,
+    )
+    _REGISTRY[name] = card
+    return card
+
+
+def _ensure_loaded() -> None:
+    # Importing the model families runs their register_model calls.
+    import jaxnets.models  # noqa: F401
+
+
+def _unknown(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownModelError(f"unknown model {name!r}{hint} see jaxnets.list_models()")
+
+
+def model_card(name: str) -> ModelCard:
+    """Return the :class:`ModelCard` registered under ``name``."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of registered models matching the glob ``pattern`` (e.g. ``"mlp*"``)."""
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` with its defaults updated by ``overrides``.
+
+    Unknown hyperparameter names raise a ``TypeError`` naming the accepted ones.
+    """
+    card = model_card(name)
+    config = {**card.defaults, **overrides}
+    try:
+        return card.builder(**config)
+    except TypeError as err:
+        fields = _builder_fields(card.builder)
+        unknown = sorted(set(overrides) - set(fields)) if fields else []
+        if unknown:
+            raise TypeError(
+                f"model {name!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                f"it accepts {', '.join(fields)}"
+            ) from err
+        raise
+
+
+def _builder_fields(builder: Callable[..., Any]) -> list[str]:
+    target = getattr(builder, "func", builder)
+    if dataclasses.is_dataclass(target):
+        return [f.name for f in dataclasses.fields(target) if f.name not in ("parent", "name")]
+    return []
+
+
+def check_input(card: ModelCard, x: Any, *, tiny: bool = False) -> None:
+    """Raise :class:`InputSpecError` if ``x`` (batch, *input_shape) does not fit ``card``."""
+    expected = card.tiny_input_shape if tiny else card.input_shape
+    shape = tuple(np.shape(x))
+    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    kind_ok = np.issubdtype(dtype, np.integer) == np.issubdtype(np.dtype(card.input_dtype), np.integer)
+    if shape[1:] != tuple(expected) or not kind_ok:
+        raise InputSpecError(
+            f"model {card.name!r} expects input of shape (batch, {', '.join(map(str, expected))}) "
+            f"and dtype {card.input_dtype}; got shape {shape} and dtype {dtype}"
+        )
+
+
+def example_inputs(
+    card: ModelCard, rng: jax.Array, batch_size: int = 4, *, tiny: bool = True, dtype=jnp.float32
+) -> jax.Array:
+    """Random inputs (batch_size, *input_shape) matching the card (tiny config by default).
+
+    Integer inputs (token ids) are drawn from ``[0, card.input_range)``. Targets depend on the
+    model's outputs: build them with :func:`jaxnets.losses.random_targets` after a forward pass.
+    """
+    shape = (batch_size, *(card.tiny_input_shape if tiny else card.input_shape))
+    if np.issubdtype(np.dtype(card.input_dtype), np.integer):
+        return jax.random.randint(rng, shape, 0, card.input_range, dtype=jnp.int32)
+    return jax.random.normal(rng, shape, dtype=dtype)

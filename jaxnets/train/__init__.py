@@ -1,0 +1,11 @@
+"""Training engine: TrainState, compiled steps and epochs, fit/evaluate, callbacks."""
+
+from jaxnets.train.callbacks import Callback, EarlyStopping, JSONLLogger, ProgressBar
+from jaxnets.train.loop import FitResult, NonFiniteLossError, evaluate, fit
+from jaxnets.train.state import TrainState
+from jaxnets.train.step import Trainer, batch_loss
+
+__all__ = [
+    "Callback", "EarlyStopping", "FitResult", "JSONLLogger", "NonFiniteLossError",
+    "ProgressBar", "TrainState", "Trainer", "batch_loss", "evaluate", "fit",
+]

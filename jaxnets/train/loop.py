@@ -1,0 +1,164 @@
+"""``fit`` and ``evaluate``: the training loop around the compiled epoch.
+
+Lectures: seed 004 §7 "Optimization" (line 1841: epochs of minibatch SGD, learning curves)
+and §12 "Generalization" (line 2500: validation set, early stopping). One call of the
+compiled :meth:`Trainer.train_epoch` runs a whole epoch; Python only runs between epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.checkpoint import Checkpointer
+from jaxnets.train.callbacks import Callback, JSONLLogger, ProgressBar
+from jaxnets.train.state import TrainState
+from jaxnets.train.step import Trainer
+
+__all__ = ["fit", "evaluate", "FitResult", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns and callbacks see while it runs.
+
+    Attributes:
+      state: the final TrainState (the best one if EarlyStopping restored it).
+      history: one logs dict per epoch run in this call.
+      epochs: the number of epochs asked for; start_epoch: the epoch this call began at
+        (> 0 when it resumed from a checkpoint).
+    """
+
+    state: TrainState
+    epochs: int
+    start_epoch: int = 0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _arrays(data: Any, name: str) -> tuple[jax.Array, jax.Array]:
+    x, y = (data.x, data.y) if hasattr(data, "x") else data
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0:
+        raise ValueError(f"{name} data is empty (0 examples); fit needs at least one batch")
+    if len(x) != len(y):
+        raise ValueError(f"{name} data has {len(x)} inputs but {len(y)} targets")
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def evaluate(trainer: Trainer, state: TrainState, data: Any, *, batch_size: int = 1024,
+             prefix: str = "") -> dict[str, float]:
+    """Mean loss (and accuracy for classifiers) of ``state`` on ``data`` ((x, y) or a dataset
+    with ``.x``/``.y``), in evaluation mode; keys get ``prefix`` (e.g. ``"test_"``)."""
+    x, y = _arrays(data, "evaluation")
+    metrics = trainer.evaluate(state, x, y, batch_size=min(batch_size, len(x)))
+    return {prefix + k: float(v) for k, v in metrics.items()}
+
+
+def fit(
+    trainer: Trainer,
+    state: TrainState,
+    train: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    val: Any = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    metrics_path: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``state`` for ``epochs`` epochs of shuffled minibatches; each epoch is one
+    compiled ``lax.scan`` over ``len(train) // batch_size`` steps.
+
+    Args:
+      train, val: ``(x, y)`` arrays or datasets with ``.x`` (n, *input_shape) and ``.y`` (n, ...).
+      callbacks: e.g. :class:`EarlyStopping`; a tqdm bar is added when ``progress``.
+      checkpoint_dir: save an Orbax checkpoint every ``checkpoint_every`` epochs; if the
+        directory already holds one, training resumes from it and continues exactly as the
+        uninterrupted run would have (same shuffles, same dropout keys).
+      metrics_path: append each epoch's logs to this JSONL file.
+    Raises:
+      NonFiniteLossError: a step's loss was NaN/inf; the message names the first such step.
+        Nothing after the last good checkpoint is saved.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1; got {epochs}")
+    x, y = _arrays(train, "training")
+    if not 1 <= batch_size <= len(x):
+        raise ValueError(f"batch_size must be in [1, {len(x)}] (the training set size); "
+                         f"got {batch_size}")
+    val_arrays = _arrays(val, "validation") if val is not None else None
+    steps_per_epoch = len(x) // batch_size
+
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    start_epoch = 0
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(like=state)
+        start_epoch = int(meta["epoch"])
+
+    run = FitResult(state=state, epochs=epochs, start_epoch=start_epoch)
+    all_callbacks = list(callbacks)
+    if progress:
+        all_callbacks.insert(0, ProgressBar(desc))
+    if metrics_path is not None:
+        all_callbacks.append(JSONLLogger(metrics_path))
+    for cb in all_callbacks:
+        cb.on_fit_start(run)
+    try:
+        for epoch in range(start_epoch, epochs):
+            first_step = int(run.state.step)
+            t0 = time.perf_counter()
+            run.state, step_metrics = trainer.train_epoch(
+                run.state, x, y, batch_size=batch_size
+            )
+            step_losses = np.asarray(step_metrics["loss"])
+            seconds = time.perf_counter() - t0
+            _guard_finite(step_losses, first_step, epoch, checkpointer)
+            logs = {"epoch": epoch + 1, "step": int(run.state.step)}
+            logs.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
+            if val_arrays is not None:
+                logs.update(evaluate(trainer, run.state, val_arrays, prefix="val_"))
+            logs["steps_per_s"] = steps_per_epoch / seconds
+            logs["seconds"] = seconds
+            run.history.append(logs)
+            if checkpointer is not None and (epoch + 1) % checkpoint_every == 0:
+                checkpointer.save(int(run.state.step), run.state, {"epoch": epoch + 1})
+            if any([bool(cb.on_epoch_end(run, logs)) for cb in all_callbacks]):
+                run.stopped_early = True
+                break
+    finally:
+        for cb in all_callbacks:
+            cb.on_fit_end(run)
+        if checkpointer is not None:
+            checkpointer.close()
+    return run
+
+
+def _guard_finite(step_losses: np.ndarray, first_step: int, epoch: int,
+                  checkpointer: Checkpointer | None) -> None:
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    if bad.size == 0:
+        return
+    step = first_step + int(bad[0]) + 1
+    kept = checkpointer.latest_step() if checkpointer is not None else None
+    where = (f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
+             if kept is not None else "no checkpoint was written")
+    raise NonFiniteLossError(
+        f"loss became {step_losses[bad[0]]} at step {step} (epoch {epoch + 1}); stopping: {where}. "
+        "Try a smaller learning rate or gradient clipping (make_optimizer(..., clip_norm=1.0))."
+    )
+

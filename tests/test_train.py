@@ -1,0 +1,203 @@
+"""The training engine: pure steps, compiled epochs, callbacks, checkpoints, guards."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnets.optim import make_optimizer
+from jaxnets.train import EarlyStopping, NonFiniteLossError, Trainer, evaluate, fit
+
+
+class _Net(nn.Module):
+    """A small MLP with dropout, so the rng path is exercised."""
+
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.tanh(nn.Dense(16)(x))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return nn.Dense(3)(h)
+
+
+def _data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1).astype(np.int32)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return Trainer(_Net(), "softmax_cross_entropy", make_optimizer("momentum", 0.1))
+
+
+def _state(trainer, seed=0):
+    return trainer.init(jax.random.PRNGKey(seed), jnp.zeros((1, 5)))
+
+
+def test_train_step_equals_a_hand_computed_sgd_step():
+    tr = Trainer(_Net(dropout=0.0), "softmax_cross_entropy", make_optimizer("sgd", 0.5))
+    state = _state(tr)
+    x, y = map(jnp.asarray, _data(8))
+    params0 = jax.device_get(state.params)
+
+    def mean_loss(p):
+        z = tr.model.apply({"params": p}, x)
+        return jnp.mean(jax.nn.logsumexp(z, -1) - z[jnp.arange(8), y])
+
+    expected = jax.tree.map(lambda p, g: p - 0.5 * g, params0, jax.grad(mean_loss)(params0))
+    new_state, metrics = tr.train_step(state, (x, y))
+    assert int(new_state.step) == 1
+    assert float(metrics["loss"]) == pytest.approx(float(mean_loss(params0)), rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 new_state.params, expected)
+
+
+def test_second_step_does_not_recompile(trainer):
+    state = _state(trainer)
+    x, y = map(jnp.asarray, _data(8))
+    state, _ = trainer.train_step(state, (x, y))
+    size = trainer.train_step._cache_size()
+    state, _ = trainer.train_step(state, (x, y))
+    assert trainer.train_step._cache_size() == size
+
+
+def test_jit_equals_eager(trainer):
+    x, y = map(jnp.asarray, _data(8))
+    jitted, _ = trainer.train_step(_state(trainer), (x, y))
+    with jax.disable_jit():
+        eager, _ = trainer._step(_state(trainer), (x, y))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jitted.params, eager.params)
+
+
+def test_per_example_grads_average_to_the_batch_gradient():
+    tr = Trainer(_Net(), "softmax_cross_entropy", make_optimizer("sgd", 1.0))
+    state = _state(tr)
+    x, y = map(jnp.asarray, _data(6))
+    per_example = tr.per_example_grads(state, (x, y))
+    assert per_example["Dense_0"]["kernel"].shape == (6, 5, 16)
+    # one SGD step with lr=1 moves params by minus the mean gradient
+    params0 = jax.device_get(state.params)
+    new_state, _ = tr.train_step(state, (x, y))
+    jax.tree.map(
+        lambda g, p0, p1: np.testing.assert_allclose(g.mean(0), p0 - p1, rtol=1e-4, atol=1e-6),
+        per_example, params0, new_state.params)
+    # examples really differ
+    k = np.asarray(per_example["Dense_1"]["kernel"])
+    assert np.abs(k[0] - k[1]).max() > 1e-4
+
+
+def test_compiled_epoch_equals_python_loop_of_steps(trainer):
+    x, y = map(jnp.asarray, _data(40))
+    scanned, metrics = trainer.train_epoch(_state(trainer), x, y, batch_size=8)
+    assert metrics["loss"].shape == (5,)
+    state = _state(trainer)
+    shuffle = jax.random.fold_in(jax.random.fold_in(state.rng, 0x5EED), 0)
+    order = np.asarray(jax.random.permutation(shuffle, 40)).reshape(5, 8)
+    for idx in order:
+        state, _ = trainer.train_step(state, (x[idx], y[idx]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 scanned.params, state.params)
+
+
+def test_fit_learns_and_evaluate_reports(trainer):
+    x, y = _data(192)
+    result = fit(trainer, _state(trainer), (x[:128], y[:128]), val=(x[128:], y[128:]),
+                 epochs=30, batch_size=16, progress=False)
+    assert len(result.history) == 30
+    assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
+    test = evaluate(trainer, result.state, (x[128:], y[128:]), batch_size=7, prefix="test_")
+    assert test["test_accuracy"] > 0.8
+    # chunked evaluation (7 does not divide 64) equals the one-chunk evaluation
+    whole = evaluate(trainer, result.state, (x[128:], y[128:]), batch_size=64)
+    assert whole["loss"] == pytest.approx(test["test_loss"], rel=1e-5)
+
+
+def test_fit_writes_jsonl_metrics(trainer, tmp_path):
+    import json
+
+    x, y = _data(64)
+    fit(trainer, _state(trainer), (x, y), epochs=3, batch_size=16, progress=False,
+        metrics_path=tmp_path / "metrics.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["step"] == 12
+
+
+def test_early_stopping_restores_the_validation_minimum(trainer):
+    x, y = _data(96)
+    # an overfitting setup: a tiny train set, validation on fresh data, large lr
+    tr = Trainer(_Net(dropout=0.0), "softmax_cross_entropy", make_optimizer("adam", 0.05))
+    stopper = EarlyStopping("val_loss", patience=3)
+    result = fit(tr, _state(tr), (x[:16], y[:16]), val=(x[16:], y[16:]), epochs=200,
+                 batch_size=8, callbacks=[stopper], progress=False)
+    val_losses = [h["val_loss"] for h in result.history]
+    best = int(np.argmin(val_losses))
+    assert result.stopped_early and stopper.stopped_epoch == best + 1 + 3
+    assert stopper.best_epoch == best + 1
+    restored = evaluate(tr, result.state, (x[16:], y[16:]))
+    assert restored["loss"] == pytest.approx(min(val_losses), rel=1e-5)
+
+
+def test_resume_after_kill_gives_the_same_final_parameters(trainer, tmp_path):
+    x, y = _data(64)
+
+    class Kill(Exception):
+        pass
+
+    class KillAfter:
+        def on_fit_start(self, fit):
+            pass
+
+        def on_epoch_end(self, fit, logs):
+            if logs["epoch"] == 3:
+                raise Kill
+
+        def on_fit_end(self, fit):
+            pass
+
+    full = fit(trainer, _state(trainer), (x, y), epochs=5, batch_size=8, progress=False)
+    with pytest.raises(Kill):
+        fit(trainer, _state(trainer), (x, y), epochs=5, batch_size=8, progress=False,
+            checkpoint_dir=tmp_path / "ckpt", callbacks=[KillAfter()])
+    resumed = fit(trainer, _state(trainer, seed=123), (x, y), epochs=5, batch_size=8,
+                  progress=False, checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.start_epoch == 3 and len(resumed.history) == 2
+    jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
+    assert int(resumed.state.step) == int(full.state.step) == 40
+
+
+def test_non_finite_loss_stops_at_the_named_step_and_keeps_the_checkpoint(tmp_path):
+    import optax
+
+    from jaxnets.checkpoint import Checkpointer
+
+    x, y = _data(64)
+    # The 20th update (count 19) multiplies by inf: params become non-finite, so the loss of
+    # step 21 (epoch 3 at 8 steps/epoch) is the first non-finite one.
+    poisoned = optax.chain(
+        optax.sgd(0.1), optax.scale_by_schedule(lambda count: jnp.where(count == 19, jnp.inf, 1.0))
+    )
+    tr = Trainer(_Net(dropout=0.0), "softmax_cross_entropy", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"at step 21 \(epoch 3\).*step 16"):
+        fit(tr, _state(tr), (x, y), epochs=5, batch_size=8, progress=False,
+            checkpoint_dir=tmp_path / "ckpt")
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    assert ckpt.latest_step() == 16
+    state, meta = ckpt.restore(like=_state(tr))
+    assert meta["epoch"] == 2 and int(state.step) == 16
+    assert all(np.isfinite(a).all() for a in jax.tree.leaves(state.params))
+
+
+def test_bad_data_gets_a_clear_error(trainer):
+    with pytest.raises(ValueError, match="training data is empty"):
+        fit(trainer, _state(trainer), (np.zeros((0, 5)), np.zeros((0,))), epochs=1,
+            batch_size=1, progress=False)
+    x, y = _data(16)
+    with pytest.raises(ValueError, match="16 inputs but 15 targets"):
+        fit(trainer, _state(trainer), (x, y[:15]), epochs=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 16\]"):
+        fit(trainer, _state(trainer), (x, y), epochs=1, batch_size=32, progress=False)
