@@ -44,14 +44,14 @@ class ProgressBar(Callback):
 
         self._bar = tqdm(
             total=fit.epochs, initial=fit.start_epoch, desc=self.desc, unit="epoch",
-            leave=self.leave, dynamic_ncols=True,
+            leave=self.leave, dynamic_ncols=True, mininterval=0.5,
         )
 
     def on_epoch_end(self, fit, logs):
         shown = {k: logs[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
                  if k in logs}
         self._bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
-                               "steps/s": f"{logs['steps_per_s']:.0f}"})
+                               "steps/s": f"{logs['steps_per_s']:.0f}"}, refresh=False)
         self._bar.update(1)
 
     def on_fit_end(self, fit):

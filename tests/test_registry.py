@@ -1,0 +1,47 @@
+import pytest
+
+import jaxnets
+from jaxnets import registry
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(jaxnets.UnknownModelError) as info:
+        jaxnets.create_model("softmax_regresion")
+    message = str(info.value)
+    assert "unknown model 'softmax_regresion'" in message
+    assert "did you mean 'softmax_regression'" in message and "list_models()" in message
+
+
+def test_list_models_glob():
+    mlps = jaxnets.list_models("mlp*")
+    assert mlps and all(n.startswith("mlp") for n in mlps)
+    assert jaxnets.list_models("no_such_*") == []
+    assert jaxnets.list_models() == sorted(jaxnets.list_models())
+
+
+def test_create_model_overrides_defaults():
+    model = jaxnets.create_model("softmax_regression", num_outputs=3)
+    assert model.num_outputs == 3
+    assert jaxnets.create_model("softmax_regression").num_outputs == 10
+
+
+def test_unknown_hyperparameter_names_the_accepted_ones():
+    with pytest.raises(TypeError, match="has no hyperparameter 'widths'; it accepts"):
+        jaxnets.create_model("softmax_regression", widths=3)
+
+
+def test_registering_a_name_twice_is_an_error():
+    card = jaxnets.model_card("softmax_regression")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_model(card.name, card.builder, family="x", lecture="004", reference="",
+                                task="classification", input_shape=(1,), loss="squared_error")
+
+
+def test_check_input_names_shape_and_dtype():
+    card = jaxnets.model_card("softmax_regression")
+    import numpy as np
+
+    with pytest.raises(jaxnets.InputSpecError, match=r"expects input of shape \(batch, 64\)"):
+        registry.check_input(card, np.zeros((5, 8, 8), np.float32))
+    with pytest.raises(jaxnets.InputSpecError, match="dtype float32; got .* int64"):
+        registry.check_input(card, np.zeros((5, 64), np.int64))
