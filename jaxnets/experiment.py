@@ -19,7 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Claim", "Run", "parse_config", "format_table"]
+__all__ = [
+    "Claim", "Run", "parse_config", "format_table", "latest_summaries", "results_markdown",
+    "replace_block",
+]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -124,3 +127,59 @@ def parse_config(config_cls: Callable[..., ConfigT], args: list[str] | None = No
     except ValueError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def latest_summaries(root: str | Path = "runs") -> dict[str, dict[str, Any]]:
+    """The newest ``summary.json`` of each experiment under ``root``, by experiment name."""
+    latest = {}
+    for experiment in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        summaries = sorted(experiment.glob("*/summary.json"))
+        if summaries:
+            latest[experiment.name] = json.loads(summaries[-1].read_text())
+    return latest
+
+
+def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of every experiment's results and claims, from summary dicts."""
+    lines = ["| experiment | variant | metric | value |", "|---|---|---|---|"]
+    for name, summary in summaries.items():
+        for variant, metrics in summary["results"].items():
+            for metric, value in metrics.items():
+                lines.append(f"| {name} | {variant} | {metric} | {value:.4g} |")
+    lines += ["", "| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
+    for name, summary in summaries.items():
+        for c in summary["claims"]:
+            lines.append(f"| {name} | {c['claim']} | {c['value']:.4g} | "
+                         f"{c['direction']} {c['threshold']:g} | {'yes' if c['holds'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, marker: str, content: str) -> str:
+    """Replace what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->``."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"README has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{content}\n{end}{tail}"
+
+
+def models_markdown() -> str:
+    """A markdown table of every registered model: name, family, task, lecture."""
+    from jaxnets import registry
+
+    lines = ["| model | family | task | lecture | description |", "|---|---|---|---|---|"]
+    for name in registry.list_models():
+        card = registry.model_card(name)
+        lines.append(f"| `{name}` | {card.family} | {card.task} | {card.lecture} | "
+                     f"{card.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # python -m jaxnets.experiment README.md [runs]: regenerate README's generated tables.
+    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    text = replace_block(readme.read_text(), "models", models_markdown())
+    summaries = latest_summaries(sys.argv[2] if len(sys.argv) > 2 else "runs")
+    readme.write_text(replace_block(text, "results", results_markdown(summaries)))
+    print(f"updated the model and results tables in {readme}")

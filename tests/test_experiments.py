@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_experiment(name):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}",
-                                                  ROOT / "experiments" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"experiments_{name}", ROOT / "experiments" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -30,8 +31,11 @@ def _check_run_dir(summary, out, experiment):
     on_disk = json.loads((runs[0] / "summary.json").read_text())
     assert on_disk["experiment"] == experiment and on_disk["results"] == summary["results"]
     for claim in on_disk["claims"]:
-        expected = (claim["value"] >= claim["threshold"] if claim["direction"] == "above"
-                    else claim["value"] <= claim["threshold"])
+        expected = (
+            claim["value"] >= claim["threshold"]
+            if claim["direction"] == "above"
+            else claim["value"] <= claim["threshold"]
+        )
         assert claim["holds"] == expected
     return runs[0]
 
@@ -54,24 +58,46 @@ def test_digits_smoke(tmp_path):
     assert len(rows) == 4  # 2 variants x 1 seed x 2 epochs
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "epochs must be >= 1"),
-    (["--learning-rate", "-1"], "learning_rate must be > 0"),
-    (["--activation", "relux"], "relux"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["--activation", "relux"], "relux"),
+    ],
+)
 def test_invalid_config_is_a_usage_error(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "digits.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "digits.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_help_lists_every_config_field():
     digits = load_experiment("digits")
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "digits.py"), "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "digits.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0
     import dataclasses
 
     for field in dataclasses.fields(digits.Config):
         assert "--" + field.name.replace("_", "-") in proc.stdout
+
+
+def test_linear_regression_smoke(tmp_path):
+    experiment = load_experiment("linear_regression")
+    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path)))
+    _check_run_dir(summary, tmp_path, "linear_regression")
+    assert summary["results"]["closed_form_vs_gd"]["max_param_difference"] < 1e-5
+    rows = [summary["results"][f"degree {d}"] for d in range(5)]
+    # training error never increases with the degree (nested least-squares problems)
+    train = [r["train_mse"] for r in rows]
+    assert all(b <= a + 1e-12 for a, b in zip(train, train[1:]))

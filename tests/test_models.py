@@ -28,8 +28,9 @@ def _built(name):
     model = jaxnets.create_model(name, **card.test_config)
     k_x, k_init, k_drop, k_y = jax.random.split(jax.random.PRNGKey(0), 4)
     x = registry.example_inputs(card, k_x, batch_size=8)
-    variables = model.init({"params": k_init, "dropout": k_drop}, x, train=False)
-    outputs = model.apply(variables, x, train=False)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        {"params": k_init, "dropout": k_drop}, x)
+    outputs = jax.jit(functools.partial(model.apply, train=False))(variables, x)
     y = losses.random_targets(card.loss, k_y, outputs)
     return card, model, variables, x, y
 
@@ -57,17 +58,26 @@ def test_builds_with_finite_outputs(name):
     # the default (non-tiny) config builds too, checked by shape only
     full = jaxnets.create_model(name)
     shape = jax.ShapeDtypeStruct((2, *card.input_shape), np.dtype(card.input_dtype))
-    jax.eval_shape(lambda x: full.init({"params": jax.random.PRNGKey(0),
-                                        "dropout": jax.random.PRNGKey(1)}, x), shape)
+    jax.eval_shape(
+        lambda x: full.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x),
+        shape,
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_parameter_gets_a_gradient(name):
-    loss_fn, params = model_loss_at(name, batch_size=8)
-    with jax.enable_x64(True):
-        grads = jax.grad(loss_fn)(params)
-    for path, g in jax.tree_util.tree_leaves_with_path(grads):
-        assert float(jnp.max(jnp.abs(g))) > 0.0, f"{name}: no gradient reaches {path}"
+    # "somewhere": over three random batches (a hinge bias's gradient can cancel in one)
+    reached = None
+    for seed in range(3):
+        loss_fn, params = model_loss_at(name, seed=seed, batch_size=8)
+        with jax.enable_x64(True):
+            grads = jax.jit(jax.grad(loss_fn))(params)
+        nonzero = jax.tree.map(lambda g: bool(jnp.any(g != 0)), grads)
+        reached = nonzero if reached is None else jax.tree.map(jnp.logical_or, reached, nonzero)
+        if all(jax.tree.leaves(reached)):
+            break
+    for path, ok in jax.tree_util.tree_leaves_with_path(reached):
+        assert ok, f"{name}: no gradient reaches {path}"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -81,8 +91,9 @@ def test_gradcheck_float64(name):
 def test_jit_equals_eager(name):
     _, model, variables, x, _ = _built(name)
     key = {"dropout": jax.random.PRNGKey(3)}
-    jitted = jax.jit(lambda v, x: model.apply(v, x, train=True, rngs=key,
-                                              mutable=["batch_stats"])[0])(variables, x)
+    jitted = jax.jit(
+        lambda v, x: model.apply(v, x, train=True, rngs=key, mutable=["batch_stats"])[0]
+    )(variables, x)
     with jax.disable_jit():
         eager = model.apply(variables, x, train=True, rngs=key, mutable=["batch_stats"])[0]
     np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-5)
@@ -91,8 +102,9 @@ def test_jit_equals_eager(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_train_step_runs_twice_without_recompiling(name):
     card, model, _, x, y = _built(name)
-    trainer = Trainer(model, card.loss, make_optimizer("sgd", 1e-2),
-                      per_example=card.per_example_grads)
+    trainer = Trainer(
+        model, card.loss, make_optimizer("sgd", 1e-2), per_example=card.per_example_grads
+    )
     state = trainer.init(jax.random.PRNGKey(0), x)
     state, first = trainer.train_step(state, (x, y))
     compiled = trainer.train_step._cache_size()
@@ -128,5 +140,8 @@ def test_accelerator_matches_cpu(name):
     cpu = jax.devices("cpu")[0]
     on_accel = jax.jit(loss_and_grad, device=device)(variables)
     on_cpu = jax.jit(loss_and_grad, device=cpu)(jax.device_put(variables, cpu))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4),
-                 jax.device_get(on_accel), jax.device_get(on_cpu))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4),
+        jax.device_get(on_accel),
+        jax.device_get(on_cpu),
+    )
