@@ -77,13 +77,24 @@ class Config:
 
 def _variants(cfg: Config):
     """name -> (model, loss, augment, weight decay)."""
-    shift = (functools.partial(random_shift, image_shape=(8, 8), max_shift=cfg.augment_shift)
-             if cfg.augment_shift else None)
+    shift = (
+        functools.partial(random_shift, image_shape=(8, 8), max_shift=cfg.augment_shift)
+        if cfg.augment_shift
+        else None
+    )
     return {
-        "softmax_regression": (create_model("softmax_regression"),
-                               model_card("softmax_regression").loss, None, cfg.softmax_weight_decay),
-        "mlp": (create_model("mlp", hidden=cfg.hidden, activation=cfg.activation),
-                model_card("mlp").loss, shift, cfg.mlp_weight_decay),
+        "softmax_regression": (
+            create_model("softmax_regression"),
+            model_card("softmax_regression").loss,
+            None,
+            cfg.softmax_weight_decay,
+        ),
+        "mlp": (
+            create_model("mlp", hidden=cfg.hidden, activation=cfg.activation),
+            model_card("mlp").loss,
+            shift,
+            cfg.mlp_weight_decay,
+        ),
     }
 
 
@@ -91,16 +102,19 @@ def _plot_curves(run: Run, histories: dict[str, list[list[dict]]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for color, (variant, runs) in zip(("C0", "C1"), histories.items()):
+    for color, (variant, runs) in zip(("C0", "C1"), histories.items(), strict=False):
         for i, history in enumerate(runs):
             epochs = [h["epoch"] for h in history]
             label = variant if i == 0 else None
             axes[0].plot(epochs, [h["train_loss"] for h in history], color=color, alpha=0.4)
             axes[0].plot(epochs, [h["val_loss"] for h in history], color=color, label=label)
-            axes[1].plot(epochs, [1 - h["val_accuracy"] for h in history], color=color,
-                         label=label)
-    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log",
-                title="cross-entropy (faint: train, solid: validation)")
+            axes[1].plot(epochs, [1 - h["val_accuracy"] for h in history], color=color, label=label)
+    axes[0].set(
+        xlabel="epoch",
+        ylabel="loss",
+        yscale="log",
+        title="cross-entropy (faint: train, solid: validation)",
+    )
     axes[1].set(xlabel="epoch", ylabel="validation error", yscale="log", title="0-1 error")
     for ax in axes:
         ax.legend()
@@ -131,38 +145,63 @@ def main(cfg: Config) -> dict:
     print(f"digits: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
     run = Run("digits", cfg, root=cfg.out)
     steps = cfg.epochs * (len(splits.train) // cfg.batch_size)
-    optimizer = make_optimizer("nesterov", cfg.learning_rate, schedule="cosine",
-                               total_steps=steps)
+    optimizer = make_optimizer("nesterov", cfg.learning_rate, schedule="cosine", total_steps=steps)
     results, histories = {}, {}
     for variant, (model, loss, augment, weight_decay) in _variants(cfg).items():
-        trainer = Trainer(model, loss, optimizer, regularizer=make_regularizer("l2", weight_decay),
-                          augment=augment)
+        trainer = Trainer(
+            model,
+            loss,
+            optimizer,
+            regularizer=make_regularizer("l2", weight_decay),
+            augment=augment,
+        )
         tests, histories[variant] = [], []
         for seed in range(cfg.seeds):
             state = trainer.init(jax.random.PRNGKey(seed), splits.train.x[:1])
-            result = fit(trainer, state, splits.train, val=splits.val, epochs=cfg.epochs,
-                         batch_size=cfg.batch_size, metrics_path=run.metrics_path,
-                         desc=f"{variant} seed {seed}")
+            result = fit(
+                trainer,
+                state,
+                splits.train,
+                val=splits.val,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                metrics_path=run.metrics_path,
+                desc=f"{variant} seed {seed}",
+            )
             histories[variant].append(result.history)
             tests.append(evaluate(trainer, result.state, splits.test)["accuracy"])
-        results[variant] = {"test_accuracy": float(np.mean(tests)),
-                            "test_accuracy_std": float(np.std(tests)),
-                            "val_accuracy": result.history[-1]["val_accuracy"]}
+        results[variant] = {
+            "test_accuracy": float(np.mean(tests)),
+            "test_accuracy_std": float(np.std(tests)),
+            "val_accuracy": result.history[-1]["val_accuracy"],
+        }
         first = jax.tree.leaves(result.state.params)
         kernel = next(leaf for leaf in first if leaf.ndim == 2)
         _plot_first_layer(run, variant, np.asarray(kernel))
     _plot_curves(run, histories)
     claims = [
-        Claim(f"softmax regression reaches 95% test accuracy on digits (mean of {cfg.seeds})",
-              "test_accuracy", results["softmax_regression"]["test_accuracy"], 0.95, "above"),
-        Claim(f"an MLP reaches 97% test accuracy on digits (mean of {cfg.seeds})",
-              "test_accuracy", results["mlp"]["test_accuracy"], 0.97, "above"),
+        Claim(
+            f"softmax regression reaches 95% test accuracy on digits (mean of {cfg.seeds})",
+            "test_accuracy",
+            results["softmax_regression"]["test_accuracy"],
+            0.95,
+            "above",
+        ),
+        Claim(
+            f"an MLP reaches 97% test accuracy on digits (mean of {cfg.seeds})",
+            "test_accuracy",
+            results["mlp"]["test_accuracy"],
+            0.97,
+            "above",
+        ),
     ]
     summary = run.write_summary(results, claims)
     print(format_table(results, ["test_accuracy", "test_accuracy_std", "val_accuracy"]))
     for c in claims:
-        print(f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4f} "
-              f"({c.direction} {c.threshold})")
+        print(
+            f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4f} "
+            f"({c.direction} {c.threshold})"
+        )
     print(f"run directory: {run.dir}")
     return summary
 

@@ -55,12 +55,15 @@ class Config:
 
     def __post_init__(self):
         if self.n_train < 2 or self.n_test < 1:
-            raise ValueError(f"need n_train >= 2 and n_test >= 1; got {self.n_train}, {self.n_test}")
+            raise ValueError(
+                f"need n_train >= 2 and n_test >= 1; got {self.n_train}, {self.n_test}"
+            )
         if self.max_degree < 1 or self.gd_examples < 2 or self.gd_features < 1:
             raise ValueError("need max_degree >= 1, gd_examples >= 2 and gd_features >= 1")
         if self.gd_steps < 1 or self.gd_learning_rate <= 0 or self.l2 < 0 or self.noise < 0:
-            raise ValueError("gd_steps >= 1, gd_learning_rate > 0, l2 >= 0 and noise >= 0 "
-                             "are required")
+            raise ValueError(
+                "gd_steps >= 1, gd_learning_rate > 0, l2 >= 0 and noise >= 0 are required"
+            )
 
 
 def _mse(variables, X, t) -> float:
@@ -85,9 +88,13 @@ def _closed_form_vs_gd(cfg: Config) -> dict[str, float]:
     closed = fit_least_squares(X, t, l2=cfg.l2)
     by_gd, costs = fit_linear_gd(X, t, cfg.gd_learning_rate, cfg.gd_steps, l2=cfg.l2)
     diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), closed, by_gd)
-    return {"max_param_difference": max(jax.tree.leaves(diff)),
-            "closed_form_train_mse": _mse(closed, X, t), "gd_train_mse": _mse(by_gd, X, t),
-            "gd_first_cost": float(costs[0]), "gd_last_cost": float(costs[-1])}
+    return {
+        "max_param_difference": max(jax.tree.leaves(diff)),
+        "closed_form_train_mse": _mse(closed, X, t),
+        "gd_train_mse": _mse(by_gd, X, t),
+        "gd_first_cost": float(costs[0]),
+        "gd_last_cost": float(costs[-1]),
+    }
 
 
 def _degree_sweep(cfg: Config, train, test):
@@ -112,12 +119,14 @@ def _plot(run: Run, cfg: Config, train, rows) -> None:
 
     degrees = list(range(cfg.max_degree + 1))
     fig, (ax_curve, ax_fit) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_curve.plot(degrees, [rows[f"degree {d}"]["train_mse"] for d in degrees], "o-",
-                  label="train")
-    ax_curve.plot(degrees, [rows[f"degree {d}"]["test_mse"] for d in degrees], "s-",
-                  label="test")
-    ax_curve.set(xlabel="polynomial degree", ylabel="mean squared error", yscale="log",
-                 title=f"{cfg.n_train} training points: train vs test error")
+    ax_curve.plot(degrees, [rows[f"degree {d}"]["train_mse"] for d in degrees], "o-", label="train")
+    ax_curve.plot(degrees, [rows[f"degree {d}"]["test_mse"] for d in degrees], "s-", label="test")
+    ax_curve.set(
+        xlabel="polynomial degree",
+        ylabel="mean squared error",
+        yscale="log",
+        title=f"{cfg.n_train} training points: train vs test error",
+    )
     ax_curve.legend()
     grid = np.linspace(0, 1, 400)[:, None]
     ax_fit.plot(grid, np.sin(2 * np.pi * grid), "k--", lw=1, label="sin(2πx)")
@@ -143,24 +152,43 @@ def main(cfg: Config) -> dict:
         rows = _degree_sweep(cfg, train, test)
         _plot(run, cfg, train, rows)
     results = {"closed_form_vs_gd": agreement, **rows}
-    print(f"closed form vs gradient descent ({cfg.gd_features} features, {cfg.gd_steps} "
-          f"steps): max |Δparam| = {agreement['max_param_difference']:.2e}")
+    print(
+        f"closed form vs gradient descent ({cfg.gd_features} features, {cfg.gd_steps} "
+        f"steps): max |Δparam| = {agreement['max_param_difference']:.2e}"
+    )
     print(format_table(rows, ["train_mse", "test_mse"]))
     best = min(rows, key=lambda r: rows[r]["test_mse"])
     top = f"degree {cfg.max_degree}"
     claims = [
-        Claim("closed form and gradient descent reach the same weights",
-              "max_param_difference", agreement["max_param_difference"], 1e-5, "below"),
-        Claim(f"the highest degree fits the training points better than {best} "
-              "(train_mse ratio top/best)", "train_mse_ratio",
-              rows[top]["train_mse"] / rows[best]["train_mse"], 1.0, "below"),
-        Claim(f"...but generalises worse: it overfits (test_mse ratio top/{best})",
-              "test_mse_ratio", rows[top]["test_mse"] / rows[best]["test_mse"], 1.0, "above"),
+        Claim(
+            "closed form and gradient descent reach the same weights",
+            "max_param_difference",
+            agreement["max_param_difference"],
+            1e-5,
+            "below",
+        ),
+        Claim(
+            f"the highest degree fits the training points better than {best} "
+            "(train_mse ratio top/best)",
+            "train_mse_ratio",
+            rows[top]["train_mse"] / rows[best]["train_mse"],
+            1.0,
+            "below",
+        ),
+        Claim(
+            f"...but generalises worse: it overfits (test_mse ratio top/{best})",
+            "test_mse_ratio",
+            rows[top]["test_mse"] / rows[best]["test_mse"],
+            1.0,
+            "above",
+        ),
     ]
     summary = run.write_summary(results, claims)
     for c in claims:
-        print(f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4g} "
-              f"({c.direction} {c.threshold:g})")
+        print(
+            f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4g} "
+            f"({c.direction} {c.threshold:g})"
+        )
     print(f"run directory: {run.dir}")
     return summary
 

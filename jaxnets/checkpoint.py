@@ -61,4 +61,3 @@ class Checkpointer:
 
     def __repr__(self) -> str:
         return f"Checkpointer({str(self.directory)!r}, latest_step={self.latest_step()})"
-

@@ -21,14 +21,20 @@ def parameter_table(name: str, *, tiny: bool = False) -> str:
     """
     card = registry.model_card(name)
     model = registry.create_model(name, **(card.test_config if tiny else {}))
-    x = jax.ShapeDtypeStruct((1, *(card.tiny_input_shape if tiny else card.input_shape)),
-                             np.dtype(card.input_dtype))
+    x = jax.ShapeDtypeStruct(
+        (1, *(card.tiny_input_shape if tiny else card.input_shape)), np.dtype(card.input_dtype)
+    )
     keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     shapes = jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
     rows = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
-        rows.append(("/".join(str(getattr(k, "key", k)) for k in path), leaf.shape,
-                     int(np.prod(leaf.shape))))
+        rows.append(
+            (
+                "/".join(str(getattr(k, "key", k)) for k in path),
+                leaf.shape,
+                int(np.prod(leaf.shape)),
+            )
+        )
     width = max([len(r[0]) for r in rows] + [9])
     lines = [f"{'parameter':<{width}}  {'shape':<18} {'count':>10}"]
     lines += [f"{p:<{width}}  {str(s):<18} {n:>10,}" for p, s, n in rows]
@@ -38,10 +44,15 @@ def parameter_table(name: str, *, tiny: bool = False) -> str:
 
 def _card_text(card: registry.ModelCard) -> str:
     fields = [
-        ("name", card.name), ("family", card.family), ("description", card.description),
-        ("lecture", card.lecture), ("reference", card.reference), ("task", card.task),
+        ("name", card.name),
+        ("family", card.family),
+        ("description", card.description),
+        ("lecture", card.lecture),
+        ("reference", card.reference),
+        ("task", card.task),
         ("input", f"(batch, {', '.join(map(str, card.input_shape))}) {card.input_dtype}"),
-        ("default loss", card.loss), ("defaults", dict(card.defaults)),
+        ("default loss", card.loss),
+        ("defaults", dict(card.defaults)),
         ("tiny config", dict(card.test_config)),
         ("per-example grads", "yes" if card.per_example_grads else "no (examples interact)"),
     ]
@@ -91,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--tiny", action="store_true", help="show the tiny test config's parameters")
     p.set_defaults(run=_cmd_info)
-    p = sub.add_parser("gradcheck",
-                       help="float64 finite-difference check of a model's gradients (tiny config)")
+    p = sub.add_parser(
+        "gradcheck", help="float64 finite-difference check of a model's gradients (tiny config)"
+    )
     p.add_argument("name")
     p.add_argument("--mode", choices=("auto", "full", "directions"), default="auto")
     p.add_argument("--tol", type=float, default=1e-6, help="largest accepted relative error")

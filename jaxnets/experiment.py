@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
-    "Claim", "Run", "parse_config", "format_table", "latest_summaries", "results_markdown",
+    "Claim",
+    "Run",
+    "parse_config",
+    "format_table",
+    "latest_summaries",
+    "results_markdown",
     "replace_block",
 ]
 
@@ -88,8 +93,9 @@ class Run:
         plt.close(fig)
         return path
 
-    def write_summary(self, results: dict[str, dict[str, float]],
-                      claims: list[Claim]) -> dict[str, Any]:
+    def write_summary(
+        self, results: dict[str, dict[str, float]], claims: list[Claim]
+    ) -> dict[str, Any]:
         """Write ``summary.json`` and return it."""
         summary = {
             "experiment": self.experiment,
@@ -112,8 +118,11 @@ def format_table(results: dict[str, dict[str, float]], metrics: list[str] | None
     return "\n".join(lines)
 
 
-def parse_config(config_cls: Callable[..., ConfigT], args: list[str] | None = None,
-                 description: str | None = None) -> ConfigT:
+def parse_config(
+    config_cls: Callable[..., ConfigT],
+    args: list[str] | None = None,
+    description: str | None = None,
+) -> ConfigT:
     """Build ``config_cls`` (a frozen dataclass) from the command line with tyro.
 
     ``--help`` lists every field with its default and docstring. A ValueError raised by the
@@ -149,8 +158,10 @@ def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
     lines += ["", "| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
     for name, summary in summaries.items():
         for c in summary["claims"]:
-            lines.append(f"| {name} | {c['claim']} | {c['value']:.4g} | "
-                         f"{c['direction']} {c['threshold']:g} | {'yes' if c['holds'] else 'NO'} |")
+            lines.append(
+                f"| {name} | {c['claim']} | {c['value']:.4g} | "
+                f"{c['direction']} {c['threshold']:g} | {'yes' if c['holds'] else 'NO'} |"
+            )
     return "\n".join(lines)
 
 
@@ -171,8 +182,9 @@ def models_markdown() -> str:
     lines = ["| model | family | task | lecture | description |", "|---|---|---|---|---|"]
     for name in registry.list_models():
         card = registry.model_card(name)
-        lines.append(f"| `{name}` | {card.family} | {card.task} | {card.lecture} | "
-                     f"{card.description} |")
+        lines.append(
+            f"| `{name}` | {card.family} | {card.task} | {card.lecture} | {card.description} |"
+        )
     return "\n".join(lines)
 
 

@@ -65,14 +65,20 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         width = max(len(leaf.path) for leaf in self.leaves)
-        lines = [f"gradcheck ({self.mode}, eps={self.eps:g}, tol={self.tol:g}, float64)",
-                 f"{'leaf':<{width}}  {'size':>7}  {'rel error':>10}  {'|grad|':>10}"]
+        lines = [
+            f"gradcheck ({self.mode}, eps={self.eps:g}, tol={self.tol:g}, float64)",
+            f"{'leaf':<{width}}  {'size':>7}  {'rel error':>10}  {'|grad|':>10}",
+        ]
         for leaf in self.leaves:
             flag = "  FAIL" if leaf.rel_error >= self.tol else ""
-            lines.append(f"{leaf.path:<{width}}  {leaf.size:>7}  {leaf.rel_error:>10.2e}  "
-                         f"{leaf.analytic_norm:>10.3e}{flag}")
-        lines.append(f"worst: {self.worst.path} ({self.worst.rel_error:.2e}) -> "
-                     f"{'PASS' if self.passed else 'FAIL'}")
+            lines.append(
+                f"{leaf.path:<{width}}  {leaf.size:>7}  {leaf.rel_error:>10.2e}  "
+                f"{leaf.analytic_norm:>10.3e}{flag}"
+            )
+        lines.append(
+            f"worst: {self.worst.path} ({self.worst.rel_error:.2e}) -> "
+            f"{'PASS' if self.passed else 'FAIL'}"
+        )
         return "\n".join(lines)
 
 
@@ -139,25 +145,38 @@ def gradcheck(
             def along(i):
                 return difference(jnp.zeros_like(flat).at[i].set(1.0))
 
-            numeric = np.asarray(jax.jit(lambda idx: jax.lax.map(along, idx, batch_size=256))(
-                jnp.arange(flat.size)))
-            pairs = [(analytic[lo:hi], numeric[lo:hi], analytic[lo:hi])
-                     for lo, hi in zip(offsets[:-1], offsets[1:])]
+            numeric = np.asarray(
+                jax.jit(lambda idx: jax.lax.map(along, idx, batch_size=256))(jnp.arange(flat.size))
+            )
+            pairs = [
+                (analytic[lo:hi], numeric[lo:hi], analytic[lo:hi])
+                for lo, hi in zip(offsets[:-1], offsets[1:], strict=False)
+            ]
         else:
             rng = np.random.default_rng(seed)
             directional = jax.jit(lambda d: jax.lax.map(difference, d))
             pairs = []
-            for lo, hi in zip(offsets[:-1], offsets[1:]):
+            for lo, hi in zip(offsets[:-1], offsets[1:], strict=False):
                 v = rng.standard_normal((num_directions, hi - lo))
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 padded = np.zeros((num_directions, flat.size))
                 padded[:, lo:hi] = v
-                pairs.append((v @ analytic[lo:hi], np.asarray(directional(jnp.asarray(padded))),
-                              analytic[lo:hi]))
+                pairs.append(
+                    (
+                        v @ analytic[lo:hi],
+                        np.asarray(directional(jnp.asarray(padded))),
+                        analytic[lo:hi],
+                    )
+                )
         checks = [
-            LeafCheck(path, int(size), _rel_error(a, n, atol), float(np.linalg.norm(grad)),
-                      float(np.linalg.norm(n)))
-            for path, size, (a, n, grad) in zip(paths, sizes, pairs)
+            LeafCheck(
+                path,
+                int(size),
+                _rel_error(a, n, atol),
+                float(np.linalg.norm(grad)),
+                float(np.linalg.norm(n)),
+            )
+            for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=False)
         ]
     report = GradcheckReport(tuple(checks), mode, eps, tol)
     if raise_on_failure and not report.passed:
@@ -187,20 +206,32 @@ def model_loss_at(name: str, *, seed: int = 0, batch_size: int = 3, overrides=No
         x = registry.example_inputs(card, keys[0], batch_size, dtype=jnp.float64)
         # jitted: eager flax init/apply compiles every primitive one by one (seconds)
         variables = jax.jit(functools.partial(model.init, train=False))(
-            {"params": keys[1], "dropout": keys[2]}, x)
-        variables = dict(jax.tree.map(
-            lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v,
-            variables,
-        ))
+            {"params": keys[1], "dropout": keys[2]}, x
+        )
+        variables = dict(
+            jax.tree.map(
+                lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v,
+                variables,
+            )
+        )
         params = variables.pop("params")
         outputs = jax.jit(functools.partial(model.apply, train=False))(
-            {"params": params, **variables}, x)
+            {"params": params, **variables}, x
+        )
         loss = losses.get_loss(card.loss)
         y = losses.random_targets(card.loss, keys[3], outputs)
 
     def loss_fn(p):
-        objective, _ = batch_loss(model, loss, p, variables, (x, y), keys[2], train=True,
-                                  per_example=card.per_example_grads)
+        objective, _ = batch_loss(
+            model,
+            loss,
+            p,
+            variables,
+            (x, y),
+            keys[2],
+            train=True,
+            per_example=card.per_example_grads,
+        )
         return objective
 
     return loss_fn, params

@@ -84,7 +84,10 @@ def make_optimizer(
     """
     _choice("optimizer", name, OPTIMIZERS)
     lr = make_schedule(
-        learning_rate, schedule, total_steps=total_steps, decay_rate=decay_rate,
+        learning_rate,
+        schedule,
+        total_steps=total_steps,
+        decay_rate=decay_rate,
         decay_every=decay_every,
     )
     if name == "adamw":

@@ -183,7 +183,9 @@ def check_input(card: ModelCard, x: Any, *, tiny: bool = False) -> None:
     expected = card.tiny_input_shape if tiny else card.input_shape
     shape = tuple(np.shape(x))
     dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
-    kind_ok = np.issubdtype(dtype, np.integer) == np.issubdtype(np.dtype(card.input_dtype), np.integer)
+    kind_ok = np.issubdtype(dtype, np.integer) == np.issubdtype(
+        np.dtype(card.input_dtype), np.integer
+    )
     if shape[1:] != tuple(expected) or not kind_ok:
         raise InputSpecError(
             f"model {card.name!r} expects input of shape (batch, {', '.join(map(str, expected))}) "

@@ -24,25 +24,28 @@ PyTree = Any
 def _penalised_leaves(params: PyTree, include_biases: bool) -> list[jax.Array]:
     leaves = jax.tree_util.tree_leaves_with_path(params)
     return [
-        leaf
-        for path, leaf in leaves
-        if include_biases or getattr(path[-1], "key", None) != "bias"
+        leaf for path, leaf in leaves if include_biases or getattr(path[-1], "key", None) != "bias"
     ]
 
 
 def l1(params: PyTree, *, include_biases: bool = False) -> jax.Array:
     """Σ |w| over the (weight) leaves of ``params`` -> ()."""
-    return sum((jnp.sum(jnp.abs(w)) for w in _penalised_leaves(params, include_biases)),
-               jnp.zeros(()))
+    return sum(
+        (jnp.sum(jnp.abs(w)) for w in _penalised_leaves(params, include_biases)), jnp.zeros(())
+    )
 
 
 def l2(params: PyTree, *, include_biases: bool = False) -> jax.Array:
     """½ Σ w² over the (weight) leaves of ``params`` -> (); its gradient is w (weight decay)."""
-    return sum((0.5 * jnp.sum(jnp.square(w)) for w in _penalised_leaves(params, include_biases)),
-               jnp.zeros(()))
+    return sum(
+        (0.5 * jnp.sum(jnp.square(w)) for w in _penalised_leaves(params, include_biases)),
+        jnp.zeros(()),
+    )
 
 
-def elastic_net(params: PyTree, l1_ratio: float = 0.5, *, include_biases: bool = False) -> jax.Array:
+def elastic_net(
+    params: PyTree, l1_ratio: float = 0.5, *, include_biases: bool = False
+) -> jax.Array:
     """Elastic net ``l1_ratio · L1 + (1 − l1_ratio) · L2`` -> (); l1_ratio in [0, 1]."""
     if not 0.0 <= l1_ratio <= 1.0:
         raise ValueError(f"l1_ratio must lie in [0, 1]; got {l1_ratio}")

@@ -26,8 +26,10 @@ _wrong_tanh.defvjp(_wrong_fwd, _wrong_bwd)
 
 def _params():
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    return {"hidden": {"kernel": jax.random.normal(k1, (3, 4)), "bias": jnp.zeros(4)},
-            "out": {"kernel": jax.random.normal(k2, (4, 2))}}
+    return {
+        "hidden": {"kernel": jax.random.normal(k1, (3, 4)), "bias": jnp.zeros(4)},
+        "out": {"kernel": jax.random.normal(k2, (4, 2))},
+    }
 
 
 X = jax.random.normal(jax.random.PRNGKey(1), (5, 3))

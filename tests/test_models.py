@@ -29,7 +29,8 @@ def _built(name):
     k_x, k_init, k_drop, k_y = jax.random.split(jax.random.PRNGKey(0), 4)
     x = registry.example_inputs(card, k_x, batch_size=8)
     variables = jax.jit(functools.partial(model.init, train=False))(
-        {"params": k_init, "dropout": k_drop}, x)
+        {"params": k_init, "dropout": k_drop}, x
+    )
     outputs = jax.jit(functools.partial(model.apply, train=False))(variables, x)
     y = losses.random_targets(card.loss, k_y, outputs)
     return card, model, variables, x, y
@@ -72,7 +73,7 @@ def test_every_parameter_gets_a_gradient(name):
         loss_fn, params = model_loss_at(name, seed=seed, batch_size=8)
         with jax.enable_x64(True):
             grads = jax.jit(jax.grad(loss_fn))(params)
-        nonzero = jax.tree.map(lambda g: bool(jnp.any(g != 0)), grads)
+            nonzero = jax.tree.map(lambda g: bool(jnp.any(g != 0)), grads)
         reached = nonzero if reached is None else jax.tree.map(jnp.logical_or, reached, nonzero)
         if all(jax.tree.leaves(reached)):
             break

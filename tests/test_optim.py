@@ -31,8 +31,9 @@ def test_sgd_step_is_minus_lr_times_gradient():
 
 def test_schedules_values():
     assert float(make_schedule(1.0, "step", decay_every=10, decay_rate=0.5)(25)) == 0.25
-    assert float(make_schedule(1.0, "exponential", decay_every=10, decay_rate=0.5)(5)) == \
-        pytest.approx(0.5 ** 0.5)
+    assert float(
+        make_schedule(1.0, "exponential", decay_every=10, decay_rate=0.5)(5)
+    ) == pytest.approx(0.5**0.5)
     cosine = make_schedule(1.0, "cosine", total_steps=100)
     assert float(cosine(0)) == 1.0 and float(cosine(50)) == pytest.approx(0.5)
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)

@@ -33,8 +33,16 @@ def test_unknown_hyperparameter_names_the_accepted_ones():
 def test_registering_a_name_twice_is_an_error():
     card = jaxnets.model_card("softmax_regression")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register_model(card.name, card.builder, family="x", lecture="004", reference="",
-                                task="classification", input_shape=(1,), loss="squared_error")
+        registry.register_model(
+            card.name,
+            card.builder,
+            family="x",
+            lecture="004",
+            reference="",
+            task="classification",
+            input_shape=(1,),
+            loss="squared_error",
+        )
 
 
 def test_check_input_names_shape_and_dtype():

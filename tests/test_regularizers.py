@@ -5,8 +5,10 @@ import pytest
 
 from jaxnets import regularizers
 
-PARAMS = {"Dense_0": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([5.0])},
-          "Dense_1": {"kernel": jnp.array([3.0])}}
+PARAMS = {
+    "Dense_0": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([5.0])},
+    "Dense_1": {"kernel": jnp.array([3.0])},
+}
 
 
 def test_l1_l2_skip_biases_by_default():

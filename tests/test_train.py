@@ -52,8 +52,11 @@ def test_train_step_equals_a_hand_computed_sgd_step():
     new_state, metrics = tr.train_step(state, (x, y))
     assert int(new_state.step) == 1
     assert float(metrics["loss"]) == pytest.approx(float(mean_loss(params0)), rel=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 new_state.params, expected)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        new_state.params,
+        expected,
+    )
 
 
 def test_second_step_does_not_recompile(trainer):
@@ -65,13 +68,17 @@ def test_second_step_does_not_recompile(trainer):
     assert trainer.train_step._cache_size() == size
 
 
+@pytest.mark.slow  # eager flax runs op by op: ~30 s on 2 cores
 def test_jit_equals_eager(trainer):
     x, y = map(jnp.asarray, _data(8))
     jitted, _ = trainer.train_step(_state(trainer), (x, y))
     with jax.disable_jit():
-        eager, _ = trainer._step(_state(trainer), (x, y))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 jitted.params, eager.params)
+        eager, _ = trainer.step(_state(trainer), (x, y))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        jitted.params,
+        eager.params,
+    )
 
 
 def test_per_example_grads_average_to_the_batch_gradient():
@@ -85,7 +92,10 @@ def test_per_example_grads_average_to_the_batch_gradient():
     new_state, _ = tr.train_step(state, (x, y))
     jax.tree.map(
         lambda g, p0, p1: np.testing.assert_allclose(g.mean(0), p0 - p1, rtol=1e-4, atol=1e-6),
-        per_example, params0, new_state.params)
+        per_example,
+        params0,
+        new_state.params,
+    )
     # examples really differ
     k = np.asarray(per_example["Dense_1"]["kernel"])
     assert np.abs(k[0] - k[1]).max() > 1e-4
@@ -100,14 +110,24 @@ def test_compiled_epoch_equals_python_loop_of_steps(trainer):
     order = np.asarray(jax.random.permutation(shuffle, 40)).reshape(5, 8)
     for idx in order:
         state, _ = trainer.train_step(state, (x[idx], y[idx]))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 scanned.params, state.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        scanned.params,
+        state.params,
+    )
 
 
 def test_fit_learns_and_evaluate_reports(trainer):
     x, y = _data(192)
-    result = fit(trainer, _state(trainer), (x[:128], y[:128]), val=(x[128:], y[128:]),
-                 epochs=30, batch_size=16, progress=False)
+    result = fit(
+        trainer,
+        _state(trainer),
+        (x[:128], y[:128]),
+        val=(x[128:], y[128:]),
+        epochs=30,
+        batch_size=16,
+        progress=False,
+    )
     assert len(result.history) == 30
     assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
     test = evaluate(trainer, result.state, (x[128:], y[128:]), batch_size=7, prefix="test_")
@@ -121,8 +141,15 @@ def test_fit_writes_jsonl_metrics(trainer, tmp_path):
     import json
 
     x, y = _data(64)
-    fit(trainer, _state(trainer), (x, y), epochs=3, batch_size=16, progress=False,
-        metrics_path=tmp_path / "metrics.jsonl")
+    fit(
+        trainer,
+        _state(trainer),
+        (x, y),
+        epochs=3,
+        batch_size=16,
+        progress=False,
+        metrics_path=tmp_path / "metrics.jsonl",
+    )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["step"] == 12
 
@@ -132,8 +159,16 @@ def test_early_stopping_restores_the_validation_minimum(trainer):
     # an overfitting setup: a tiny train set, validation on fresh data, large lr
     tr = Trainer(_Net(dropout=0.0), "softmax_cross_entropy", make_optimizer("adam", 0.05))
     stopper = EarlyStopping("val_loss", patience=3)
-    result = fit(tr, _state(tr), (x[:16], y[:16]), val=(x[16:], y[16:]), epochs=200,
-                 batch_size=8, callbacks=[stopper], progress=False)
+    result = fit(
+        tr,
+        _state(tr),
+        (x[:16], y[:16]),
+        val=(x[16:], y[16:]),
+        epochs=200,
+        batch_size=8,
+        callbacks=[stopper],
+        progress=False,
+    )
     val_losses = [h["val_loss"] for h in result.history]
     best = int(np.argmin(val_losses))
     assert result.stopped_early and stopper.stopped_epoch == best + 1 + 3
@@ -161,10 +196,25 @@ def test_resume_after_kill_gives_the_same_final_parameters(trainer, tmp_path):
 
     full = fit(trainer, _state(trainer), (x, y), epochs=5, batch_size=8, progress=False)
     with pytest.raises(Kill):
-        fit(trainer, _state(trainer), (x, y), epochs=5, batch_size=8, progress=False,
-            checkpoint_dir=tmp_path / "ckpt", callbacks=[KillAfter()])
-    resumed = fit(trainer, _state(trainer, seed=123), (x, y), epochs=5, batch_size=8,
-                  progress=False, checkpoint_dir=tmp_path / "ckpt")
+        fit(
+            trainer,
+            _state(trainer),
+            (x, y),
+            epochs=5,
+            batch_size=8,
+            progress=False,
+            checkpoint_dir=tmp_path / "ckpt",
+            callbacks=[KillAfter()],
+        )
+    resumed = fit(
+        trainer,
+        _state(trainer, seed=123),
+        (x, y),
+        epochs=5,
+        batch_size=8,
+        progress=False,
+        checkpoint_dir=tmp_path / "ckpt",
+    )
     assert resumed.start_epoch == 3 and len(resumed.history) == 2
     jax.tree.map(np.testing.assert_array_equal, resumed.state.params, full.state.params)
     assert int(resumed.state.step) == int(full.state.step) == 40
@@ -183,8 +233,15 @@ def test_non_finite_loss_stops_at_the_named_step_and_keeps_the_checkpoint(tmp_pa
     )
     tr = Trainer(_Net(dropout=0.0), "softmax_cross_entropy", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"at step 21 \(epoch 3\).*step 16"):
-        fit(tr, _state(tr), (x, y), epochs=5, batch_size=8, progress=False,
-            checkpoint_dir=tmp_path / "ckpt")
+        fit(
+            tr,
+            _state(tr),
+            (x, y),
+            epochs=5,
+            batch_size=8,
+            progress=False,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
     ckpt = Checkpointer(tmp_path / "ckpt")
     assert ckpt.latest_step() == 16
     state, meta = ckpt.restore(like=_state(tr))
@@ -194,8 +251,14 @@ def test_non_finite_loss_stops_at_the_named_step_and_keeps_the_checkpoint(tmp_pa
 
 def test_bad_data_gets_a_clear_error(trainer):
     with pytest.raises(ValueError, match="training data is empty"):
-        fit(trainer, _state(trainer), (np.zeros((0, 5)), np.zeros((0,))), epochs=1,
-            batch_size=1, progress=False)
+        fit(
+            trainer,
+            _state(trainer),
+            (np.zeros((0, 5)), np.zeros((0,))),
+            epochs=1,
+            batch_size=1,
+            progress=False,
+        )
     x, y = _data(16)
     with pytest.raises(ValueError, match="16 inputs but 15 targets"):
         fit(trainer, _state(trainer), (x, y[:15]), epochs=1, batch_size=4, progress=False)

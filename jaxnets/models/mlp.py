@@ -24,9 +24,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxnets import losses
 from jaxnets.nn.activations import ACTIVATIONS, get_activation, make_activation, make_layer
 from jaxnets.registry import register_model
 
@@ -305,36 +303,24 @@ def train_xor_seeds(
 ) -> XORSeedResults:
     """Train the ``xor_mlp`` net (2 -> hidden -> 1 logit) from ``num_seeds`` random inits.
 
-    All seeds train at once: one ``jax.jit`` of ``jax.vmap`` over init keys of a
-    ``lax.scan`` of full-batch steps on the 4 XOR points, minimising mean binary
-    cross-entropy with the Optax optimizer ``optimizer`` (see :mod:`jaxnets.optim`).
+    All seeds train at once as an ensemble (:mod:`jaxnets.train.ensemble`): one ``jax.jit``
+    of ``jax.vmap`` over stacked states of a ``lax.scan`` of full-batch steps on the 4 XOR
+    points, minimising mean binary cross-entropy with the Optax optimizer ``optimizer``.
     Small nets get stuck in local minima from some inits: count seeds with accuracy 1.
     """
-    from jaxnets.optim import make_optimizer  # the optimizer module is not needed at import
+    from jaxnets.optim import make_optimizer
+    from jaxnets.train import Trainer
+    from jaxnets.train.ensemble import init_ensemble, train_ensemble_full_batch
 
     model = MLP(**{**_XOR_DEFAULTS, "hidden": (hidden,), "activation": activation})
-    tx = make_optimizer(optimizer, lr)
+    trainer = Trainer(model, "binary_cross_entropy", make_optimizer(optimizer, lr))
     x, t = xor_data()
-
-    def loss_fn(params):
-        return jnp.mean(losses.binary_cross_entropy(model.apply({"params": params}, x), t))
-
-    def train_one(key: jax.Array):
-        params = model.init(key, x)["params"]
-
-        def step(carry, _):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, _), curve = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        logits = model.apply({"params": params}, x)[:, 0]
-        accuracy = jnp.mean(((logits > 0) == (t > 0.5)).astype(x.dtype))
-        return accuracy, loss_fn(params), curve
-
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-    return XORSeedResults(*jax.jit(jax.vmap(train_one))(keys))
+    states, curves = train_ensemble_full_batch(
+        trainer, init_ensemble(trainer, keys, x), (x, t), steps
+    )
+    final = jax.vmap(lambda state: trainer.evaluate(state, x, t, batch_size=4))(states)
+    return XORSeedResults(final["accuracy"], final["loss"], curves["loss"])
 
 
 # --- registry -------------------------------------------------------------------------

@@ -6,6 +6,15 @@ from jaxnets.train.state import TrainState
 from jaxnets.train.step import Trainer, batch_loss
 
 __all__ = [
-    "Callback", "EarlyStopping", "FitResult", "JSONLLogger", "NonFiniteLossError",
-    "ProgressBar", "TrainState", "Trainer", "batch_loss", "evaluate", "fit",
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "JSONLLogger",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "TrainState",
+    "Trainer",
+    "batch_loss",
+    "evaluate",
+    "fit",
 ]

@@ -43,15 +43,25 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
-            total=fit.epochs, initial=fit.start_epoch, desc=self.desc, unit="epoch",
-            leave=self.leave, dynamic_ncols=True, mininterval=0.5,
+            total=fit.epochs,
+            initial=fit.start_epoch,
+            desc=self.desc,
+            unit="epoch",
+            leave=self.leave,
+            dynamic_ncols=True,
+            mininterval=0.5,
         )
 
     def on_epoch_end(self, fit, logs):
-        shown = {k: logs[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-                 if k in logs}
-        self._bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
-                               "steps/s": f"{logs['steps_per_s']:.0f}"}, refresh=False)
+        shown = {
+            k: logs[k]
+            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+            if k in logs
+        }
+        self._bar.set_postfix(
+            {**{k: f"{v:.4f}" for k, v in shown.items()}, "steps/s": f"{logs['steps_per_s']:.0f}"},
+            refresh=False,
+        )
         self._bar.update(1)
 
     def on_fit_end(self, fit):
@@ -75,8 +85,15 @@ class EarlyStopping(Callback):
     Attributes after fit: ``best_epoch``, ``best_value``, ``stopped_epoch`` (None if not stopped).
     """
 
-    def __init__(self, monitor: str = "val_loss", *, patience: int = 5, mode: str | None = None,
-                 min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        patience: int = 5,
+        mode: str | None = None,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
         if mode is None:
             mode = "max" if "accuracy" in monitor else "min"
         if mode not in ("min", "max"):
@@ -117,4 +134,3 @@ class EarlyStopping(Callback):
     def on_fit_end(self, fit):
         if self.restore_best and self._best_state is not None:
             fit.state = jax.device_put(self._best_state)
-

@@ -57,8 +57,9 @@ def _arrays(data: Any, name: str) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(x), jnp.asarray(y)
 
 
-def evaluate(trainer: Trainer, state: TrainState, data: Any, *, batch_size: int = 1024,
-             prefix: str = "") -> dict[str, float]:
+def evaluate(
+    trainer: Trainer, state: TrainState, data: Any, *, batch_size: int = 1024, prefix: str = ""
+) -> dict[str, float]:
     """Mean loss (and accuracy for classifiers) of ``state`` on ``data`` ((x, y) or a dataset
     with ``.x``/``.y``), in evaluation mode; keys get ``prefix`` (e.g. ``"test_"``)."""
     x, y = _arrays(data, "evaluation")
@@ -99,8 +100,9 @@ def fit(
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     x, y = _arrays(train, "training")
     if not 1 <= batch_size <= len(x):
-        raise ValueError(f"batch_size must be in [1, {len(x)}] (the training set size); "
-                         f"got {batch_size}")
+        raise ValueError(
+            f"batch_size must be in [1, {len(x)}] (the training set size); got {batch_size}"
+        )
     val_arrays = _arrays(val, "validation") if val is not None else None
     steps_per_epoch = len(x) // batch_size
 
@@ -122,9 +124,7 @@ def fit(
         for epoch in range(start_epoch, epochs):
             first_step = int(run.state.step)
             t0 = time.perf_counter()
-            run.state, step_metrics = trainer.train_epoch(
-                run.state, x, y, batch_size=batch_size
-            )
+            run.state, step_metrics = trainer.train_epoch(run.state, x, y, batch_size=batch_size)
             step_losses = np.asarray(step_metrics["loss"])
             seconds = time.perf_counter() - t0
             _guard_finite(step_losses, first_step, epoch, checkpointer)
@@ -148,17 +148,20 @@ def fit(
     return run
 
 
-def _guard_finite(step_losses: np.ndarray, first_step: int, epoch: int,
-                  checkpointer: Checkpointer | None) -> None:
+def _guard_finite(
+    step_losses: np.ndarray, first_step: int, epoch: int, checkpointer: Checkpointer | None
+) -> None:
     bad = np.flatnonzero(~np.isfinite(step_losses))
     if bad.size == 0:
         return
     step = first_step + int(bad[0]) + 1
     kept = checkpointer.latest_step() if checkpointer is not None else None
-    where = (f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
-             if kept is not None else "no checkpoint was written")
+    where = (
+        f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
+        if kept is not None
+        else "no checkpoint was written"
+    )
     raise NonFiniteLossError(
         f"loss became {step_losses[bad[0]]} at step {step} (epoch {epoch + 1}); stopping: {where}. "
         "Try a smaller learning rate or gradient clipping (make_optimizer(..., clip_norm=1.0))."
     )
-

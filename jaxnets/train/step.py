@@ -146,11 +146,20 @@ class Trainer:
     # -- the pure step -------------------------------------------------------------------
     def _objective(self, params, model_state, batch, rng, train):
         return batch_loss(
-            self.model, self.loss, params, model_state, batch, rng, train=train,
-            per_example=self.per_example, regularizer=self.regularizer,
+            self.model,
+            self.loss,
+            params,
+            model_state,
+            batch,
+            rng,
+            train=train,
+            per_example=self.per_example,
+            regularizer=self.regularizer,
         )
 
-    def _step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The pure, unjitted step ``(state, (x, y)) -> (state, metrics)``: compose it under
+        ``jit``/``vmap``/``scan`` (see :attr:`train_step` and :mod:`jaxnets.train.ensemble`)."""
         rng = jax.random.fold_in(state.rng, state.step)
         x, y = batch
         if self.augment is not None:
@@ -169,7 +178,7 @@ class Trainer:
     @functools.cached_property
     def train_step(self) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
         """``(state, (x, y)) -> (state, metrics)``, jitted; the input state is donated."""
-        return jax.jit(self._step, donate_argnums=0)
+        return jax.jit(self.step, donate_argnums=0)
 
     def _epoch(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
         n = x.shape[0]
@@ -179,7 +188,7 @@ class Trainer:
         order = order.reshape(num_batches, batch_size)
 
         def body(carry, idx):
-            return self._step(carry, (x[idx], y[idx]))
+            return self.step(carry, (x[idx], y[idx]))
 
         return jax.lax.scan(body, state, order)
 
@@ -205,8 +214,13 @@ class Trainer:
             sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)  # noqa: E731
             xb, yb, wb = sl(x_pad), sl(y_pad), sl(weight)
             outputs, _ = _model_outputs(
-                self.model, state.params, state.model_state, xb, state.rng,
-                train=False, per_example=False,
+                self.model,
+                state.params,
+                state.model_state,
+                xb,
+                state.rng,
+                train=False,
+                per_example=False,
             )
             sums = {"loss": jnp.sum(wb * jax.vmap(self.loss.fn)(outputs, yb))}
             if self.loss.is_classification:
@@ -228,8 +242,13 @@ class Trainer:
 
         def _predict(state, x):
             return _model_outputs(
-                self.model, state.params, state.model_state, x, state.rng,
-                train=False, per_example=False,
+                self.model,
+                state.params,
+                state.model_state,
+                x,
+                state.rng,
+                train=False,
+                per_example=False,
             )[0]
 
         return jax.jit(_predict)

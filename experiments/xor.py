@@ -1,0 +1,126 @@
+"""XOR: the hand-set networks of the lectures, and XOR learned from many seeds at once.
+
+Lectures: seed 000 "Multilayer Perceptrons" (line 220: hard-threshold units computing OR and
+AND, y = OR and not AND), seed 002 "Back to XOR" (line 347-560: the ReLU network with
+W = [[1,1],[1,1]], c = [0,-1], w = [1,-2], b = 0 that solves XOR exactly), seed 004 §3
+(line 971: a linear model cannot represent XOR; one hidden layer can).
+
+The learned part trains every seed at once (one compiled vmap over stacked states) and
+counts how many seeds reach 100% accuracy: with 2 hidden units some seeds get stuck in a
+local minimum; wider nets escape it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from jaxnets.experiment import Claim, Run, format_table, parse_config
+from jaxnets.models.mlp import train_xor_seeds, xor_data, xor_handset
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Hand-set XOR nets and learned XOR over many seeds."""
+
+    seeds: int = 256
+    """seeds trained at once per width"""
+    widths: tuple[int, ...] = (2, 3, 8)
+    """hidden widths to compare"""
+    steps: int = 1000
+    """full-batch Adam steps"""
+    learning_rate: float = 0.1
+    """Adam learning rate"""
+    activation: str = "tanh"
+    """hidden activation of the learned nets"""
+    smoke: bool = False
+    """tiny run for tests"""
+    out: str = "runs"
+    """root folder of run directories"""
+
+    def __post_init__(self):
+        if self.seeds < 1 or self.steps < 1 or not self.widths or min(self.widths) < 1:
+            raise ValueError(
+                f"seeds, steps and widths must be positive; got {self.seeds}, {self.steps}, "
+                f"{self.widths}"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}")
+
+
+def _plot(run: Run, curves: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.5), squeeze=False)
+    for ax, (width, (loss_curve, solved)) in zip(axes[0], curves.items(), strict=True):
+        for curve, ok in zip(loss_curve[:64], solved[:64], strict=True):
+            ax.plot(curve, color="C2" if ok else "C3", alpha=0.35, lw=0.8)
+        ax.set(
+            title=f"{width} hidden units: {solved.mean():.0%} of seeds solve XOR",
+            xlabel="step",
+            ylabel="cross-entropy",
+            yscale="log",
+        )
+    fig.suptitle("learned XOR, one curve per seed (green: 100% accuracy, red: stuck)")
+    run.savefig(fig, "xor_seeds")
+
+
+def main(cfg: Config) -> dict:
+    if cfg.smoke:
+        cfg = dataclasses.replace(cfg, seeds=16, widths=(2, 8), steps=300)
+    run = Run("xor", cfg, root=cfg.out)
+    x, t = xor_data()
+    results, claims = {}, []
+    for kind in ("relu", "hard_threshold"):
+        model, variables = xor_handset(kind)
+        outputs = np.asarray(model.apply(variables, x))[:, 0]
+        print(f"hand-set {kind} net on X = [[0,0],[0,1],[1,0],[1,1]]: {outputs.tolist()}")
+        results[f"handset_{kind}"] = {"max_abs_error": float(np.max(np.abs(outputs - t)))}
+        claims.append(
+            Claim(
+                f"the hand-set {kind} net outputs exactly [0, 1, 1, 0]",
+                "max_abs_error",
+                results[f"handset_{kind}"]["max_abs_error"],
+                0.0,
+                "below",
+            )
+        )
+    curves = {}
+    for width in cfg.widths:
+        learned = jax.device_get(
+            train_xor_seeds(
+                cfg.seeds, cfg.steps, cfg.learning_rate, hidden=width, activation=cfg.activation
+            )
+        )
+        solved = learned.accuracy == 1.0
+        curves[width] = (learned.loss_curve, solved)
+        results[f"learned_{width}_hidden"] = {
+            "seeds": cfg.seeds,
+            "seeds_at_100pct": int(solved.sum()),
+            "fraction_solved": float(solved.mean()),
+            "median_final_loss": float(np.median(learned.loss)),
+        }
+    widest = max(cfg.widths)
+    claims.append(
+        Claim(
+            f"with {widest} hidden units every seed learns XOR",
+            "fraction_solved",
+            results[f"learned_{widest}_hidden"]["fraction_solved"],
+            1.0,
+            "above",
+        )
+    )
+    _plot(run, curves)
+    summary = run.write_summary(results, claims)
+    learned_rows = {k: v for k, v in results.items() if k.startswith("learned")}
+    print(format_table(learned_rows, ["seeds", "seeds_at_100pct", "median_final_loss"]))
+    for c in claims:
+        print(f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4g}")
+    print(f"run directory: {run.dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(parse_config(Config))

@@ -1,0 +1,3 @@
+"""Model families, one module per lecture family; importing a module registers its builders."""
+
+from jaxnets.models import linear, mlp  # noqa: F401  (imported for registration)

@@ -1,0 +1,44 @@
+"""The `jaxnets` console script: list, info, gradcheck and its errors."""
+
+import subprocess
+import sys
+
+from jaxnets.cli import main
+
+
+def test_list_and_glob(capsys):
+    assert main(["list", "mlp_*"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "mlp_elu" in names and all(n.startswith("mlp_") for n in names)
+    assert main(["list", "nothing*"]) == 1
+
+
+def test_info_prints_card_and_exact_parameter_count(capsys):
+    assert main(["info", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "lecture:" in out and "softmax_cross_entropy" in out
+    # 64 -> 128 -> 10: (64*128 + 128) + (128*10 + 10)
+    total = [line for line in out.splitlines() if line.startswith("total")][0]
+    assert total.split()[-1] == "9,610"
+
+
+def test_gradcheck_reports_the_worst_leaf(capsys):
+    assert main(["gradcheck", "xor_mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "worst:" in out and out.strip().endswith("PASS")
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["info", "softmax_regresion"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'softmax_regression'" in err and "Traceback" not in err
+
+
+def test_console_entry_point_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxnets.cli", "list", "xor*"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("xor_mlp")
