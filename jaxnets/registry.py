@@ -179,17 +179,22 @@ def _builder_fields(builder: Callable[..., Any]) -> list[str]:
 
 
 def check_input(card: ModelCard, x: Any, *, tiny: bool = False) -> None:
-    """Raise :class:`InputSpecError` if ``x`` (batch, *input_shape) does not fit ``card``."""
+    """Raise :class:`InputSpecError` if ``x`` cannot be an input batch for ``card``'s model.
+
+    Checked: the number of axes (batch + the card's example axes) and the dtype kind
+    (integer token ids vs real values). Sizes along the example axes are not enforced,
+    because most models infer them (an MLP built for digits trains on 784 features too);
+    a rank error is the one that would otherwise pass silently (a Dense layer applied to
+    the last axis of (batch, 8, 8) images).
+    """
     expected = card.tiny_input_shape if tiny else card.input_shape
     shape = tuple(np.shape(x))
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
-    kind_ok = np.issubdtype(dtype, np.integer) == np.issubdtype(
-        np.dtype(card.input_dtype), np.integer
-    )
-    if shape[1:] != tuple(expected) or not kind_ok:
+    dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+    wants_int = np.issubdtype(np.dtype(card.input_dtype), np.integer)
+    if len(shape) != len(expected) + 1 or np.issubdtype(dtype, np.integer) != wants_int:
         raise InputSpecError(
-            f"model {card.name!r} expects input of shape (batch, {', '.join(map(str, expected))}) "
-            f"and dtype {card.input_dtype}; got shape {shape} and dtype {dtype}"
+            f"model {card.name!r} expects input of shape (batch, {', '.join(map(str, expected))})"
+            f" and dtype {card.input_dtype}; got shape {shape} and dtype {dtype}"
         )
 
 

@@ -53,3 +53,5 @@ def test_check_input_names_shape_and_dtype():
         registry.check_input(card, np.zeros((5, 8, 8), np.float32))
     with pytest.raises(jaxnets.InputSpecError, match="dtype float32; got .* int64"):
         registry.check_input(card, np.zeros((5, 64), np.int64))
+    registry.check_input(card, np.zeros((5, 64), np.float32))
+    registry.check_input(card, np.zeros((5, 784), np.float64))  # sizes are the model's to infer

@@ -264,3 +264,17 @@ def test_bad_data_gets_a_clear_error(trainer):
         fit(trainer, _state(trainer), (x, y[:15]), epochs=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 16\]"):
         fit(trainer, _state(trainer), (x, y), epochs=1, batch_size=32, progress=False)
+
+
+def test_trainer_for_model_checks_inputs_against_the_card():
+    import jaxnets
+
+    trainer = Trainer.for_model("mlp", make_optimizer("sgd", 0.1), hidden=(8,))
+    assert trainer.loss.name == "softmax_cross_entropy" and trainer.model.hidden == (8,)
+    images = np.zeros((4, 8, 8), np.float32)  # digits as images: an MLP wants (batch, 64)
+    with pytest.raises(jaxnets.InputSpecError, match=r"expects input of shape \(batch, 64\)"):
+        trainer.init(jax.random.PRNGKey(0), images)
+    state = trainer.init(jax.random.PRNGKey(0), images.reshape(4, 64))
+    with pytest.raises(jaxnets.InputSpecError, match="got shape \\(4, 8, 8\\)"):
+        fit(trainer, state, (images, np.zeros(4, np.int32)), epochs=1, batch_size=2,
+            progress=False)

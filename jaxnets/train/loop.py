@@ -63,6 +63,7 @@ def evaluate(
     """Mean loss (and accuracy for classifiers) of ``state`` on ``data`` ((x, y) or a dataset
     with ``.x``/``.y``), in evaluation mode; keys get ``prefix`` (e.g. ``"test_"``)."""
     x, y = _arrays(data, "evaluation")
+    trainer.check_input(x)
     metrics = trainer.evaluate(state, x, y, batch_size=min(batch_size, len(x)))
     return {prefix + k: float(v) for k, v in metrics.items()}
 
@@ -99,11 +100,14 @@ def fit(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     x, y = _arrays(train, "training")
+    trainer.check_input(x)
     if not 1 <= batch_size <= len(x):
         raise ValueError(
             f"batch_size must be in [1, {len(x)}] (the training set size); got {batch_size}"
         )
     val_arrays = _arrays(val, "validation") if val is not None else None
+    if val_arrays is not None:
+        trainer.check_input(val_arrays[0])
     steps_per_epoch = len(x) // batch_size
 
     checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnets import losses as _losses
+from jaxnets import registry
 from jaxnets.train.state import TrainState
 
 __all__ = ["Trainer", "batch_loss"]
@@ -113,6 +114,8 @@ class Trainer:
       regularizer: optional ``params -> ()`` penalty added to the objective.
       augment: optional pure ``(rng, x_batch) -> x_batch`` applied to training batches.
       per_example: vmap the loss over single examples (False for batch-norm models).
+      card: the model's :class:`~jaxnets.registry.ModelCard`; when given, inputs to ``init``
+        and ``fit`` are checked against its input shape and dtype (see :meth:`for_model`).
     """
 
     model: nn.Module
@@ -121,14 +124,33 @@ class Trainer:
     regularizer: Callable[[PyTree], jax.Array] | None = None
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     per_example: bool = True
+    card: registry.ModelCard | None = None
 
     def __post_init__(self):
         if isinstance(self.loss, str):
             object.__setattr__(self, "loss", _losses.get_loss(self.loss))
 
+    @classmethod
+    def for_model(
+        cls, name: str, optimizer: optax.GradientTransformation, **overrides: Any
+    ) -> Trainer:
+        """A Trainer for the registered model ``name`` with its card's default loss and
+        per-example setting; inputs are checked against the card. ``overrides`` are the
+        model's hyperparameters, except ``regularizer``/``augment`` which go to the Trainer."""
+        options = {k: overrides.pop(k) for k in ("regularizer", "augment") if k in overrides}
+        card = registry.model_card(name)
+        return cls(registry.create_model(name, **overrides), card.loss, optimizer,
+                   per_example=card.per_example_grads, card=card, **options)
+
+    def check_input(self, x: Any) -> None:
+        """Raise :class:`~jaxnets.registry.InputSpecError` if x does not fit the card."""
+        if self.card is not None:
+            registry.check_input(self.card, x)
+
     # -- construction -------------------------------------------------------------------
     def init(self, rng: jax.Array, sample_x: jax.Array) -> TrainState:
         """A fresh TrainState; ``sample_x`` (batch, *input_shape) fixes the parameter shapes."""
+        self.check_input(sample_x)
         init_rng, params_rng, dropout_rng = jax.random.split(rng, 3)
         variables = self.model.init(
             {"params": params_rng, "dropout": dropout_rng}, jnp.asarray(sample_x), train=False
