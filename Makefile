@@ -30,7 +30,7 @@ test-all: $(STAMP)
 # Registry-wide model tests on whatever accelerator JAX sees (GPU/TPU); the
 # accelerator-marked tests skip with a reason when only the CPU is present.
 test-gpu: $(STAMP)
-	$(BIN)/python -m pytest -q -m '' tests/test_models.py -k 'accelerator or models'
+	$(BIN)/python -m pytest -q -m '' tests/test_models.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check jaxnets experiments benchmarks tests

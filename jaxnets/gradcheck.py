@@ -230,7 +230,6 @@ def model_loss_at(name: str, *, seed: int = 0, batch_size: int = 3, overrides=No
             (x, y),
             keys[2],
             train=True,
-            per_example=card.per_example_grads,
         )
         return objective
 

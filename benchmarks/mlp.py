@@ -1,0 +1,344 @@
+"""One benchmark case: an MLP trained for a fixed number of SGD steps by one framework.
+
+Lectures: seed 004 §7 "Optimization" (line 1841: minibatch SGD, batch size, momentum with
+mu = 0.9, line 1997) and §3 "Multilayer perceptrons" (line 971); seed 001 "Vanilla Minibatch
+Gradient Descent" (line 328: each SGD step is cheap, so per-step overhead matters).
+
+The work is identical for every framework: a 784-512-512-10 ReLU MLP, float32, softmax
+cross-entropy, SGD with momentum 0.9 and learning rate 0.01, on ``examples`` synthetic
+examples of 784 features in 10 classes, ``epochs`` shuffled passes in minibatches of
+``batch`` (``examples // batch`` steps per epoch). Each step gathers its minibatch from
+the full data set held in memory, computes the loss and its gradient, and updates.
+
+* ``jaxnets``: :func:`jaxnets.train.fit` on the registry's ``mlp``; every epoch is one
+  compiled ``lax.scan`` (:meth:`Trainer.train_epoch`), the shuffle included.
+* ``flax``: what a typical user writes: ``@jax.jit`` ``train_step`` with Optax and a donated
+  state, called from a Python loop over index arrays shuffled ahead of time and already on
+  the device (so the shuffle is not timed; jaxnets' is).
+* ``torch``: eager PyTorch, ``nn.Sequential`` + ``torch.optim.SGD`` in a Python loop, with
+  ``torch.set_num_threads`` at the core count (no ``torch.compile``).
+
+Run as ``python -m benchmarks.mlp --framework flax --batch 8``; the last stdout line is one
+JSON record (see :func:`run_case`). :mod:`benchmarks.run` starts one process per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+FRAMEWORKS = ("jaxnets", "flax", "torch")
+
+__all__ = ["FRAMEWORKS", "CaseConfig", "make_data", "run_case", "main"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseConfig:
+    """What one process trains and times.
+
+    Attributes:
+      framework: one of :data:`FRAMEWORKS`.
+      batch: minibatch size B; an epoch is ``examples // batch`` steps.
+      examples: size n of the synthetic training set, x: (n, features), y: (n,).
+      epochs: timed epochs, after ``warmup_epochs`` untimed ones (the first compiles).
+      hidden: widths of the hidden layers.
+      torch_threads: ``torch.set_num_threads`` for the torch case; 0 means every core.
+    """
+
+    framework: str
+    batch: int
+    examples: int = 8192
+    epochs: int = 2
+    warmup_epochs: int = 1
+    features: int = 784
+    hidden: tuple[int, ...] = (512, 512)
+    classes: int = 10
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    seed: int = 0
+    torch_threads: int = 0
+
+    def __post_init__(self):
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(
+                f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}"
+            )
+        if not 1 <= self.batch <= self.examples:
+            raise ValueError(f"batch must be in [1, {self.examples}] (examples); got {self.batch}")
+        if self.epochs < 1 or self.warmup_epochs < 1:
+            raise ValueError(
+                f"epochs and warmup_epochs must be >= 1 (the first warm-up epoch compiles); "
+                f"got epochs={self.epochs}, warmup_epochs={self.warmup_epochs}"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.examples // self.batch
+
+
+def make_data(config: CaseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic classification data, identical in every process for a given seed.
+
+    Returns x: (examples, features) float32 standard normal, y: (examples,) int32 labels of
+    a random linear teacher, so the task is learnable and a falling loss shows training ran.
+    """
+    rng = np.random.default_rng(config.seed)
+    x = rng.standard_normal((config.examples, config.features), dtype=np.float32)
+    teacher = rng.standard_normal((config.features, config.classes), dtype=np.float32)
+    return x, np.argmax(x @ teacher, axis=1).astype(np.int32)
+
+
+def _shuffled_rows(config: CaseConfig, epochs: int) -> list[np.ndarray]:
+    """Index rows (batch,) for ``epochs`` shuffled passes, made before any timing starts."""
+    rng = np.random.default_rng(config.seed + 1)
+    steps = config.steps_per_epoch
+    rows = []
+    for _ in range(epochs):
+        order = rng.permutation(config.examples)[: steps * config.batch].astype(np.int32)
+        rows.extend(order.reshape(steps, config.batch))
+    return rows
+
+
+class _Timer:
+    """Wall-clock seconds of a block, and the CPU seconds all of the process' threads spent
+    in it (on a busy machine the CPU time is the steadier of the two)."""
+
+    def __enter__(self) -> _Timer:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu_seconds = time.process_time() - self._cpu
+
+
+def _fresh_jax_compiles() -> None:
+    # Each process compiles from scratch: a persistent cache (the Makefile sets one for
+    # tests) would make the reported compile time depend on what ran before.
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    _fresh_jax_compiles()
+    import jax
+
+    import jaxnets
+    import jaxnets.models  # noqa: F401  (registers "mlp")
+    from jaxnets.optim import make_optimizer
+    from jaxnets.train import Trainer, fit
+
+    model = jaxnets.create_model("mlp", hidden=config.hidden, num_outputs=config.classes)
+    trainer = Trainer(
+        model,
+        "softmax_cross_entropy",
+        make_optimizer("momentum", config.learning_rate, momentum=config.momentum),
+    )
+    x, y = jax.device_put(x_np), jax.device_put(y_np)
+    state = trainer.init(jax.random.PRNGKey(config.seed), x[:1])
+    # The warm-up goes through fit too: it compiles the epoch and fit's own small
+    # host-side programs (array staging, metric means), none of which should be timed.
+    t0 = time.perf_counter()
+    warm = fit(
+        trainer, state, (x, y), epochs=config.warmup_epochs, batch_size=config.batch, progress=False
+    )
+    jax.block_until_ready(warm.state)
+    warm_s = time.perf_counter() - t0
+
+    with _Timer() as timed:
+        run = fit(
+            trainer,
+            warm.state,
+            (x, y),
+            epochs=config.epochs,
+            batch_size=config.batch,
+            progress=False,
+        )
+        jax.block_until_ready(run.state)
+    # fit's history times each compiled epoch alone (the call and the losses on the host).
+    epoch_only = sum(h["seconds"] for h in run.history)
+    steady_epoch = timed.seconds / config.epochs
+    return {
+        "seconds": timed.seconds,
+        "cpu_seconds": timed.cpu_seconds,
+        "epoch_seconds": epoch_only,
+        "compile_s": max(warm_s - config.warmup_epochs * steady_epoch, 0.0),
+        "first_loss": warm.history[0]["train_loss"],
+        "final_loss": run.history[-1]["train_loss"],
+        "device": str(jax.devices()[0].device_kind),
+    }
+
+
+def _flax_mlp(hidden: tuple[int, ...], classes: int):
+    """The hand-written Flax model; flax is imported here so torch processes never load it."""
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        """x: (batch, features) -> logits (batch, classes)."""
+
+        @nn.compact
+        def __call__(self, x):
+            for width in hidden:
+                x = nn.relu(nn.Dense(width)(x))
+            return nn.Dense(classes)(x)
+
+    return MLP()
+
+
+def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    _fresh_jax_compiles()
+    import jax
+    import optax
+    from flax.training import train_state
+
+    model = _flax_mlp(config.hidden, config.classes)
+    x, y = jax.device_put(x_np), jax.device_put(y_np)
+    state = train_state.TrainState.create(
+        apply_fn=model.apply,
+        params=model.init(jax.random.PRNGKey(config.seed), x[:1])["params"],
+        tx=optax.sgd(config.learning_rate, momentum=config.momentum),
+    )
+
+    # The minibatch is gathered inside the step (one dispatch per step): the strongest
+    # version of the user's loop; gathering outside would add two dispatches per step.
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, x, y, idx):
+        xb, yb = x[idx], y[idx]
+
+        def loss_fn(params):
+            logits = state.apply_fn({"params": params}, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads=grads), loss
+
+    total_epochs = config.warmup_epochs + config.epochs
+    rows = [jax.device_put(r) for r in _shuffled_rows(config, total_epochs)]
+    jax.block_until_ready(rows)
+    warm = config.warmup_epochs * config.steps_per_epoch
+
+    t0 = time.perf_counter()
+    state, loss = train_step(state, x, y, rows[0])
+    jax.block_until_ready(loss)
+    first_s = time.perf_counter() - t0
+    warm_losses = [loss]
+    for idx in rows[1:warm]:
+        state, loss = train_step(state, x, y, idx)
+        warm_losses.append(loss)
+    jax.block_until_ready((state, warm_losses))
+    first_loss = float(np.mean(jax.device_get(warm_losses[: config.steps_per_epoch])))
+
+    losses = []
+    with _Timer() as timed:
+        for idx in rows[warm:]:
+            state, loss = train_step(state, x, y, idx)
+            losses.append(loss)
+        jax.block_until_ready((state, losses))
+    return {
+        "seconds": timed.seconds,
+        "cpu_seconds": timed.cpu_seconds,
+        "compile_s": max(first_s - timed.seconds / (len(rows) - warm), 0.0),
+        "first_loss": first_loss,
+        "final_loss": float(np.mean(jax.device_get(losses[-config.steps_per_epoch :]))),
+        "device": str(jax.devices()[0].device_kind),
+    }
+
+
+def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    import torch
+
+    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
+    torch.manual_seed(config.seed)
+    widths = (config.features, *config.hidden)
+    layers = []
+    for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [torch.nn.Linear(w_in, w_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], config.classes))
+    opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+    total_epochs = config.warmup_epochs + config.epochs
+    rows = [torch.from_numpy(r).long() for r in _shuffled_rows(config, total_epochs)]
+    warm = config.warmup_epochs * config.steps_per_epoch
+
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    warm_losses = [step(idx) for idx in rows[:warm]]
+    first_loss = float(torch.stack(warm_losses[: config.steps_per_epoch]).mean())
+    with _Timer() as timed:
+        losses = [step(idx) for idx in rows[warm:]]
+    return {
+        "seconds": timed.seconds,
+        "cpu_seconds": timed.cpu_seconds,
+        "compile_s": None,
+        "first_loss": first_loss,
+        "final_loss": float(torch.stack(losses[-config.steps_per_epoch :]).mean()),
+        "device": "cpu",
+    }
+
+
+_RUNNERS = {"jaxnets": _run_jaxnets, "flax": _run_flax, "torch": _run_torch}
+
+
+def run_case(config: CaseConfig) -> dict:
+    """Train and time one case in this process.
+
+    Returns a JSON-ready dict: the config, ``steps`` timed, ``seconds`` they took,
+    ``steps_per_s``, ``ms_per_step``, ``cpu_ms_per_step`` (CPU time of all threads),
+    ``compile_s`` (first call minus a steady call;
+    None for eager torch), ``first_loss`` and ``final_loss`` (mean training loss over the
+    first warm-up epoch and over the last timed epoch), and the ``device`` it ran on.
+    """
+    x, y = make_data(config)
+    result = _RUNNERS[config.framework](config, x, y)
+    steps = config.epochs * config.steps_per_epoch
+    for name in ("first_loss", "final_loss"):
+        if not math.isfinite(result[name]):
+            raise FloatingPointError(
+                f"{config.framework} batch {config.batch}: {name} is "
+                f"{result[name]}; the benchmark did not train"
+            )
+    return {
+        **dataclasses.asdict(config),
+        "steps": steps,
+        "steps_per_s": steps / result["seconds"],
+        "ms_per_step": 1e3 * result["seconds"] / steps,
+        "cpu_ms_per_step": 1e3 * result["cpu_seconds"] / steps,
+        **result,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    p.add_argument("--batch", type=int, required=True)
+    for field in ("examples", "epochs", "warmup_epochs", "seed", "torch_threads"):
+        default = CaseConfig.__dataclass_fields__[field].default
+        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
+    p.add_argument("--hidden", type=int, nargs="+", default=list(CaseConfig.hidden))
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """CLI entry: run one case and print its record as the last line of stdout."""
+    args = _parser().parse_args(argv)
+    record = run_case(CaseConfig(**{**vars(args), "hidden": tuple(args.hidden)}))
+    print(json.dumps(record), flush=True)
+    return record
+
+
+if __name__ == "__main__":
+    main()
