@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: install train test test-all test-gpu lint bench clean
+.PHONY: install train test test-all test-gpu lint bench readme clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
+
+# Regenerate README's model, results and benchmark tables from the registry, the newest
+# runs/*/*/summary.json of each experiment and benchmarks/results/mlp.json.
+readme: $(STAMP)
+	$(BIN)/python -m jaxnets.experiment README.md runs
+	$(BIN)/python -m benchmarks.readme_table benchmarks/results/mlp.json --readme README.md
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -75,10 +75,15 @@ def render_markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description="Print the README markdown block of a benchmark.")
     p.add_argument("path", nargs="?", default="benchmarks/results/mlp.json", type=Path)
+    p.add_argument("--readme", type=Path, help="write the block into this README's bench block")
     args = p.parse_args(argv)
     if not args.path.is_file():
         raise SystemExit(f"no benchmark results at {args.path}; run `make bench` first")
     text = render_markdown(json.loads(args.path.read_text()))
+    if args.readme is not None:
+        from jaxnets.experiment import replace_block
+
+        args.readme.write_text(replace_block(args.readme.read_text(), "bench", text))
     print(text)
     return text
 
