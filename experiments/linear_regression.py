@@ -79,7 +79,7 @@ def _features(x, degree, mean=None, std=None):
     return (phi - mean) / std, mean, std
 
 
-def _closed_form_vs_gd(cfg: Config) -> dict[str, float]:
+def _closed_form_vs_gd(cfg: Config, run: Run) -> dict[str, float]:
     """Both solvers on t = X w + b + noise with X (gd_examples, gd_features) ~ N(0, 1)."""
     rng = np.random.default_rng(cfg.seed)
     X = jnp.asarray(rng.standard_normal((cfg.gd_examples, cfg.gd_features)))
@@ -87,6 +87,8 @@ def _closed_form_vs_gd(cfg: Config) -> dict[str, float]:
     t = X @ w + b + cfg.noise * jnp.asarray(rng.standard_normal((cfg.gd_examples, 1)))
     closed = fit_least_squares(X, t, l2=cfg.l2)
     by_gd, costs = fit_linear_gd(X, t, cfg.gd_learning_rate, cfg.gd_steps, l2=cfg.l2)
+    for step in range(0, cfg.gd_steps, max(1, cfg.gd_steps // 100)):
+        run.log(variant="gradient_descent", step=step, train_cost=float(costs[step]))
     diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), closed, by_gd)
     return {
         "max_param_difference": max(jax.tree.leaves(diff)),
@@ -148,7 +150,7 @@ def main(cfg: Config) -> dict:
     train = make_polynomial_regression(cfg.n_train, noise=cfg.noise, seed=cfg.seed)
     test = make_polynomial_regression(cfg.n_test, noise=cfg.noise, seed=cfg.seed + 1)
     with jax.enable_x64(True):  # agreement to 1e-5 is a float64 statement
-        agreement = _closed_form_vs_gd(cfg)
+        agreement = _closed_form_vs_gd(cfg, run)
         rows = _degree_sweep(cfg, train, test)
         _plot(run, cfg, train, rows)
     results = {"closed_form_vs_gd": agreement, **rows}

@@ -96,6 +96,14 @@ def main(cfg: Config) -> dict:
         )
         solved = learned.accuracy == 1.0
         curves[width] = (learned.loss_curve, solved)
+        for step in range(0, cfg.steps, max(1, cfg.steps // 50)):
+            losses_at_step = learned.loss_curve[:, step]
+            run.log(
+                variant=f"learned_{width}_hidden",
+                step=step,
+                median_loss=float(np.median(losses_at_step)),
+                max_loss=float(np.max(losses_at_step)),
+            )
         results[f"learned_{width}_hidden"] = {
             "seeds": cfg.seeds,
             "seeds_at_100pct": int(solved.sum()),

@@ -84,6 +84,11 @@ class Run:
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
 
+    def log(self, **row: Any) -> None:
+        """Append one JSON row to ``metrics.jsonl`` (``fit`` appends its epochs there too)."""
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row, default=_jsonable) + "\n")
+
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<run>/<name>.png`` and close it."""
         import matplotlib.pyplot as plt

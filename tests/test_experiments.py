@@ -27,7 +27,8 @@ def _check_run_dir(summary, out, experiment):
     runs = list((out / experiment).iterdir())
     assert len(runs) == 1
     files = {p.name for p in runs[0].iterdir()}
-    assert {"config.json", "summary.json"} <= files and any(f.endswith(".png") for f in files)
+    assert {"config.json", "metrics.jsonl", "summary.json"} <= files
+    assert any(f.endswith(".png") for f in files)
     on_disk = json.loads((runs[0] / "summary.json").read_text())
     assert on_disk["experiment"] == experiment and on_disk["results"] == summary["results"]
     for claim in on_disk["claims"]:
