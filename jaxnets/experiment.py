@@ -154,13 +154,21 @@ def latest_summaries(root: str | Path = "runs") -> dict[str, dict[str, Any]]:
 
 
 def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    """A markdown table of every experiment's results and claims, from summary dicts."""
-    lines = ["| experiment | variant | metric | value |", "|---|---|---|---|"]
+    """Markdown: one table per experiment (variants x metrics), then every claim."""
+    lines = []
     for name, summary in summaries.items():
-        for variant, metrics in summary["results"].items():
-            for metric, value in metrics.items():
-                lines.append(f"| {name} | {variant} | {metric} | {value:.4g} |")
-    lines += ["", "| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
+        metrics = list(dict.fromkeys(m for row in summary["results"].values() for m in row))
+        lines += [
+            f"**{name}**",
+            "",
+            "| variant | " + " | ".join(metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
+        for variant, row in summary["results"].items():
+            cells = [f"{row[m]:.4g}" if m in row else "" for m in metrics]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
     for name, summary in summaries.items():
         for c in summary["claims"]:
             lines.append(

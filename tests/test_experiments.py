@@ -123,3 +123,20 @@ def test_linear_regression_smoke(tmp_path):
     # training error never increases with the degree (nested least-squares problems)
     train = [r["train_mse"] for r in rows]
     assert all(b <= a + 1e-12 for a, b in zip(train, train[1:], strict=False))
+
+
+def test_readme_tables_are_generated_from_summaries():
+    from jaxnets.experiment import replace_block, results_markdown
+
+    summary = {
+        "results": {"mlp": {"test_accuracy": 0.98125}},
+        "claims": [Claim("c", "test_accuracy", 0.98125, 0.97, "above").as_dict()],
+    }
+    table = results_markdown({"digits": summary})
+    assert "| mlp | 0.9812 |" in table and "| digits | c | 0.9812 | above 0.97 | yes |" in table
+    text = "a\n<!-- results:start -->\nold\n<!-- results:end -->\nb"
+    assert replace_block(text, "results", "new") == (
+        "a\n<!-- results:start -->\nnew\n<!-- results:end -->\nb"
+    )
+    with pytest.raises(ValueError, match="no <!-- bench:start -->"):
+        replace_block(text, "bench", "x")
