@@ -101,7 +101,7 @@ def _variants(cfg: Config):
 def _plot_curves(run: Run, histories: dict[str, list[list[dict]]]) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for color, (variant, runs) in zip(("C0", "C1"), histories.items(), strict=False):
         for i, history in enumerate(runs):
             epochs = [h["epoch"] for h in history]
@@ -125,6 +125,7 @@ def _plot_first_layer(run: Run, name: str, kernel_DxH: np.ndarray, count: int = 
     import matplotlib.pyplot as plt
 
     count = min(count, kernel_DxH.shape[1])
+    what = "class" if name == "softmax_regression" else "unit"  # softmax: one template a class
     cols = min(count, 8)
     rows = -(-count // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows), squeeze=False)
@@ -134,6 +135,7 @@ def _plot_first_layer(run: Run, name: str, kernel_DxH: np.ndarray, count: int = 
             w = kernel_DxH[:, j].reshape(8, 8)
             bound = np.abs(w).max()
             ax.imshow(w, cmap="RdBu_r", vmin=-bound, vmax=bound)
+            ax.set_title(f"{what} {j}", fontsize=8)
     fig.suptitle(f"{name}: first-layer weights (red +, blue −)")
     run.savefig(fig, f"weights_{name}")
 

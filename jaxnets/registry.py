@@ -133,8 +133,10 @@ def _ensure_loaded() -> None:
 
 def _unknown(name: str) -> UnknownModelError:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return UnknownModelError(f"unknown model {name!r}{hint} see jaxnets.list_models()")
+    hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ";"
+    return UnknownModelError(
+        f"unknown model {name!r}{hint} see jaxnets.list_models() ({len(_REGISTRY)} registered)"
+    )
 
 
 def model_card(name: str) -> ModelCard:

@@ -10,6 +10,8 @@ def test_unknown_name_lists_close_matches():
     message = str(info.value)
     assert "unknown model 'softmax_regresion'" in message
     assert "did you mean 'softmax_regression'" in message and "list_models()" in message
+    with pytest.raises(jaxnets.UnknownModelError, match=r"unknown model 'zzz'; see"):
+        jaxnets.model_card("zzz")
 
 
 def test_list_models_glob():
