@@ -200,10 +200,7 @@ def main(cfg: Config) -> dict:
     summary = run.write_summary(results, claims)
     print(format_table(results, ["test_accuracy", "test_accuracy_std", "val_accuracy"]))
     for c in claims:
-        print(
-            f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4f} "
-            f"({c.direction} {c.threshold})"
-        )
+        print(c)
     print(f"run directory: {run.dir}")
     return summary
 

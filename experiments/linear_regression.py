@@ -187,10 +187,7 @@ def main(cfg: Config) -> dict:
     ]
     summary = run.write_summary(results, claims)
     for c in claims:
-        print(
-            f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4g} "
-            f"({c.direction} {c.threshold:g})"
-        )
+        print(c)
     print(f"run directory: {run.dir}")
     return summary
 

@@ -125,7 +125,7 @@ def main(cfg: Config) -> dict:
     learned_rows = {k: v for k, v in results.items() if k.startswith("learned")}
     print(format_table(learned_rows, ["seeds", "seeds_at_100pct", "median_final_loss"]))
     for c in claims:
-        print(f"[{'holds' if c.holds else 'FAILS'}] {c.claim}: {c.value:.4g}")
+        print(c)
     print(f"run directory: {run.dir}")
     return summary
 

@@ -65,6 +65,10 @@ class Claim:
             return self.value >= self.threshold
         return self.value <= self.threshold
 
+    def __str__(self) -> str:
+        verdict = "holds" if self.holds else "FAILS"
+        return f"[{verdict}] {self.claim}: {self.value:.4g} ({self.direction} {self.threshold:g})"
+
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "value": float(self.value), "holds": self.holds}
 
