@@ -197,12 +197,8 @@ def main(cfg: Config) -> dict:
             "above",
         ),
     ]
-    summary = run.write_summary(results, claims)
     print(format_table(results, ["test_accuracy", "test_accuracy_std", "val_accuracy"]))
-    for c in claims:
-        print(c)
-    print(f"run directory: {run.dir}")
-    return summary
+    return run.write_summary(results, claims)
 
 
 if __name__ == "__main__":

@@ -185,11 +185,7 @@ def main(cfg: Config) -> dict:
             "above",
         ),
     ]
-    summary = run.write_summary(results, claims)
-    for c in claims:
-        print(c)
-    print(f"run directory: {run.dir}")
-    return summary
+    return run.write_summary(results, claims)
 
 
 if __name__ == "__main__":

@@ -121,13 +121,9 @@ def main(cfg: Config) -> dict:
         )
     )
     _plot(run, curves)
-    summary = run.write_summary(results, claims)
     learned_rows = {k: v for k, v in results.items() if k.startswith("learned")}
     print(format_table(learned_rows, ["seeds", "seeds_at_100pct", "median_final_loss"]))
-    for c in claims:
-        print(c)
-    print(f"run directory: {run.dir}")
-    return summary
+    return run.write_summary(results, claims)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ class Run:
     def write_summary(
         self, results: dict[str, dict[str, float]], claims: list[Claim]
     ) -> dict[str, Any]:
-        """Write ``summary.json`` and return it."""
+        """Write ``summary.json``, print each claim's verdict and the run directory, and
+        return the summary."""
         summary = {
             "experiment": self.experiment,
             "config": self.config,
@@ -113,6 +114,9 @@ class Run:
             "claims": [c.as_dict() for c in claims],
         }
         dump_json(self.dir / "summary.json", summary)
+        for claim in claims:
+            print(claim)
+        print(f"run directory: {self.dir}")
         return summary
 
 
