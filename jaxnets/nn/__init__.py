@@ -1,4 +1,5 @@
-"""Building blocks flax.linen lacks: the activation zoo (with maxout and RBF units)."""
+"""Building blocks flax.linen lacks: the activation zoo (with maxout and RBF units), convolution
+and pooling helpers with the lecture-definition references they are tested against."""
 
 from jaxnets.nn.activations import (
     ACTIVATIONS,
@@ -12,6 +13,7 @@ from jaxnets.nn.activations import (
     make_activation,
     make_layer,
 )
+from jaxnets.nn.conv import Pool, convolve, filtering, output_size, pool
 
 __all__ = [
     "ACTIVATIONS",
@@ -24,4 +26,9 @@ __all__ = [
     "get_activation",
     "make_activation",
     "make_layer",
+    "Pool",
+    "convolve",
+    "filtering",
+    "output_size",
+    "pool",
 ]

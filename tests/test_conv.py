@@ -1,0 +1,108 @@
+"""The fast convolution and pooling against the lecture's definitions (seed 004, Lecture 9)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnets.nn.conv import (
+    Pool,
+    convolve,
+    convolve_reference,
+    filter_reference,
+    filtering,
+    output_size,
+    pool,
+)
+
+# Figures 3-4 of Lecture 9: the worked 2-D example, x * w in full extent.
+LECTURE_X = np.array([[1, 3, 1], [0, -1, 1], [2, 2, -1]], dtype=np.float32)
+LECTURE_W = np.array([[1, 2], [0, -1]], dtype=np.float32)
+LECTURE_X_STAR_W = np.array([[1, 5, 7, 2], [0, -2, -4, 1], [2, 6, 4, -3], [0, -2, -2, 1]])
+
+
+def test_lecture_example_by_reference_and_fast_path():
+    np.testing.assert_array_equal(convolve_reference(LECTURE_X, LECTURE_W), LECTURE_X_STAR_W)
+    np.testing.assert_array_equal(convolve(LECTURE_X, LECTURE_W), LECTURE_X_STAR_W)
+
+
+@pytest.mark.parametrize("shape_x, shape_w", [((9,), (4,)), ((7, 6), (3, 2)), ((5, 5), (5, 5))])
+@pytest.mark.parametrize("mode", ["full", "valid", "same"])
+def test_convolve_equals_flip_and_filter_definition(shape_x, shape_w, mode):
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=shape_x), rng.normal(size=shape_w)
+    full = convolve_reference(x, w)
+    sizes = list(zip(x.shape, w.shape, strict=True))
+    if mode == "full":
+        expected = full
+    elif mode == "valid":  # only where the flipped filter lies inside x
+        expected = full[tuple(slice(k - 1, n) for n, k in sizes)]
+    else:  # the central n outputs (XLA puts the odd extra zero after)
+        expected = full[
+            tuple(slice(k // 2, k // 2 + n) for n, k in zip(x.shape, w.shape, strict=True))
+        ]
+    fast = convolve(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), mode)
+    np.testing.assert_allclose(fast, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "full"])
+@pytest.mark.parametrize("spatial", [(11,), (7, 6)])
+def test_multichannel_filtering_equals_eq10(padding, spatial):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, *spatial, 3))
+    kernel = rng.normal(size=(*(3,) * len(spatial), 3, 4))
+    fast = filtering(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32), padding=padding)
+    expected = filter_reference(x, kernel, padding)
+    assert fast.shape == expected.shape
+    assert fast.shape[1:-1] == tuple(output_size(n, 3, 1, padding) for n in spatial)
+    np.testing.assert_allclose(fast, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convolution_is_filtering_with_the_flipped_kernel():
+    rng = np.random.default_rng(2)
+    x, w = rng.normal(size=(6, 5)), rng.normal(size=(3, 2))
+    filtered = filter_reference(x[None, ..., None], w[::-1, ::-1, None, None], "full")
+    np.testing.assert_allclose(filtered[0, ..., 0], convolve_reference(x, w), atol=1e-12)
+
+
+def test_filtering_with_stride_subsamples_the_stride_one_output():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 9, 9, 2)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 5)), jnp.float32)
+    strided = filtering(x, kernel, stride=2)
+    np.testing.assert_allclose(strided, filtering(x, kernel)[:, ::2, ::2], rtol=1e-5, atol=1e-5)
+    assert strided.shape[1] == output_size(9, 3, 2) == 4
+
+
+def test_output_sizes_of_lenet_and_errors():
+    assert output_size(32, 5) == 28 and output_size(28, 2, 2) == 14  # C1, S2
+    assert output_size(32, 5, padding="same") == 32 and output_size(32, 5, 2, "same") == 16
+    assert output_size(4, 3, padding="full") == 6
+    with pytest.raises(ValueError, match="unknown padding 'circular'"):
+        output_size(8, 3, padding="circular")
+    with pytest.raises(ValueError, match="does not fit"):
+        output_size(3, 5)
+    with pytest.raises(ValueError, match="same number of spatial axes"):
+        filtering(jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 3, 3, 4)))
+
+
+def test_max_and_mean_pooling_with_stride():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(pool(x, 2, kind="max")[0, ..., 0], [[5, 7], [13, 15]])
+    np.testing.assert_array_equal(pool(x, 2, kind="mean")[0, ..., 0], [[2.5, 4.5], [10.5, 12.5]])
+    # overlapping 3x3 groups spaced by 2 (AlexNet's pooling); "same" mean ignores the padding
+    np.testing.assert_array_equal(pool(x, 3, 2, kind="max")[0, ..., 0], [[10]])
+    x3 = jnp.arange(9.0).reshape(1, 3, 3, 1)  # "same" pads to 4x4; the corner group is x3[2, 2]
+    np.testing.assert_array_equal(
+        pool(x3, 2, kind="mean", padding="same")[0, ..., 0], [[2, 3.5], [6.5, 8]]
+    )
+    layer = Pool("mean", 2, 2)
+    np.testing.assert_array_equal(layer.apply({}, x), pool(x, 2, kind="mean"))
+    with pytest.raises(ValueError, match="unknown pooling 'min'"):
+        pool(x, 2, kind="min")
+
+
+def test_max_pool_gradient_goes_to_the_maximum_only():
+    x = jnp.array([[1.0, 4.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
+    grad = jax.grad(lambda x: pool(x, 2, kind="max").sum())(x)
+    np.testing.assert_array_equal(grad[0, ..., 0], [[0, 1], [0, 0]])
