@@ -25,6 +25,7 @@ from jaxnets.nn import get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
 from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.viz import image_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,21 +123,13 @@ def _plot_curves(run: Run, histories: dict[str, list[list[dict]]]) -> None:
 
 
 def _plot_first_layer(run: Run, name: str, kernel_DxH: np.ndarray, count: int = 32) -> None:
-    import matplotlib.pyplot as plt
-
-    count = min(count, kernel_DxH.shape[1])
     what = "class" if name == "softmax_regression" else "unit"  # softmax: one template a class
-    cols = min(count, 8)
-    rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows), squeeze=False)
-    for j, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if j < count:
-            w = kernel_DxH[:, j].reshape(8, 8)
-            bound = np.abs(w).max()
-            ax.imshow(w, cmap="RdBu_r", vmin=-bound, vmax=bound)
-            ax.set_title(f"{what} {j}", fontsize=8)
-    fig.suptitle(f"{name}: first-layer weights (red +, blue −)")
+    weights = kernel_DxH[:, :count].T.reshape(-1, 8, 8)
+    fig = image_grid(
+        weights,
+        titles=[f"{what} {j}" for j in range(len(weights))],
+        suptitle=f"{name}: first-layer weights (red +, blue −)",
+    )
     run.savefig(fig, f"weights_{name}")
 
 
