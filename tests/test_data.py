@@ -1,9 +1,7 @@
-"""Tests of jaxnets.data: validation, splits, standardisation, batching, embedded data sets,
-augmentation."""
+"""Tests of jaxnets.data: validation, splits, standardisation, batching, embedded data sets
+(augmentations: tests/test_augment.py)."""
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +19,6 @@ from jaxnets.data import (
     make_polynomial_regression,
     make_two_moons,
     make_xor,
-    random_shift,
-    shift_images,
     standardize,
     xor_truth_table,
 )
@@ -259,72 +255,3 @@ def test_linearly_separable_data_have_the_margin():
     assert margins.min() >= 0.2 - 1e-4
     with pytest.raises(ValueError, match="margin"):
         make_linearly_separable(margin=0.0)
-
-
-# --- augmentation --------------------------------------------------------------------------
-
-
-def _reference_shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """np.roll, then blank the rows/columns that wrapped around."""
-    out = np.roll(image, (dy, dx), axis=(0, 1))
-    h, w = image.shape[:2]
-    if dy > 0:
-        out[:dy] = 0
-    elif dy < 0:
-        out[h + dy :] = 0
-    if dx > 0:
-        out[:, :dx] = 0
-    elif dx < 0:
-        out[:, w + dx :] = 0
-    return out
-
-
-def test_shift_images_matches_roll_with_zero_fill():
-    rng = np.random.default_rng(0)
-    images = rng.uniform(size=(7, 6, 5)).astype(np.float32)
-    offsets = np.array([[0, 0], [1, 0], [0, -1], [-2, 3], [5, -4], [6, 0], [-1, 1]])
-    shifted = shift_images(jnp.asarray(images.reshape(7, 30)), offsets, image_shape=(6, 5))
-    assert shifted.shape == (7, 30) and shifted.dtype == jnp.float32
-    for got, image, (dy, dx) in zip(np.asarray(shifted), images, offsets, strict=True):
-        np.testing.assert_array_equal(got.reshape(6, 5), _reference_shift(image, dy, dx))
-    assert np.all(np.asarray(shifted)[5] == 0)  # a shift by the full height leaves nothing
-
-
-def test_shift_images_with_channels():
-    images = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
-    shifted = shift_images(
-        jnp.asarray(images.reshape(2, -1)), np.array([[1, -1], [0, 2]]), (4, 4, 3)
-    )
-    np.testing.assert_array_equal(
-        np.asarray(shifted).reshape(2, 4, 4, 3)[0], _reference_shift(images[0], 1, -1)
-    )
-
-
-def test_random_shift_is_a_jittable_one_pixel_shift(digits):
-    x = jnp.asarray(digits.x[:32])
-    shift = jax.jit(functools.partial(random_shift, image_shape=(8, 8), max_shift=1))
-    out = np.asarray(shift(jax.random.key(0), x))
-    assert out.shape == (32, 64)
-    np.testing.assert_array_equal(out, np.asarray(shift(jax.random.key(0), x)))
-    assert not np.array_equal(out, np.asarray(shift(jax.random.key(1), x)))
-    images = digits.x[:32].reshape(32, 8, 8)
-    seen = set()
-    for got, image in zip(out.reshape(32, 8, 8), images, strict=True):
-        matches = [
-            (dy, dx)
-            for dy in (-1, 0, 1)
-            for dx in (-1, 0, 1)
-            if np.array_equal(got, _reference_shift(image, dy, dx))
-        ]
-        assert matches, "every output must be its input shifted by at most one pixel"
-        seen.add(matches[0])
-    assert len(seen) >= 5  # offsets are drawn per example, not one for the batch
-
-
-def test_random_shift_identity_and_errors(digits):
-    x = jnp.asarray(digits.x[:8])
-    np.testing.assert_array_equal(random_shift(jax.random.key(3), x, max_shift=0), x)
-    with pytest.raises(ValueError, match=r"expected flattened images of shape \(batch, 64\)"):
-        random_shift(jax.random.key(0), x[:, :60])
-    with pytest.raises(ValueError, match="max_shift must be >= 0"):
-        random_shift(jax.random.key(0), x, max_shift=-1)
