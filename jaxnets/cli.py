@@ -1,4 +1,9 @@
-"""The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``."""
+"""The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``.
+
+``info`` prints the model card, the parameter shapes and the per-layer table of seed 004,
+Lecture 10 §3 (Table 1 at line 2446: units, connections and weights per layer), with receptive
+fields and FLOPs (:mod:`jaxnets.inspect`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,15 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from jaxnets import registry
+from jaxnets import inspect, registry
 
-__all__ = ["main", "parameter_table"]
+__all__ = ["layer_table", "main", "parameter_table"]
+
+
+def _model_and_input(name: str, tiny: bool) -> tuple:
+    card = registry.model_card(name)
+    model = registry.create_model(name, **(card.test_config if tiny else {}))
+    return model, (card.tiny_input_shape if tiny else card.input_shape), np.dtype(card.input_dtype)
 
 
 def parameter_table(name: str, *, tiny: bool = False) -> str:
@@ -19,11 +30,8 @@ def parameter_table(name: str, *, tiny: bool = False) -> str:
 
     Shapes come from ``jax.eval_shape`` of ``init``, so nothing is computed.
     """
-    card = registry.model_card(name)
-    model = registry.create_model(name, **(card.test_config if tiny else {}))
-    x = jax.ShapeDtypeStruct(
-        (1, *(card.tiny_input_shape if tiny else card.input_shape)), np.dtype(card.input_dtype)
-    )
+    model, input_shape, dtype = _model_and_input(name, tiny)
+    x = jax.ShapeDtypeStruct((1, *input_shape), dtype)
     keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     shapes = jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
     rows = []
@@ -40,6 +48,13 @@ def parameter_table(name: str, *, tiny: bool = False) -> str:
     lines += [f"{p:<{width}}  {str(s):<18} {n:>10,}" for p, s, n in rows]
     lines.append(f"{'total':<{width}}  {'':<18} {sum(r[2] for r in rows):>10,}")
     return "\n".join(lines)
+
+
+def layer_table(name: str, *, tiny: bool = False) -> inspect.LayerTable:
+    """The per-layer table of Lecture 10 (units, connections, weights, receptive fields,
+    FLOPs) of a registered model on one example of its card's input shape."""
+    model, input_shape, dtype = _model_and_input(name, tiny)
+    return inspect.layer_table(model, input_shape, dtype=dtype)
 
 
 def _card_text(card: registry.ModelCard) -> str:
@@ -75,6 +90,8 @@ def _cmd_info(args) -> int:
     print(_card_text(registry.model_card(args.name)))
     print()
     print(parameter_table(args.name, tiny=args.tiny))
+    print()
+    print(layer_table(args.name, tiny=args.tiny))
     return 0
 
 
@@ -98,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("list", help="list registered models (optionally matching a glob)")
     p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'mlp*'")
     p.set_defaults(run=_cmd_list)
-    p = sub.add_parser("info", help="a model's card and parameter table")
+    p = sub.add_parser("info", help="a model's card, parameter table and per-layer table")
     p.add_argument("name")
-    p.add_argument("--tiny", action="store_true", help="show the tiny test config's parameters")
+    p.add_argument(
+        "--tiny", action="store_true", help="use the tiny test config and its input shape"
+    )
     p.set_defaults(run=_cmd_info)
     p = sub.add_parser(
         "gradcheck", help="float64 finite-difference check of a model's gradients (tiny config)"

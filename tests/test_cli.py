@@ -22,6 +22,23 @@ def test_info_prints_card_and_exact_parameter_count(capsys):
     assert total.split()[-1] == "9,610"
 
 
+def test_info_prints_the_layer_table_of_lecture_10(capsys):
+    assert main(["info", "lenet5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["C3"], ["F6"])}
+    # Table 1: C3 has 1600 units, 240,000 connections, 2400 weights (and 16 biases)
+    assert rows["C3"][1:6] == ["convolution", "10x10x16", "1,600", "240,000", "2,400"]
+    assert rows["F6"][3:7] == ["84", "84", "10,080", "10,080"]
+    assert "32x32 (whole input)" in "\n".join(lines)
+
+
+def test_info_tiny_uses_the_tiny_input_shape(capsys):
+    assert main(["info", "lenet5", "--tiny"]) == 0
+    c1 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("C1"))
+    # tiny config: 2 maps of 3x3 on 12x12x1 inputs -> 10x10x2 units, each with 9 connections
+    assert c1.split()[2:6] == ["10x10x2", "200", "1,800", "18"]
+
+
 def test_gradcheck_reports_the_worst_leaf(capsys):
     assert main(["gradcheck", "xor_mlp"]) == 0
     out = capsys.readouterr().out

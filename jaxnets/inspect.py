@@ -1,0 +1,593 @@
+"""Per-layer tables of a network: units, connections, weights, receptive fields and FLOPs.
+
+Lectures: seed 004, Lecture 10 §3 "LeNet" (line 2406), Table 1 (line 2446) and the cost argument
+after it ("one add-multiply operation per connection", "the backwards pass is about as expensive
+as two forward passes"); Lecture 9 §3 (line 2264: sparse connections, weight sharing) and §4
+(line 2290: pooling grows receptive fields).
+
+Definitions, per example:
+
+* units: output elements. connections: convolution ``units x kernel area x input channels /
+  groups`` (taps on zero padding included, no bias connections); pooling ``units x window
+  area``; fully connected ``inputs x outputs``; in general the multiply-adds of the layer's
+  convolutions and matrix products plus the inputs its window reductions read.
+* weights: parameter entries other than biases, counted once however many connections share
+  them; biases: entries of parameters named ``bias``; weights + biases = parameters.
+* receptive field: the extent, in input pixels per spatial axis, of the input region that can
+  influence one unit (a max-pooling window counts whole); stride: input pixels between
+  neighbouring units' fields. A chain follows ``r_l = r_(l-1) + (k_l - 1) j_(l-1)``,
+  ``j_l = j_(l-1) s_l``; here intervals are propagated through the traced program (jaxpr), so
+  branches (Inception, shortcuts) give the union of their paths, and transposed convolutions
+  the largest field of any unit. Fields at least as large as the input are "whole input".
+* forward FLOPs: 2 per multiply-add connection, 1 per pooling connection, 1 per unit for each
+  ``bias`` or ``scale`` parameter; activation functions are not counted. Backward: 2 x forward.
+
+XLA's ``cost_analysis()["flops"]`` also takes 2 per multiply-add but only for taps inside the
+input ("same"-padded convolutions on small maps count fewer), plus 1 per ReLU, ``window - 1``
+per max-pooling unit and ``window - 1`` adds and a division per mean-pooling unit: for LeNet-5
+the totals agree exactly. XLA's backward skips the input gradient of the first layer.
+
+All of it runs on abstract values (``jax.eval_shape``, ``jax.make_jaxpr``): no parameter is
+allocated, and ResNet-50 at 224x224 costs about one trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect as _pyinspect
+import math
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.extend.core as jex
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.registry import InputSpecError
+
+__all__ = ["LayerRow", "LayerTable", "layer_table"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    """One layer call: the columns of Lecture 10's Table 1, plus receptive field and FLOPs.
+
+    Attributes:
+      name: module path from the root (``"C1"``, ``"stage2_block1/conv1"``); pooling or matrix
+        products called as functions in a parameter-free container: ``"<path>/max_pooling"``.
+      call: 1, or 2, 3, ... when a module is called again (its weights are shared: counted once).
+      module: class name; kind: ``"convolution"``, ``"fully connected"``, ``"subsampling"``
+        (mean pooling, LeNet's name), ``"max pooling"``, ``"batch norm"``, ... .
+      output_shape: one example's output shape; units ... forward_flops: see the module doc.
+      receptive_field: extent per spatial input axis (height, width), clipped to the input;
+        None for inputs without spatial axes. whole_input: whether it covers the whole input.
+      field_stride: input pixels between neighbouring units (None once units mix the axis);
+      field_start: where unit 0's field starts (negative: in the zero padding).
+    """
+
+    name: str
+    call: int
+    module: str
+    kind: str
+    output_shape: tuple[int, ...]
+    units: int
+    connections: int
+    weights: int
+    biases: int
+    forward_flops: int
+    receptive_field: tuple[int | float, ...] | None = None
+    whole_input: tuple[bool, ...] | None = None
+    field_stride: tuple[int | float | None, ...] | None = None
+    field_start: tuple[int | float, ...] | None = None
+
+    @property
+    def parameters(self) -> int:
+        return self.weights + self.biases
+
+    @property
+    def backward_flops(self) -> int:
+        return 2 * self.forward_flops
+
+
+def _total(field: str) -> property:
+    return property(lambda self: sum(getattr(r, field) for r in self.rows), doc=f"Sum of {field}.")
+
+
+_COUNTS = ("units", "connections", "weights", "biases")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTable:
+    """A model's layers in call order (:attr:`rows`) and their totals, per example.
+
+    ``str(table)`` is an aligned text table like Lecture 10's Table 1 (thousands separators),
+    :meth:`to_markdown` the same in Markdown; both end with a summary line.
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    rows: tuple[LayerRow, ...]
+
+    units, connections, weights, biases = map(_total, _COUNTS)
+    parameters, forward_flops, backward_flops = map(
+        _total, ("parameters", "forward_flops", "backward_flops")
+    )
+
+    def _cells(self) -> list[list[str]]:
+        spatial = any(r.receptive_field is not None for r in self.rows)
+        header = ["layer", "type", "output", *_COUNTS]
+        header += ["receptive field", "stride"] * spatial + ["forward FLOPs", "backward FLOPs"]
+        table = [header]
+        for r in [*self.rows, self]:
+            if isinstance(r, LayerRow):
+                name = r.name or f"({r.module})"
+                cells = [name + (f" (call {r.call})" if r.call > 1 else ""), r.kind]
+                cells.append("x".join(map(str, r.output_shape)) or "scalar")
+                field = [_field_text(r), _xs(r.field_stride)]
+            else:
+                cells, field = ["total", "", ""], ["", ""]
+            cells += [f"{getattr(r, f):,}" for f in _COUNTS] + field * spatial
+            table.append(cells + [f"{r.forward_flops:,}", f"{r.backward_flops:,}"])
+        return table
+
+    def _summary(self) -> str:
+        return (
+            f"{self.model} on one {'x'.join(map(str, self.input_shape))} input: "
+            f"{self.parameters:,} parameters ({self.weights:,} weights + {self.biases:,} biases), "
+            f"{self.units:,} units, {self.connections:,} connections, "
+            f"{self.forward_flops + self.backward_flops:,} FLOPs forward + backward"
+        )
+
+    def __str__(self) -> str:
+        table = self._cells()
+        widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+            for r in table
+        ]
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1], self._summary()])
+
+    def to_markdown(self) -> str:
+        """The table in GitHub Markdown (numbers right-aligned), then the summary line."""
+        table = self._cells()
+        table.insert(1, ["---" if i < 3 else "---:" for i in range(len(table[0]))])
+        table[-1] = [f"**{c}**" if c else "" for c in table[-1]]
+        return "\n".join(f"| {' | '.join(r)} |" for r in table) + f"\n\n{self._summary()}\n"
+
+
+def _xs(values: Sequence | None) -> str:
+    return "-" if values is None or None in values else "x".join(map(str, values))
+
+
+def _field_text(row: LayerRow) -> str:
+    if row.whole_input is None or not any(row.whole_input):
+        return _xs(row.receptive_field)
+    whole = "whole input" if all(row.whole_input) else "whole input along some axes"
+    return f"{_xs(row.receptive_field)} ({whole})"
+
+
+# ----------------------------------------------------------------------------- tracing
+
+_LAYER_SCOPE, _OUTPUT_SCOPE = "_jaxnets_layer", "_jaxnets_output"
+_LAYER_RE, _OUTPUT_RE = re.compile(_LAYER_SCOPE + r"(\d+)"), re.compile(_OUTPUT_SCOPE + r"(\d+)")
+
+
+@dataclasses.dataclass
+class _Call:
+    path: tuple[str, ...]
+    module: nn.Module
+    parent: int | None
+    output_shapes: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
+
+
+class _Recorder:
+    """Intercepts module calls: checks input ranks, scopes each call so that its jaxpr
+    equations can be attributed to it, and marks its outputs with an optimization barrier (a
+    no-op: this trace is only analysed) so the jaxpr walk finds their receptive fields."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        self.input_shape = input_shape
+        self.calls: list[_Call] = []
+        self.stack: list[int] = []
+
+    def __call__(self, next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        module, index = context.module, len(self.calls)
+        _check_conv_rank(module, args, self.input_shape)
+        self.calls.append(_Call(module.path, module, self.stack[-1] if self.stack else None))
+        self.stack.append(index)
+        try:
+            with jax.named_scope(f"{_LAYER_SCOPE}{index}"):
+                out = next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+        leaves, treedef = jax.tree.flatten(out)
+        arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+        self.calls[index].output_shapes = [tuple(leaves[i].shape) for i in arrays]
+        with jax.named_scope(f"{_OUTPUT_SCOPE}{index}"):
+            marked = jax.lax.optimization_barrier([leaves[i] for i in arrays])
+        for i, leaf in zip(arrays, marked, strict=True):
+            leaves[i] = leaf
+        return jax.tree.unflatten(treedef, leaves)
+
+
+def _check_conv_rank(module: nn.Module, args: tuple, input_shape: tuple[int, ...]) -> None:
+    if not isinstance(module, (nn.Conv, nn.ConvTranspose, nn.ConvLocal)) or not args:
+        return
+    spatial, shape = len(module.kernel_size), tuple(np.shape(args[0]))
+    if len(shape) < spatial + 2:
+        hint = f"; did you mean {(*input_shape, 1)}?" if len(input_shape) == spatial else ""
+        raise InputSpecError(
+            f"layer {'/'.join(module.path)!r} ({type(module).__name__}, {spatial}-D kernel) needs "
+            f"inputs (batch, {spatial} spatial axes, channels) but got shape {shape}: input_shape "
+            f"{input_shape} must be one example of rank {spatial + 1} without the batch axis{hint}"
+        )
+
+
+# ----------------------------------------------------------------------- receptive fields
+
+
+class _Axis(NamedTuple):
+    """Where one spatial input axis went: unit ``i`` along array axis ``axis`` sees input
+    positions ``[start + i * jump, start + i * jump + size)``; ``axis`` is None once units mix
+    the whole axis, and then ``[start, start + size)`` is everything they see."""
+
+    axis: int | None
+    start: Fraction
+    size: Fraction
+    jump: Fraction | None
+
+
+_Field = tuple[_Axis, ...]  # one per spatial input axis; () only marks dependence on the input
+
+
+def _span(ax: _Axis, shape: Sequence[int]) -> _Axis:
+    if ax.axis is None:
+        return ax
+    reach = (shape[ax.axis] - 1) * ax.jump
+    return _Axis(None, ax.start + min(reach, 0), ax.size + abs(reach), None)
+
+
+def _merge(fields: Sequence[tuple[_Field, Sequence[int]]], same_grid: bool) -> _Field:
+    """Union of operands' fields: axis by axis on a shared grid (element-wise ops, branches
+    joining), every axis spanned otherwise (the output mixes all its operands see)."""
+    fields = [(tuple(a if same_grid else _span(a, s) for a in f), s) for f, s in fields]
+    out = list(fields[0][0])
+    for f, shape in fields[1:]:
+        for d, b in enumerate(f):
+            a = out[d]
+            if a.axis is None or (a.axis, a.jump) != (b.axis, b.jump):
+                a, b = _span(a, shape), _span(b, shape)
+            start = min(a.start, b.start)
+            out[d] = _Axis(a.axis, start, max(a.start + a.size, b.start + b.size) - start, a.jump)
+    return tuple(out)
+
+
+def _remap(field: _Field, shape: Sequence[int], moves: Mapping[int, Any]) -> _Field:
+    """Move each axis by ``moves[axis]``: a new axis index, or ``(axis, window, stride, pad_lo,
+    base_dilation, window_dilation)`` for a sliding window; other axes are spanned."""
+    out = []
+    for ax in field:
+        move = None if ax.axis is None else moves.get(ax.axis)
+        if move is None or isinstance(move, int):
+            out.append(_span(ax, shape) if move is None else ax._replace(axis=move))
+            continue
+        axis, window, stride, pad_lo, base, dilation = move
+        step = ax.jump / base
+        size = ax.size + (window - 1) * dilation * step
+        out.append(_Axis(axis, ax.start - pad_lo * step, size, stride * step))
+    return tuple(out)
+
+
+_POOLS = {
+    "reduce_window_sum": "subsampling",
+    "reduce_window_max": "max pooling",
+    "reduce_window_min": "min pooling",
+    "reduce_window": "pooling",
+}
+_KINDS = ("convolution", "fully connected", *_POOLS.values())
+_MODULE_KINDS = {"BatchNorm": "batch norm", "LayerNorm": "layer norm", "GroupNorm": "group norm"}
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
+_MIXING = ("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "fft", "rev")
+_OPAQUE = ("scan", "while", "cond")  # bodies are counted, but fields are not followed through
+
+
+class _Event(NamedTuple):
+    """A convolution, matrix product or window reduction applied to the signal."""
+
+    seq: int
+    layer: int | None
+    kind: str
+    out_shape: tuple[int, ...]
+    field: _Field
+    macs: int
+    reads: int
+
+
+def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
+    """Output fields of one call-free equation, and its event if it makes connections."""
+    prim, p = eqn.primitive.name, eqn.params
+    outs = [tuple(v.aval.shape) for v in eqn.outvars]
+    live = [(f, s) for f, s in zip(ins, shapes, strict=True) if f is not None]
+    if prim == "optimization_barrier" or not live:
+        return list(ins) if prim == "optimization_barrier" else [None] * len(outs), None
+    (f, shape), size = live[0], math.prod(outs[0])
+    kind, macs, reads, moves = None, 0, 0, None
+    if prim == "conv_general_dilated" and ins[0] is not None:
+        lhs, rhs, out = p["dimension_numbers"]
+        kernel, moves = shapes[1], {lhs[0]: out[0]}
+        for k, a in enumerate(lhs[2:]):
+            moves[a] = (out[2 + k], kernel[rhs[2 + k]], p["window_strides"][k])
+            moves[a] += (p["padding"][k][0], p["lhs_dilation"][k], p["rhs_dilation"][k])
+        kind = "convolution"
+        macs = size * math.prod(kernel[a] for a in rhs[2:]) * kernel[rhs[1]]
+    elif prim in _POOLS and ins[0] is not None:
+        keys = ("window_dimensions", "window_strides", "padding", "base_dilation")
+        windows = zip(*(p[k] for k in keys), p["window_dilation"], strict=True)
+        moves = {a: (a, w, s, pad[0], b, d) for a, (w, s, pad, b, d) in enumerate(windows)}
+        kind, reads = _POOLS[prim], size * math.prod(p["window_dimensions"])
+    elif prim == "dot_general":
+        (lc, rc), (lb, rb) = p["dimension_numbers"]
+        sides = [(shapes[0], lc, lb), (shapes[1], rc, rb)]
+        free = [[a for a in range(len(s)) if a not in c and a not in b] for s, c, b in sides]
+        fields = []
+        for side, batch in enumerate((lb, rb)):
+            if ins[side] is not None:
+                first = len(lb) + side * len(free[0])
+                move = {a: i for i, a in enumerate(batch)}
+                move |= {a: first + i for i, a in enumerate(free[side])}
+                fields.append((_remap(ins[side], shapes[side], move), outs[0]))
+        field, macs = _merge(fields, True), size * math.prod(shapes[0][a] for a in lc)
+        return [field], _Event(0, None, "fully connected", outs[0], field, macs, 0)
+    elif prim in _REDUCTIONS or prim == "squeeze":
+        gone = p["axes"] if prim in _REDUCTIONS else p["dimensions"]
+        moves = {a: i for i, a in enumerate(a for a in range(len(shape)) if a not in gone)}
+    elif prim == "broadcast_in_dim":
+        moves = dict(enumerate(p["broadcast_dimensions"]))
+    elif prim == "reshape":
+        moves = _reshape_moves(shape, outs[0])
+    elif prim == "transpose":
+        moves = {a: b for b, a in enumerate(p["permutation"])}
+    elif prim == "slice":
+        steps = zip(p["start_indices"], p["strides"] or (1,) * len(shape), strict=True)
+        moves = {a: (a, 1, s, -lo, 1, 1) for a, (lo, s) in enumerate(steps)}
+    elif prim == "pad":
+        moves = {a: (a, 1, 1, lo, 1 + mid, 1) for a, (lo, _, mid) in enumerate(p["padding_config"])}
+    elif prim == "concatenate":
+        dim = p["dimension"]
+        live = [(tuple(_span(a, s) if a.axis == dim else a for a in g), s) for g, s in live]
+    if moves is not None:
+        field = _remap(f, shape, moves)
+        return [field] * len(outs), (
+            _Event(0, None, kind, outs[0], field, macs, reads) if kind else None
+        )
+    same = prim == "concatenate" or (
+        prim not in _MIXING and all(s == o for _, s in live for o in outs)
+    )
+    return [_merge(live, same)] * len(outs), None
+
+
+def _reshape_moves(old: Sequence[int], new: Sequence[int]) -> dict[int, int]:
+    """Axes a reshape keeps: same size and the same number of elements before them."""
+    where: dict[tuple[int, int], int] = {}
+    for b, n in enumerate(new):
+        where.setdefault((math.prod(new[:b]), n), b)
+    keys = [(a, (math.prod(old[:a]), n)) for a, n in enumerate(old)]
+    return {a: where[key] for a, key in keys if key in where}
+
+
+def _subjaxprs(eqn) -> list:
+    found = []
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else [value]:
+            if isinstance(item, (jex.ClosedJaxpr, jex.Jaxpr)):
+                found.append(getattr(item, "jaxpr", item))
+    return found
+
+
+def _loop_inputs(eqn, body, fields: list) -> list:
+    """A scan or while body's carried inputs depend on the signal once its outputs do (a carry
+    that starts as zeros, like a recurrent state), so iterate to the fixed point."""
+    p = eqn.params
+    if eqn.primitive.name == "scan":
+        first, count = p["num_consts"], p["num_carry"]
+    elif eqn.primitive.name == "while" and body is p["body_jaxpr"].jaxpr:
+        first, count = p["body_nconsts"], len(body.outvars)
+    else:
+        return fields
+    fields, carried = list(fields), slice(first, first + count)
+    for _ in range(count):
+        outs = _Walker().walk(body, fields, None)[:count]
+        pairs = zip(fields[carried], outs, strict=True)
+        fields[carried] = [o if f is None else f for f, o in pairs]
+    return fields
+
+
+class _Walker:
+    """Walks a jaxpr once, propagating receptive fields and attributing each equation to the
+    innermost layer call in whose scope it was traced."""
+
+    def __init__(self):
+        self.seq = 0
+        self.first_seq: dict[int, int] = {}
+        self.events: list[_Event] = []
+        self.outputs: dict[int, _Field | None] = {}
+
+    def walk(self, jaxpr, in_fields: Sequence[_Field | None], layer: int | None) -> list:
+        env = dict(zip(jaxpr.invars, in_fields, strict=False))
+
+        def read(v):
+            return None if isinstance(v, jex.Literal) else env.get(v)
+
+        for eqn in jaxpr.eqns:
+            stack, name = str(eqn.source_info.name_stack), eqn.primitive.name
+            scopes = _LAYER_RE.findall(stack)
+            owner = int(scopes[-1]) if scopes else layer
+            self.seq += 1
+            self.first_seq.setdefault(owner, self.seq)
+            ins = [read(v) for v in eqn.invars]
+            shapes = [tuple(getattr(v.aval, "shape", ())) for v in eqn.invars]
+            subs = [] if name in _POOLS else _subjaxprs(eqn)  # a reducer is not a call
+            if len(subs) == 1 and name not in _OPAQUE and len(subs[0].invars) == len(ins):
+                outs = self.walk(subs[0], ins, owner)
+            elif subs:
+                spanned = [
+                    f and tuple(_span(a, s) for a in f) for f, s in zip(ins, shapes, strict=True)
+                ]
+                for sub in subs:
+                    fields = spanned[max(len(ins) - len(sub.invars), 0) :]
+                    self.walk(sub, _loop_inputs(eqn, sub, fields), owner)
+                live = [(f, s) for f, s in zip(ins, shapes, strict=True) if f is not None]
+                outs = [_merge(live, False) if live else None] * len(eqn.outvars)
+            else:
+                outs, event = _transfer(eqn, ins, shapes)
+                if event is not None:
+                    self.events.append(event._replace(seq=self.seq, layer=owner))
+            marks = _OUTPUT_RE.findall(stack)
+            if name == "optimization_barrier" and marks:
+                self.outputs.setdefault(int(marks[-1]), outs[0] if outs else None)
+                self.first_seq.setdefault(int(marks[-1]), self.seq)
+            env.update(zip(eqn.outvars, outs, strict=True))
+        return [read(v) for v in jaxpr.outvars]
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def layer_table(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    variables: Mapping[str, Any] | None = None,
+    dtype: Any = jnp.float32,
+    receptive_fields: bool = True,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> LayerTable:
+    """Units, connections, weights, biases, receptive fields and FLOPs of every layer of ``model``.
+
+    Nothing runs on real arrays: parameter shapes come from ``jax.eval_shape(model.init)`` (or
+    from ``variables``), the layers from one ``jax.make_jaxpr`` of ``model.apply`` under
+    :func:`flax.linen.intercept_methods`. Rows are the module calls that own parameters or make
+    connections (convolution, dense, pooling, batch norm, ...), in call order; parameter-free
+    element-wise modules (activations, dropout) are left out. A module called twice gives two
+    rows, the second with ``call=2`` and no weights (they are shared). A module inside
+    ``nn.scan`` is counted for one step, and fields are not followed through the scan.
+
+    Args:
+      model: any ``flax.linen`` module, applied as ``model.apply(variables, x, **apply_kwargs)``.
+      input_shape: ONE example's shape without the batch axis, e.g. ``(32, 32, 1)``: the last
+        axis is channels, the axes before it spatial (vectors have none).
+      variables: the model's variables (arrays or ``jax.ShapeDtypeStruct``s); default: the
+        shapes ``model.init`` would give.
+      dtype: the input dtype (``jnp.int32`` for token ids).
+      receptive_fields: False leaves the receptive-field columns out.
+      apply_kwargs: call arguments; default ``train=False`` if ``__call__`` takes ``train``.
+
+    Returns:
+      A :class:`LayerTable`, every count per example.
+
+    Raises:
+      ValueError: ``input_shape`` is not a tuple of positive ints. :class:`InputSpecError` (a
+        ValueError): a convolution gets an input of too low a rank.
+    """
+    input_shape = tuple(input_shape)
+    if not input_shape or not all(isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
+        raise ValueError(
+            f"input_shape must be one example's shape, positive ints without the batch axis, "
+            f"e.g. (32, 32, 1); got {input_shape!r}"
+        )
+    input_shape = tuple(map(int, input_shape))
+    if apply_kwargs is None:
+        takes_train = "train" in _pyinspect.signature(type(model).__call__).parameters
+        apply_kwargs = {"train": False} if takes_train else {}
+    x = jax.ShapeDtypeStruct((1, *input_shape), np.dtype(dtype))
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    if variables is None:
+        with nn.intercept_methods(_Recorder(input_shape)):
+            variables = jax.eval_shape(lambda x: model.init(rngs, x, **apply_kwargs), x)
+    variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), variables)
+    recorder = _Recorder(input_shape)
+
+    def forward(variables, x):
+        with nn.intercept_methods(recorder):
+            return model.apply(variables, x, rngs=rngs, mutable=True, **apply_kwargs)
+
+    closed = jax.make_jaxpr(forward)(variables, x)
+    spatial = len(input_shape) - 1 if receptive_fields else 0
+    field = tuple(_Axis(a + 1, Fraction(0), Fraction(1), Fraction(1)) for a in range(spatial))
+    walker = _Walker()
+    walker.walk(closed.jaxpr, [None] * len(jax.tree.leaves(variables)) + [field], None)
+    rows = _rows(recorder.calls, walker, variables.get("params", {}), input_shape)
+    return LayerTable(type(model).__name__, input_shape, rows)
+
+
+def _own_params(params: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for key in path:
+        params = params.get(key, {})
+    return {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+
+
+def _plain(value: Fraction) -> int | float:
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def _field_columns(field: _Field | None, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    if not field:
+        return {}
+    sizes = [Fraction(n) for n in input_shape[: len(field)]]
+    return {
+        "receptive_field": tuple(_plain(min(a.size, n)) for a, n in zip(field, sizes, strict=True)),
+        "whole_input": tuple(a.size >= n for a, n in zip(field, sizes, strict=True)),
+        "field_stride": tuple(None if a.jump is None else _plain(a.jump) for a in field),
+        "field_start": tuple(_plain(a.start) for a in field),
+    }
+
+
+def _rows(calls: list[_Call], walker: _Walker, params: Mapping, input_shape) -> tuple:
+    """A row per module call that owns parameters or makes connections, in call order; a
+    parameter-free container's own pooling or matrix products get rows of their own."""
+    parents = {c.parent for c in calls}
+    events: dict[int | None, list[_Event]] = {}
+    for event in walker.events:
+        events.setdefault(event.layer, []).append(event)
+    calls_of: dict[str, int] = {}
+    placed = []
+
+    def add(seq, name, module, kind, out_shape, own, found, field, number=1):
+        sizes = {k: math.prod(np.shape(v)) for k, v in own.items()} if number == 1 else {}
+        units, biases = math.prod(out_shape), sizes.get("bias", 0)
+        macs, reads = sum(e.macs for e in found), sum(e.reads for e in found)
+        flops = 2 * macs + reads + units * sum(k in ("bias", "scale") for k in own)
+        counts = (units, macs + reads, sum(sizes.values()) - biases, biases, flops)
+        row = LayerRow(
+            name, number, module, kind, out_shape, *counts, **_field_columns(field, input_shape)
+        )
+        placed.append((seq, row))
+
+    for index, call in enumerate(calls):
+        own, found = _own_params(params, call.path), events.get(index, [])
+        path = "/".join(call.path)
+        if not own and index in parents:
+            for e in found:
+                base = "/".join(filter(None, [path, e.kind.replace(" ", "_")]))
+                count = calls_of[base] = calls_of.get(base, 0) + 1
+                name = base if count == 1 else f"{base}_{count - 1}"
+                add(e.seq, name, e.kind, e.kind, e.out_shape[1:], {}, [e], e.field)
+        elif (own or found) and index in walker.outputs:  # not a discarded shape-only trace
+            kinds = [k for k in _KINDS if any(e.kind == k for e in found)]
+            module = type(call.module).__name__
+            kind = kinds[0] if kinds else _MODULE_KINDS.get(module, module)
+            out_shape = call.output_shapes[0][1:] if call.output_shapes else ()
+            number = calls_of[path] = calls_of.get(path, 0) + 1
+            seq, field = walker.first_seq[index], walker.outputs.get(index)
+            add(seq, path, module, kind, out_shape, own, found, field, number)
+    return tuple(row for _, row in sorted(placed, key=lambda p: p[0]))
