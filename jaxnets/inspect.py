@@ -36,17 +36,24 @@ from __future__ import annotations
 import dataclasses
 import inspect as _pyinspect
 import math
-import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets._receptive_field import (
+    _KINDS,
+    _LAYER_SCOPE,
+    _OUTPUT_SCOPE,
+    _Axis,
+    _Event,
+    _Field,
+    _Walker,
+)
 from jaxnets.registry import InputSpecError
 
 __all__ = ["LayerRow", "LayerTable", "layer_table"]
@@ -176,9 +183,6 @@ def _field_text(row: LayerRow) -> str:
 
 # ----------------------------------------------------------------------------- tracing
 
-_LAYER_SCOPE, _OUTPUT_SCOPE = "_jaxnets_layer", "_jaxnets_output"
-_LAYER_RE, _OUTPUT_RE = re.compile(_LAYER_SCOPE + r"(\d+)"), re.compile(_OUTPUT_SCOPE + r"(\d+)")
-
 
 @dataclasses.dataclass
 class _Call:
@@ -233,234 +237,9 @@ def _check_conv_rank(module: nn.Module, args: tuple, input_shape: tuple[int, ...
         )
 
 
-# ----------------------------------------------------------------------- receptive fields
-
-
-class _Axis(NamedTuple):
-    """Where one spatial input axis went: unit ``i`` along array axis ``axis`` sees input
-    positions ``[start + i * jump, start + i * jump + size)``; ``axis`` is None once units mix
-    the whole axis, and then ``[start, start + size)`` is everything they see."""
-
-    axis: int | None
-    start: Fraction
-    size: Fraction
-    jump: Fraction | None
-
-
-_Field = tuple[_Axis, ...]  # one per spatial input axis; () only marks dependence on the input
-
-
-def _span(ax: _Axis, shape: Sequence[int]) -> _Axis:
-    if ax.axis is None:
-        return ax
-    reach = (shape[ax.axis] - 1) * ax.jump
-    return _Axis(None, ax.start + min(reach, 0), ax.size + abs(reach), None)
-
-
-def _merge(fields: Sequence[tuple[_Field, Sequence[int]]], same_grid: bool) -> _Field:
-    """Union of operands' fields: axis by axis on a shared grid (element-wise ops, branches
-    joining), every axis spanned otherwise (the output mixes all its operands see)."""
-    fields = [(tuple(a if same_grid else _span(a, s) for a in f), s) for f, s in fields]
-    out = list(fields[0][0])
-    for f, shape in fields[1:]:
-        for d, b in enumerate(f):
-            a = out[d]
-            if a.axis is None or (a.axis, a.jump) != (b.axis, b.jump):
-                a, b = _span(a, shape), _span(b, shape)
-            start = min(a.start, b.start)
-            out[d] = _Axis(a.axis, start, max(a.start + a.size, b.start + b.size) - start, a.jump)
-    return tuple(out)
-
-
-def _remap(field: _Field, shape: Sequence[int], moves: Mapping[int, Any]) -> _Field:
-    """Move each axis by ``moves[axis]``: a new axis index, or ``(axis, window, stride, pad_lo,
-    base_dilation, window_dilation)`` for a sliding window; other axes are spanned."""
-    out = []
-    for ax in field:
-        move = None if ax.axis is None else moves.get(ax.axis)
-        if move is None or isinstance(move, int):
-            out.append(_span(ax, shape) if move is None else ax._replace(axis=move))
-            continue
-        axis, window, stride, pad_lo, base, dilation = move
-        step = ax.jump / base
-        size = ax.size + (window - 1) * dilation * step
-        out.append(_Axis(axis, ax.start - pad_lo * step, size, stride * step))
-    return tuple(out)
-
-
-_POOLS = {
-    "reduce_window_sum": "subsampling",
-    "reduce_window_max": "max pooling",
-    "reduce_window_min": "min pooling",
-    "reduce_window": "pooling",
-}
-_KINDS = ("convolution", "fully connected", *_POOLS.values())
-_MODULE_KINDS = {"BatchNorm": "batch norm", "LayerNorm": "layer norm", "GroupNorm": "group norm"}
-_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
-_MIXING = ("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "fft", "rev")
-_OPAQUE = ("scan", "while", "cond")  # bodies are counted, but fields are not followed through
-
-
-class _Event(NamedTuple):
-    """A convolution, matrix product or window reduction applied to the signal."""
-
-    seq: int
-    layer: int | None
-    kind: str
-    out_shape: tuple[int, ...]
-    field: _Field
-    macs: int
-    reads: int
-
-
-def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
-    """Output fields of one call-free equation, and its event if it makes connections."""
-    prim, p = eqn.primitive.name, eqn.params
-    outs = [tuple(v.aval.shape) for v in eqn.outvars]
-    live = [(f, s) for f, s in zip(ins, shapes, strict=True) if f is not None]
-    if prim == "optimization_barrier" or not live:
-        return list(ins) if prim == "optimization_barrier" else [None] * len(outs), None
-    (f, shape), size = live[0], math.prod(outs[0])
-    kind, macs, reads, moves = None, 0, 0, None
-    if prim == "conv_general_dilated" and ins[0] is not None:
-        lhs, rhs, out = p["dimension_numbers"]
-        kernel, moves = shapes[1], {lhs[0]: out[0]}
-        for k, a in enumerate(lhs[2:]):
-            moves[a] = (out[2 + k], kernel[rhs[2 + k]], p["window_strides"][k])
-            moves[a] += (p["padding"][k][0], p["lhs_dilation"][k], p["rhs_dilation"][k])
-        kind = "convolution"
-        macs = size * math.prod(kernel[a] for a in rhs[2:]) * kernel[rhs[1]]
-    elif prim in _POOLS and ins[0] is not None:
-        keys = ("window_dimensions", "window_strides", "padding", "base_dilation")
-        windows = zip(*(p[k] for k in keys), p["window_dilation"], strict=True)
-        moves = {a: (a, w, s, pad[0], b, d) for a, (w, s, pad, b, d) in enumerate(windows)}
-        kind, reads = _POOLS[prim], size * math.prod(p["window_dimensions"])
-    elif prim == "dot_general":
-        (lc, rc), (lb, rb) = p["dimension_numbers"]
-        sides = [(shapes[0], lc, lb), (shapes[1], rc, rb)]
-        free = [[a for a in range(len(s)) if a not in c and a not in b] for s, c, b in sides]
-        fields = []
-        for side, batch in enumerate((lb, rb)):
-            if ins[side] is not None:
-                first = len(lb) + side * len(free[0])
-                move = {a: i for i, a in enumerate(batch)}
-                move |= {a: first + i for i, a in enumerate(free[side])}
-                fields.append((_remap(ins[side], shapes[side], move), outs[0]))
-        field, macs = _merge(fields, True), size * math.prod(shapes[0][a] for a in lc)
-        return [field], _Event(0, None, "fully connected", outs[0], field, macs, 0)
-    elif prim in _REDUCTIONS or prim == "squeeze":
-        gone = p["axes"] if prim in _REDUCTIONS else p["dimensions"]
-        moves = {a: i for i, a in enumerate(a for a in range(len(shape)) if a not in gone)}
-    elif prim == "broadcast_in_dim":
-        moves = dict(enumerate(p["broadcast_dimensions"]))
-    elif prim == "reshape":
-        moves = _reshape_moves(shape, outs[0])
-    elif prim == "transpose":
-        moves = {a: b for b, a in enumerate(p["permutation"])}
-    elif prim == "slice":
-        steps = zip(p["start_indices"], p["strides"] or (1,) * len(shape), strict=True)
-        moves = {a: (a, 1, s, -lo, 1, 1) for a, (lo, s) in enumerate(steps)}
-    elif prim == "pad":
-        moves = {a: (a, 1, 1, lo, 1 + mid, 1) for a, (lo, _, mid) in enumerate(p["padding_config"])}
-    elif prim == "concatenate":
-        dim = p["dimension"]
-        live = [(tuple(_span(a, s) if a.axis == dim else a for a in g), s) for g, s in live]
-    if moves is not None:
-        field = _remap(f, shape, moves)
-        return [field] * len(outs), (
-            _Event(0, None, kind, outs[0], field, macs, reads) if kind else None
-        )
-    same = prim == "concatenate" or (
-        prim not in _MIXING and all(s == o for _, s in live for o in outs)
-    )
-    return [_merge(live, same)] * len(outs), None
-
-
-def _reshape_moves(old: Sequence[int], new: Sequence[int]) -> dict[int, int]:
-    """Axes a reshape keeps: same size and the same number of elements before them."""
-    where: dict[tuple[int, int], int] = {}
-    for b, n in enumerate(new):
-        where.setdefault((math.prod(new[:b]), n), b)
-    keys = [(a, (math.prod(old[:a]), n)) for a, n in enumerate(old)]
-    return {a: where[key] for a, key in keys if key in where}
-
-
-def _subjaxprs(eqn) -> list:
-    found = []
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else [value]:
-            if isinstance(item, (jex.ClosedJaxpr, jex.Jaxpr)):
-                found.append(getattr(item, "jaxpr", item))
-    return found
-
-
-def _loop_inputs(eqn, body, fields: list) -> list:
-    """A scan or while body's carried inputs depend on the signal once its outputs do (a carry
-    that starts as zeros, like a recurrent state), so iterate to the fixed point."""
-    p = eqn.params
-    if eqn.primitive.name == "scan":
-        first, count = p["num_consts"], p["num_carry"]
-    elif eqn.primitive.name == "while" and body is p["body_jaxpr"].jaxpr:
-        first, count = p["body_nconsts"], len(body.outvars)
-    else:
-        return fields
-    fields, carried = list(fields), slice(first, first + count)
-    for _ in range(count):
-        outs = _Walker().walk(body, fields, None)[:count]
-        pairs = zip(fields[carried], outs, strict=True)
-        fields[carried] = [o if f is None else f for f, o in pairs]
-    return fields
-
-
-class _Walker:
-    """Walks a jaxpr once, propagating receptive fields and attributing each equation to the
-    innermost layer call in whose scope it was traced."""
-
-    def __init__(self):
-        self.seq = 0
-        self.first_seq: dict[int, int] = {}
-        self.events: list[_Event] = []
-        self.outputs: dict[int, _Field | None] = {}
-
-    def walk(self, jaxpr, in_fields: Sequence[_Field | None], layer: int | None) -> list:
-        env = dict(zip(jaxpr.invars, in_fields, strict=False))
-
-        def read(v):
-            return None if isinstance(v, jex.Literal) else env.get(v)
-
-        for eqn in jaxpr.eqns:
-            stack, name = str(eqn.source_info.name_stack), eqn.primitive.name
-            scopes = _LAYER_RE.findall(stack)
-            owner = int(scopes[-1]) if scopes else layer
-            self.seq += 1
-            self.first_seq.setdefault(owner, self.seq)
-            ins = [read(v) for v in eqn.invars]
-            shapes = [tuple(getattr(v.aval, "shape", ())) for v in eqn.invars]
-            subs = [] if name in _POOLS else _subjaxprs(eqn)  # a reducer is not a call
-            if len(subs) == 1 and name not in _OPAQUE and len(subs[0].invars) == len(ins):
-                outs = self.walk(subs[0], ins, owner)
-            elif subs:
-                spanned = [
-                    f and tuple(_span(a, s) for a in f) for f, s in zip(ins, shapes, strict=True)
-                ]
-                for sub in subs:
-                    fields = spanned[max(len(ins) - len(sub.invars), 0) :]
-                    self.walk(sub, _loop_inputs(eqn, sub, fields), owner)
-                live = [(f, s) for f, s in zip(ins, shapes, strict=True) if f is not None]
-                outs = [_merge(live, False) if live else None] * len(eqn.outvars)
-            else:
-                outs, event = _transfer(eqn, ins, shapes)
-                if event is not None:
-                    self.events.append(event._replace(seq=self.seq, layer=owner))
-            marks = _OUTPUT_RE.findall(stack)
-            if name == "optimization_barrier" and marks:
-                self.outputs.setdefault(int(marks[-1]), outs[0] if outs else None)
-                self.first_seq.setdefault(int(marks[-1]), self.seq)
-            env.update(zip(eqn.outvars, outs, strict=True))
-        return [read(v) for v in jaxpr.outvars]
-
-
 # ----------------------------------------------------------------------------- the table
+
+_MODULE_KINDS = {"BatchNorm": "batch norm", "LayerNorm": "layer norm", "GroupNorm": "group norm"}
 
 
 def layer_table(
