@@ -1,11 +1,14 @@
 """The training engine: pure steps, compiled epochs, callbacks, checkpoints, guards."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxnets
 from jaxnets.optim import make_optimizer
 from jaxnets.train import EarlyStopping, NonFiniteLossError, Trainer, evaluate, fit
 
@@ -116,6 +119,36 @@ def test_compiled_epoch_equals_python_loop_of_steps(trainer):
         scanned.params,
         state.params,
     )
+
+
+def test_python_epoch_takes_the_same_steps_as_the_scan(trainer):
+    x, y = map(jnp.asarray, _data(40))
+    looped = dataclasses.replace(trainer, epoch_mode="python")
+    assert looped.uses_python_loops(x) and not trainer.uses_python_loops(x)
+    scanned, scan_metrics = trainer.train_epoch(_state(trainer), x, y, batch_size=8)
+    stepped, step_metrics = looped.train_epoch(_state(looped), x, y, batch_size=8)
+    np.testing.assert_allclose(step_metrics["loss"], scan_metrics["loss"], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        scanned.params,
+        stepped.params,
+    )
+    for mode in (trainer, looped):  # evaluation too, with a remainder chunk (40 = 3 * 13 + 1)
+        metrics = mode.evaluate(scanned, x, y, batch_size=13)
+        outputs = trainer.predict(scanned, x)
+        np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(outputs, -1) == y))
+    with pytest.raises(ValueError, match="unknown epoch_mode 'fast'; expected one of auto"):
+        dataclasses.replace(trainer, epoch_mode="fast")
+
+
+def test_auto_epoch_mode_loops_from_python_for_convolutions_on_cpu():
+    conv = Trainer(
+        jaxnets.create_model("lenet5", **jaxnets.model_card("lenet5").test_config),
+        "softmax_cross_entropy",
+        make_optimizer("sgd", 0.1),
+    )
+    x = jnp.zeros((2, 12, 12, 1))
+    assert conv.uses_python_loops(x) == (jax.default_backend() == "cpu")
 
 
 def test_fit_learns_and_evaluate_reports(trainer):

@@ -9,6 +9,12 @@ gradient; their cards say ``per_example_grads=False``.
 
 When the training data fits on the device an epoch is one compiled ``lax.scan`` over
 minibatches (:meth:`Trainer.train_epoch`): no Python, no host round-trip per step.
+
+Exception, measured on jax 0.10.2: XLA:CPU compiles a convolution inside a while loop
+(``lax.scan``/``lax.map``) to a generic loop nest instead of its fast library call, 13-27x
+slower than the same convolution outside a loop. So on the CPU, models with convolutions step
+from Python by default (``epoch_mode="auto"``): one dispatch per minibatch of the same jitted
+step on the same shuffled indices, with the data kept on the device.
 """
 
 from __future__ import annotations
@@ -35,6 +41,18 @@ Batch = tuple[jax.Array, jax.Array]
 # Distinct fold-in tags so the shuffle of epoch k and the dropout of step k never share a key.
 _SHUFFLE_TAG = 0x5EED
 _AUGMENT_TAG = 0xA06
+EPOCH_MODES = ("auto", "scan", "python")
+
+
+def _jaxpr_has_convolution(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)  # ClosedJaxpr -> Jaxpr
+            if hasattr(inner, "eqns") and _jaxpr_has_convolution(inner):
+                return True
+    return False
 
 
 def _model_outputs(
@@ -109,6 +127,10 @@ class Trainer:
       per_example: whether per-example gradients exist (False for batch-norm models).
       card: the model's :class:`~jaxnets.registry.ModelCard`; when given, inputs to ``init``
         and ``fit`` are checked against its input shape and dtype (see :meth:`for_model`).
+      epoch_mode: how :attr:`train_epoch` and :attr:`evaluate` loop over minibatches:
+        ``"scan"`` (one compiled ``lax.scan``), ``"python"`` (a Python loop over the jitted
+        step) or ``"auto"``: python on the CPU when the step contains a convolution (see the
+        module docstring), scan otherwise. Both modes take the same steps.
     """
 
     model: nn.Module
@@ -118,10 +140,15 @@ class Trainer:
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
     per_example: bool = True
     card: registry.ModelCard | None = None
+    epoch_mode: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.loss, str):
             object.__setattr__(self, "loss", _losses.get_loss(self.loss))
+        if self.epoch_mode not in EPOCH_MODES:
+            raise ValueError(
+                f"unknown epoch_mode {self.epoch_mode!r}; expected one of {', '.join(EPOCH_MODES)}"
+            )
 
     @classmethod
     def for_model(
@@ -200,55 +227,130 @@ class Trainer:
         """``(state, (x, y)) -> (state, metrics)``, jitted; the input state is donated."""
         return jax.jit(self.step, donate_argnums=0)
 
-    def _epoch(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
-        n = x.shape[0]
+    def _epoch_order(self, state: TrainState, n: int, batch_size: int) -> jax.Array:
+        """(n // batch_size, batch_size) example indices of this epoch's minibatches."""
         num_batches = n // batch_size
         shuffle_rng = jax.random.fold_in(jax.random.fold_in(state.rng, _SHUFFLE_TAG), state.step)
         order = jax.random.permutation(shuffle_rng, n)[: num_batches * batch_size]
-        order = order.reshape(num_batches, batch_size)
+        return order.reshape(num_batches, batch_size)
 
-        def body(carry, idx):
-            return self.step(carry, (x[idx], y[idx]))
+    def _indexed_step(self, state: TrainState, x: jax.Array, y: jax.Array, idx: jax.Array):
+        return self.step(state, (x[idx], y[idx]))
 
-        return jax.lax.scan(body, state, order)
+    def _epoch(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
+        order = self._epoch_order(state, x.shape[0], batch_size)
+        return jax.lax.scan(lambda carry, idx: self._indexed_step(carry, x, y, idx), state, order)
 
     @functools.cached_property
-    def train_epoch(self):
-        """``(state, x, y, batch_size) -> (state, metrics)``: one shuffled pass as a ``lax.scan``.
-
-        x: (n, *input_shape), y: (n, ...); ``n // batch_size`` steps (the remainder of the
-        shuffled order is left out this epoch); metrics are stacked per step: (steps,).
-        """
+    def _scan_epoch(self):
         return jax.jit(self._epoch, static_argnames="batch_size", donate_argnums=0)
 
+    @functools.cached_property
+    def _jitted_order(self):
+        return jax.jit(self._epoch_order, static_argnums=(1, 2))
+
+    @functools.cached_property
+    def _jitted_indexed_step(self):
+        return jax.jit(self._indexed_step, donate_argnums=0)
+
+    def _python_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int):
+        x, y = jnp.asarray(x), jnp.asarray(y)  # on the device once, not once per step
+        rows = []
+        for idx in self._jitted_order(state, x.shape[0], batch_size):
+            state, metrics = self._jitted_indexed_step(state, x, y, idx)
+            rows.append(metrics)
+        return state, jax.tree.map(lambda *m: jnp.stack(m), *rows)
+
+    def uses_python_loops(self, sample_x: jax.Array) -> bool:
+        """Whether ``"auto"`` mode loops from Python for inputs like ``sample_x`` (batch, ...):
+        on the CPU when the model's forward pass contains a convolution."""
+        if self.epoch_mode != "auto":
+            return self.epoch_mode == "python"
+        if jax.default_backend() != "cpu":
+            return False
+        return self._has_convolution(jax.ShapeDtypeStruct(sample_x.shape[1:], sample_x.dtype))
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019  (the Trainer is immutable and hashable)
+    def _has_convolution(self, example: jax.ShapeDtypeStruct) -> bool:
+        x = jax.ShapeDtypeStruct((1, *example.shape), example.dtype)
+        variables = jax.eval_shape(
+            lambda x: self.model.init(
+                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x
+            ),
+            x,
+        )
+        jaxpr = jax.make_jaxpr(lambda v, x: self.model.apply(v, x, train=False))(variables, x)
+        return _jaxpr_has_convolution(jaxpr.jaxpr)
+
+    def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int):
+        """One shuffled pass: ``(state, x, y, batch_size) -> (state, metrics)``.
+
+        x: (n, *input_shape), y: (n, ...); ``n // batch_size`` steps (the remainder of the
+        shuffled order is left out this epoch); metrics are stacked per step: (steps,). A
+        compiled ``lax.scan`` or a Python loop over the jitted step (see ``epoch_mode``); the
+        input state is donated either way.
+        """
+        if self.uses_python_loops(x):
+            return self._python_epoch(state, x, y, batch_size=batch_size)
+        return self._scan_epoch(state, x, y, batch_size=batch_size)
+
     # -- evaluation ----------------------------------------------------------------------
-    def _evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
+    @staticmethod
+    def _padded(x: jax.Array, y: jax.Array, batch_size: int):
+        """x, y zero-padded to whole chunks, and a (chunks * batch_size,) 0/1 weight."""
         n = x.shape[0]
         num_chunks = -(-n // batch_size)
         pad = num_chunks * batch_size - n
         x_pad = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
         y_pad = jnp.concatenate([y, jnp.zeros((pad, *y.shape[1:]), y.dtype)])
         weight = (jnp.arange(num_chunks * batch_size) < n).astype(jnp.float32)
+        return x_pad, y_pad, weight, num_chunks
 
-        def chunk(i):
-            sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)  # noqa: E731
-            xb, yb, wb = sl(x_pad), sl(y_pad), sl(weight)
-            outputs, _ = _model_outputs(
-                self.model, state.params, state.model_state, xb, state.rng, train=False
-            )
-            sums = {"loss": jnp.sum(wb * jax.vmap(self.loss.fn)(outputs, yb))}
-            if self.loss.is_classification:
-                sums["accuracy"] = jnp.sum(wb * jax.vmap(_losses.accuracy)(outputs, yb))
-            return sums
+    def _chunk_sums(self, state: TrainState, padded, i: jax.Array, batch_size: int):
+        """Summed loss (and accuracy) over chunk ``i`` of the padded data, padding excluded."""
+        x_pad, y_pad, weight = padded
+        sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)  # noqa: E731
+        xb, yb, wb = sl(x_pad), sl(y_pad), sl(weight)
+        outputs, _ = _model_outputs(
+            self.model, state.params, state.model_state, xb, state.rng, train=False
+        )
+        sums = {"loss": jnp.sum(wb * jax.vmap(self.loss.fn)(outputs, yb))}
+        if self.loss.is_classification:
+            sums["accuracy"] = jnp.sum(wb * jax.vmap(_losses.accuracy)(outputs, yb))
+        return sums
 
-        sums = jax.lax.map(chunk, jnp.arange(num_chunks))
-        return {k: jnp.sum(v) / n for k, v in sums.items()}
+    def _evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
+        x_pad, y_pad, weight, num_chunks = self._padded(x, y, batch_size)
+        sums = jax.lax.map(
+            lambda i: self._chunk_sums(state, (x_pad, y_pad, weight), i, batch_size),
+            jnp.arange(num_chunks),
+        )
+        return {k: jnp.sum(v) / x.shape[0] for k, v in sums.items()}
 
     @functools.cached_property
-    def evaluate(self):
-        """``(state, x, y, batch_size) -> metrics``: mean loss (and accuracy) over all n examples,
-        computed in chunks of ``batch_size`` in evaluation mode (``train=False``)."""
+    def _scan_evaluate(self):
         return jax.jit(self._evaluate, static_argnames="batch_size")
+
+    @functools.cached_property
+    def _jitted_chunk_sums(self):
+        return jax.jit(self._chunk_sums, static_argnames="batch_size")
+
+    def _python_evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
+        x_pad, y_pad, weight, num_chunks = self._padded(jnp.asarray(x), jnp.asarray(y), batch_size)
+        chunks = [
+            self._jitted_chunk_sums(state, (x_pad, y_pad, weight), i, batch_size=batch_size)
+            for i in range(num_chunks)
+        ]
+        return {k: sum(c[k] for c in chunks) / x.shape[0] for k in chunks[0]}
+
+    def evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int):
+        """``(state, x, y, batch_size) -> metrics``: mean loss (and accuracy) over all n examples,
+        computed in chunks of ``batch_size`` in evaluation mode (``train=False``); compiled as
+        one ``lax.map`` (which ``vmap`` can batch over ensemble members) or, for convolutional
+        models on the CPU, a Python loop over a jitted chunk (see ``epoch_mode``)."""
+        if self.uses_python_loops(x):
+            return self._python_evaluate(state, x, y, batch_size)
+        return self._scan_evaluate(state, x, y, batch_size=batch_size)
 
     @functools.cached_property
     def predict(self):
