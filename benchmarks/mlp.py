@@ -24,15 +24,15 @@ JSON record (see :func:`run_case`). :mod:`benchmarks.run` starts one process per
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
 
 import numpy as np
+
+from benchmarks._common import Timer, case_main, fresh_jax_compiles
 
 FRAMEWORKS = ("jaxnets", "flax", "torch")
 
@@ -106,29 +106,8 @@ def _shuffled_rows(config: CaseConfig, epochs: int) -> list[np.ndarray]:
     return rows
 
 
-class _Timer:
-    """Wall-clock seconds of a block, and the CPU seconds all of the process' threads spent
-    in it (on a busy machine the CPU time is the steadier of the two)."""
-
-    def __enter__(self) -> _Timer:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self._wall
-        self.cpu_seconds = time.process_time() - self._cpu
-
-
-def _fresh_jax_compiles() -> None:
-    # Each process compiles from scratch: a persistent cache (the Makefile sets one for
-    # tests) would make the reported compile time depend on what ran before.
-    import jax
-
-    jax.config.update("jax_enable_compilation_cache", False)
-
-
 def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
-    _fresh_jax_compiles()
+    fresh_jax_compiles()
     import jax
 
     import jaxnets
@@ -153,7 +132,7 @@ def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict
     jax.block_until_ready(warm.state)
     warm_s = time.perf_counter() - t0
 
-    with _Timer() as timed:
+    with Timer() as timed:
         run = fit(
             trainer,
             warm.state,
@@ -194,7 +173,7 @@ def _flax_mlp(hidden: tuple[int, ...], classes: int):
 
 
 def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
-    _fresh_jax_compiles()
+    fresh_jax_compiles()
     import jax
     import optax
     from flax.training import train_state
@@ -237,7 +216,7 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     first_loss = float(np.mean(jax.device_get(warm_losses[: config.steps_per_epoch])))
 
     losses = []
-    with _Timer() as timed:
+    with Timer() as timed:
         for idx in rows[warm:]:
             state, loss = train_step(state, x, y, idx)
             losses.append(loss)
@@ -278,7 +257,7 @@ def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
 
     warm_losses = [step(idx) for idx in rows[:warm]]
     first_loss = float(torch.stack(warm_losses[: config.steps_per_epoch]).mean())
-    with _Timer() as timed:
+    with Timer() as timed:
         losses = [step(idx) for idx in rows[warm:]]
     return {
         "seconds": timed.seconds,
@@ -321,23 +300,9 @@ def run_case(config: CaseConfig) -> dict:
     }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--framework", required=True, choices=FRAMEWORKS)
-    p.add_argument("--batch", type=int, required=True)
-    for field in ("examples", "epochs", "warmup_epochs", "seed", "torch_threads"):
-        default = CaseConfig.__dataclass_fields__[field].default
-        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
-    p.add_argument("--hidden", type=int, nargs="+", default=list(CaseConfig.hidden))
-    return p
-
-
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry: run one case and print its record as the last line of stdout."""
-    args = _parser().parse_args(argv)
-    record = run_case(CaseConfig(**{**vars(args), "hidden": tuple(args.hidden)}))
-    print(json.dumps(record), flush=True)
-    return record
+    return case_main(CaseConfig, run_case, argv)
 
 
 if __name__ == "__main__":

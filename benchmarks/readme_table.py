@@ -1,10 +1,12 @@
-"""Render a benchmark JSON (written by :mod:`benchmarks.run`) as a markdown block for README.
+"""Render benchmark JSON files (written by :mod:`benchmarks.run`) as README's bench block.
 
-``python -m benchmarks.readme_table [benchmarks/results/mlp.json]`` prints the block: one
-row per batch size with each framework's median steps/s (min-max over the repeats), the
-ratio of jaxnets' step time to hand-written Flax's (below 1 means jaxnets is faster), the
-ratio of jaxnets' steps/s to PyTorch's (above 1 means jaxnets is faster), the machine line
-and the goals with whether each holds.
+``python -m benchmarks.readme_table benchmarks/results/mlp.json benchmarks/results/cnn.json
+[--readme README.md]`` prints one titled table per file, joined (and writes them between
+README's ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers). MLP: one row per batch
+size with each framework's median steps/s (min-max over the repeats). Conv nets: one row per
+(model, batch) with images/s, JAX compile times and the fraction of the measured matmul peak.
+Both give the ratio of jaxnets' step time to hand-written Flax's (below 1: jaxnets faster),
+of jaxnets' speed to PyTorch's (above 1: jaxnets faster), the machine line and the goals.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from pathlib import Path
 __all__ = ["render_markdown", "main"]
 
 _LABELS = {"jaxnets": "jaxnets", "flax": "Flax (hand-written jit)", "torch": "PyTorch eager"}
+_SHORT = {"jaxnets": "jaxnets", "flax": "Flax", "torch": "PyTorch"}
+_MODEL_LABELS = {"lenet5": "LeNet-5", "resnet18": "ResNet-18"}
 
 
-def _steps_cell(case: dict | None) -> str:
+def _speed_cell(case: dict | None, key: str) -> str:
     if case is None:
         return "n/a"
-    s = case["steps_per_s"]
+    s = case[key]
     return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
 
 
@@ -29,57 +33,151 @@ def _ratio_cell(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def render_markdown(results: dict) -> str:
-    """The README block for ``results`` (the dict :func:`benchmarks.run.run_benchmark` returns).
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
-    Missing frameworks (e.g. a run without torch) show as ``n/a``.
-    """
+
+def _frameworks(results: dict) -> list[str]:
+    return [f for f in _LABELS if any(c["framework"] == f for c in results["cases"])]
+
+
+def _machine_line(m: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    return (
+        f"{m['cpu_model']}, {m['cores']} cores (load average "
+        f"{m['load_average_before'][0]:.1f} at start, {m['load_average_after'][0]:.1f} at end); "
+        f"{versions}; JAX device: {', '.join(m['jax_devices']) or 'n/a'}"
+        + (f"; PyTorch device: {', '.join(m['torch_devices'])}" if m.get("torch_devices") else "")
+        + "."
+    )
+
+
+def _goal_lines(goals: list[dict]) -> list[str]:
+    lines = [""] if goals else []
+    for g in goals:
+        lines.append(f"- {g['goal']}: {g['value']:.2f} ({'holds' if g['holds'] else 'MISSED'})")
+    return lines
+
+
+def _mlp_markdown(results: dict) -> list[str]:
     cases = {(c["framework"], c["batch"]): c for c in results["cases"]}
     ratios = {r["batch"]: r for r in results["ratios"]}
-    frameworks = [f for f in _LABELS if any(c["framework"] == f for c in results["cases"])]
-    batches = sorted({c["batch"] for c in results["cases"]})
+    frameworks = _frameworks(results)
     head = [
         "batch",
         *(f"{_LABELS[f]} steps/s" for f in frameworks),
         "jaxnets / Flax step time",
         "jaxnets / PyTorch steps/s",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for b in batches:
-        row = [
-            str(b),
-            *(_steps_cell(cases.get((f, b))) for f in frameworks),
-            _ratio_cell(ratios[b]["jaxnets_over_flax_step_time"]),
-            _ratio_cell(ratios[b]["jaxnets_over_torch_steps_per_s"]),
-        ]
-        lines.append("| " + " | ".join(row) + " |")
-    cfg, m = results["config"], results["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    cfg = results["config"]
+    lines = [
+        f"**MLP 784-{'-'.join(map(str, cfg['hidden']))}-10 on the CPU**",
+        "",
+        _row(head),
+        "|" + "---|" * len(head),
+    ]
+    for b in sorted({c["batch"] for c in results["cases"]}):
+        lines.append(
+            _row(
+                [
+                    str(b),
+                    *(_speed_cell(cases.get((f, b)), "steps_per_s") for f in frameworks),
+                    _ratio_cell(ratios[b]["jaxnets_over_flax_step_time"]),
+                    _ratio_cell(ratios[b]["jaxnets_over_torch_steps_per_s"]),
+                ]
+            )
+        )
     lines += [
         "",
         f"Median over {cfg['repeats']} processes per cell (min-max in brackets); "
-        f"{cfg['examples']} examples, MLP 784-{'-'.join(map(str, cfg['hidden']))}-10, "
-        f"SGD momentum {cfg['momentum']}, lr {cfg['learning_rate']}, float32; "
-        f"compile time excluded. {m['cpu_model']}, {m['cores']} cores "
-        f"(load average {m['load_average_before'][0]:.1f} at start); {versions}; "
-        f"JAX device: {', '.join(m['jax_devices']) or 'n/a'}.",
+        f"{cfg['examples']} examples, SGD momentum {cfg['momentum']}, lr "
+        f"{cfg['learning_rate']}, float32; compile time excluded. "
+        + _machine_line(results["machine"]),
     ]
-    if results["goals"]:
-        lines.append("")
-        for g in results["goals"]:
-            mark = "holds" if g["holds"] else "MISSED"
-            lines.append(f"- {g['goal']}: {g['value']:.2f} ({mark})")
-    return "\n".join(lines)
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _cnn_markdown(results: dict) -> list[str]:
+    cases = {(c["framework"], c["model"], c["batch"]): c for c in results["cases"]}
+    frameworks = _frameworks(results)
+    jax_frameworks = [f for f in frameworks if f != "torch"]
+    cfg = results["config"]
+    head = [
+        "model",
+        "batch",
+        *(f"{_LABELS[f]} images/s" for f in frameworks),
+        "jaxnets / Flax step time",
+        "jaxnets / PyTorch images/s",
+        f"compile s ({' / '.join(_SHORT[f] for f in jax_frameworks)})",
+        f"fraction of matmul peak ({' / '.join(_SHORT[f] for f in frameworks)})",
+    ]
+    lines = [
+        f"**Conv nets on the {cfg['device'].upper()}**",
+        "",
+        _row(head),
+        "|" + "---|" * len(head),
+    ]
+    for r in results["ratios"]:
+        model, batch = r["model"], r["batch"]
+        compile_s = [cases.get((f, model, batch)) for f in jax_frameworks]
+        lines.append(
+            _row(
+                [
+                    _MODEL_LABELS[model]
+                    + ("" if cfg["dtypes"][model] == "float32" else f" ({cfg['dtypes'][model]})"),
+                    str(batch),
+                    *(
+                        _speed_cell(cases.get((f, model, batch)), "images_per_s")
+                        for f in frameworks
+                    ),
+                    _ratio_cell(r["jaxnets_over_flax_step_time"]),
+                    _ratio_cell(r["jaxnets_over_torch_images_per_s"]),
+                    " / ".join(
+                        f"{c['compile_s']['median']:.1f}" if c else "n/a" for c in compile_s
+                    ),
+                    " / ".join(_percent(r["peak_fraction"].get(f)) for f in frameworks),
+                ]
+            )
+        )
+    lines += [
+        "",
+        f"Median over {cfg['repeats']} processes per cell (min-max in brackets); synthetic "
+        f"32x32 images, SGD momentum {cfg['momentum']}, lr {cfg['learning_rate']}; LeNet-5 as "
+        "the lecture's Table 1, ResNet-18 as torchvision's (batch norm in training mode); "
+        "compile time excluded from images/s. Peak fraction: XLA's FLOP count of one step "
+        f"times steps/s, over a measured {cfg['peak_size']}^3 matmul in the step's dtype "
+        f"(float32 unless the model cell says otherwise). " + _machine_line(results["machine"]),
+    ]
+    return lines
+
+
+def render_markdown(results: dict) -> str:
+    """The README block for ``results`` (what :mod:`benchmarks.run` returns for one
+    benchmark, ``"mlp"`` or ``"cnn"``): a title, the table, the notes and the goals.
+
+    Missing frameworks (e.g. a run without torch) show as ``n/a``.
+    """
+    renderers = {"mlp": _mlp_markdown, "cnn": _cnn_markdown}
+    kind = results.get("benchmark")
+    if kind not in renderers:
+        raise ValueError(f"unknown benchmark {kind!r}; expected one of {', '.join(renderers)}")
+    return "\n".join(renderers[kind](results) + _goal_lines(results["goals"]))
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description="Print the README markdown block of a benchmark.")
-    p.add_argument("path", nargs="?", default="benchmarks/results/mlp.json", type=Path)
-    p.add_argument("--readme", type=Path, help="write the block into this README's bench block")
+    """CLI entry: print (and with ``--readme`` write) the block of every given JSON file."""
+    p = argparse.ArgumentParser(description="Print the README markdown block of benchmarks.")
+    p.add_argument("paths", nargs="*", type=Path, default=[Path("benchmarks/results/mlp.json")])
+    p.add_argument("--readme", type=Path, help="write the blocks into this README's bench block")
     args = p.parse_args(argv)
-    if not args.path.is_file():
-        raise SystemExit(f"no benchmark results at {args.path}; run `make bench` first")
-    text = render_markdown(json.loads(args.path.read_text()))
+    missing = [str(path) for path in args.paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"no benchmark results at {', '.join(missing)}; run `make bench` first")
+    text = "\n\n".join(render_markdown(json.loads(path.read_text())) for path in args.paths)
     if args.readme is not None:
         from jaxnets.experiment import replace_block
 

@@ -1,146 +1,103 @@
-"""Run the MLP benchmark: jaxnets vs hand-written Flax vs PyTorch eager, one process per case.
+"""Run the benchmarks: jaxnets vs hand-written Flax vs PyTorch eager, one process per case.
 
-Lectures: seed 004 §7 "Optimization" (line 1841: SGD step cost against batch size) and
-seed 001 "Vanilla Minibatch Gradient Descent" (line 328). What each case trains and how it
-is timed is in :mod:`benchmarks.mlp`.
+Lectures: seed 004 §7 "Optimization" (line 1841: SGD step cost against batch size), seed 001
+"Vanilla Minibatch Gradient Descent" (line 328), and seed 004 Lecture 10 "Image
+Classification" (line 2311: LeNet-5) and Lecture 14 §4 "ResNets" (line 3254). What each case
+trains and how it is timed is in :mod:`benchmarks.mlp` and :mod:`benchmarks.cnn`.
 
-``python -m benchmarks.run --out benchmarks/results`` (what ``make bench`` runs) starts
-every (framework, batch) case ``--repeats`` times, each in a fresh process of this
-interpreter, round-robin so a change in machine load falls on every case alike; writes
-``<out>/mlp.json`` (machine, config, per-case median/min/max, ratios, goals) and prints the
-markdown table of :mod:`benchmarks.readme_table`. ``--quick`` is a short smoke run.
+``python -m benchmarks.run --out benchmarks/results`` (what ``make bench`` runs) starts every
+case of ``--cases`` (``mlp``, ``lenet5``, ``resnet18``) ``--repeats`` times, each in a fresh
+process of this interpreter, round-robin so a change in machine load falls on every case
+alike; writes ``<out>/mlp.json`` and ``<out>/cnn.json`` (machine, config, per-case
+median/min/max, ratios, goals) and prints the markdown tables of :mod:`benchmarks.readme_table`.
+``--device gpu`` runs the conv nets on JAX's GPU and PyTorch's CUDA device in bfloat16
+(``<out>/cnn_gpu.json``), e.g. ``--cases resnet18 --device gpu``. ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.mlp import FRAMEWORKS, CaseConfig
+from benchmarks import _common, cnn, mlp
 from benchmarks.readme_table import render_markdown
 
-__all__ = ["run_benchmark", "main"]
+__all__ = [
+    "CASES",
+    "run_mlp_benchmark",
+    "run_cnn_benchmark",
+    "cnn_ratios_and_goals",
+    "main",
+]
 
-_ROOT = Path(__file__).resolve().parent.parent
-_TIMEOUT_S = 900
-# Goals of issue 2: jaxnets' compiled epoch costs at most 5% more per step than a
-# hand-written jitted Flax step, and beats eager PyTorch by 1.3x where Python overhead
-# dominates (small batches).
+CASES = ("mlp", *cnn.MODELS)
+FRAMEWORKS = mlp.FRAMEWORKS
+# Goals of issue 2: a jaxnets step costs at most 5% more than a hand-written jitted Flax
+# step, and beats eager PyTorch by 1.3x where Python overhead dominates (MLP, small batch)
+# and by 1.8x on an H100 for the ResNet-18 in bfloat16.
 _MAX_STEP_TIME_VS_FLAX = 1.05
 _MIN_SPEEDUP_VS_TORCH = 1.3
 _TORCH_GOAL_BATCH = 8
+_MIN_GPU_SPEEDUP_VS_TORCH = 1.8
+_GPU_GOAL_MODEL = "resnet18"
+# Conv-net batch sizes and the images each process times, per device: a few seconds of steps
+# per process on a 2-core CPU (the ResNet's XLA compile takes longer than its steps), about
+# a second of JAX steps on an H100 (a 32x32 ResNet-18 step at batch 512 is ~65 GFLOPs).
+_CNN_BATCHES = {
+    "cpu": {"lenet5": (32, 256), "resnet18": (32,)},
+    "gpu": {"lenet5": (256,), "resnet18": (512,)},
+}
+_CNN_TIMED_IMAGES = {
+    "cpu": {"lenet5": 6400, "resnet18": 256},
+    "gpu": {"lenet5": 1_024_000, "resnet18": 512_000},
+}
+# Mixed precision where it pays: the ResNet on a GPU (jaxnets' LeNet-5 is float32 only).
+_CNN_DTYPES = {
+    "cpu": {"lenet5": "float32", "resnet18": "float32"},
+    "gpu": {"lenet5": "float32", "resnet18": "bfloat16"},
+}
+_PEAK_SIZE = {"cpu": 1024, "gpu": 8192}
+_RESULT_FILES = {
+    ("mlp", "cpu"): "mlp.json",
+    ("cnn", "cpu"): "cnn.json",
+    ("cnn", "gpu"): "cnn_gpu.json",
+}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _machine(records: list[dict], load_before: tuple[float, ...]) -> dict:
-    jax_devices = sorted({r["device"] for r in records if r["framework"] != "torch"})
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_before": list(load_before),
-        "load_average_after": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")},
-        "jax_devices": jax_devices,
-    }
-
-
-def _run_process(config: CaseConfig, jax_platform: str) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.mlp",
-        "--framework",
-        config.framework,
-        "--batch",
-        str(config.batch),
-        "--examples",
-        str(config.examples),
-        "--epochs",
-        str(config.epochs),
-        "--warmup-epochs",
-        str(config.warmup_epochs),
-        "--seed",
-        str(config.seed),
-        "--torch-threads",
-        str(config.torch_threads),
-        "--hidden",
-        *map(str, config.hidden),
-    ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    if jax_platform:
-        env["JAX_PLATFORMS"] = jax_platform
-    proc = subprocess.run(
-        cmd, cwd=_ROOT, env=env, capture_output=True, text=True, timeout=_TIMEOUT_S
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"benchmark case {config.framework} batch {config.batch} failed "
-            f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+def _check_frameworks(frameworks: tuple[str, ...]) -> None:
+    unknown = sorted(set(frameworks) - set(FRAMEWORKS))
+    if unknown:
+        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
+    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
+        raise SystemExit(
+            "torch is not installed: `pip install torch==2.13.0` (the CPU wheel; `make bench` "
+            "does this) or leave it out with --frameworks jaxnets flax"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _spread(values: list[float | None]) -> dict | None:
-    if any(v is None for v in values):
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _summarize(records: list[dict]) -> dict:
-    first = records[0]
-    keep = (
-        "steps_per_s",
-        "ms_per_step",
-        "cpu_ms_per_step",
-        "compile_s",
-        "seconds",
-        "first_loss",
-        "final_loss",
-    )
-    return {
-        "framework": first["framework"],
-        "batch": first["batch"],
-        "steps": first["steps"],
-        "device": first["device"],
-        "steps_per_s": _spread([r["steps_per_s"] for r in records]),
-        "ms_per_step": _spread([r["ms_per_step"] for r in records]),
-        "cpu_ms_per_step": _spread([r["cpu_ms_per_step"] for r in records]),
-        "compile_s": _spread([r["compile_s"] for r in records]),
-        "repeats": [{k: r[k] for k in keep} for r in records],
-    }
+# -- MLP ----------------------------------------------------------------------------------------
+_MLP_KEYS = (
+    "steps_per_s",
+    "ms_per_step",
+    "cpu_ms_per_step",
+    "compile_s",
+    "seconds",
+    "first_loss",
+    "final_loss",
+)
 
 
-def _ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
+def _mlp_ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
     by = {(c["framework"], c["batch"]): c for c in cases}
     ratios, goals = [], []
     for batch in sorted({c["batch"] for c in cases}):
@@ -156,34 +113,31 @@ def _ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
         )
         if vs_flax is not None:
             goals.append(
-                {
-                    "goal": f"batch {batch}: jaxnets step time / Flax step time <= "
+                _common.make_goal(
+                    f"batch {batch}: jaxnets step time / Flax step time <= "
                     f"{_MAX_STEP_TIME_VS_FLAX}",
-                    "metric": "jaxnets_over_flax_step_time",
-                    "batch": batch,
-                    "value": vs_flax,
-                    "threshold": _MAX_STEP_TIME_VS_FLAX,
-                    "direction": "below",
-                    "holds": vs_flax <= _MAX_STEP_TIME_VS_FLAX,
-                }
+                    "jaxnets_over_flax_step_time",
+                    vs_flax,
+                    _MAX_STEP_TIME_VS_FLAX,
+                    "below",
+                    batch=batch,
+                )
             )
         if vs_torch is not None and batch == _TORCH_GOAL_BATCH:
             goals.append(
-                {
-                    "goal": f"batch {batch}: jaxnets steps/s / PyTorch steps/s >= "
-                    f"{_MIN_SPEEDUP_VS_TORCH}",
-                    "metric": "jaxnets_over_torch_steps_per_s",
-                    "batch": batch,
-                    "value": vs_torch,
-                    "threshold": _MIN_SPEEDUP_VS_TORCH,
-                    "direction": "above",
-                    "holds": vs_torch >= _MIN_SPEEDUP_VS_TORCH,
-                }
+                _common.make_goal(
+                    f"batch {batch}: jaxnets steps/s / PyTorch steps/s >= {_MIN_SPEEDUP_VS_TORCH}",
+                    "jaxnets_over_torch_steps_per_s",
+                    vs_torch,
+                    _MIN_SPEEDUP_VS_TORCH,
+                    "above",
+                    batch=batch,
+                )
             )
     return ratios, goals
 
 
-def run_benchmark(
+def run_mlp_benchmark(
     frameworks: tuple[str, ...] = FRAMEWORKS,
     batches: tuple[int, ...] = (8, 128),
     *,
@@ -192,29 +146,18 @@ def run_benchmark(
     epochs: int = 2,
     hidden: tuple[int, ...] = (512, 512),
     torch_threads: int = 0,
-    jax_platform: str = "cpu",
     log=print,
 ) -> dict:
-    """Run every case ``repeats`` times, each in its own process; return the results dict.
+    """The MLP benchmark (on the CPU): every (framework, batch) case ``repeats`` times.
 
-    Returns ``{"benchmark", "created", "machine", "config", "cases", "ratios", "goals"}``;
-    ``cases[i]`` has framework, batch, steps (timed per repeat), device, ``steps_per_s``,
-    ``ms_per_step``, ``cpu_ms_per_step`` and ``compile_s`` as ``{"median", "min", "max"}``
-    (compile_s None for torch) and the raw ``repeats``. A goal's ``holds`` is computed
-    from its value and threshold.
+    Returns ``{"benchmark": "mlp", "created", "machine", "config", "cases", "ratios",
+    "goals"}``; ``cases[i]`` has framework, batch, steps (timed per repeat), device, a
+    ``{"median", "min", "max"}`` of each of steps_per_s, ms_per_step, cpu_ms_per_step,
+    compile_s (None for torch), seconds, first_loss, final_loss, and the raw ``repeats``.
     """
-    unknown = sorted(set(frameworks) - set(FRAMEWORKS))
-    if unknown:
-        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1; got {repeats}")
-    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
-        raise SystemExit(
-            "torch is not installed: `pip install torch==2.13.0` (the CPU wheel; `make bench` "
-            "does this) or leave it out with --frameworks jaxnets flax"
-        )
+    _check_frameworks(frameworks)
     configs = [
-        CaseConfig(
+        mlp.CaseConfig(
             framework=f,
             batch=b,
             examples=examples,
@@ -226,21 +169,26 @@ def run_benchmark(
         for f in frameworks
     ]
     load_before = os.getloadavg()
-    records: dict[tuple[str, int], list[dict]] = {(c.framework, c.batch): [] for c in configs}
-    for r in range(repeats):
-        for config in configs:
-            rec = _run_process(config, jax_platform)
-            records[(config.framework, config.batch)].append(rec)
-            log(
-                f"[{r + 1}/{repeats}] {config.framework:7s} batch {config.batch:4d}: "
-                f"{rec['steps_per_s']:8.1f} steps/s  {rec['ms_per_step']:7.3f} ms/step"
-            )
-    cases = [_summarize(recs) for recs in records.values()]
-    ratios, goals = _ratios_and_goals(cases)
+    records = _common.run_round_robin(
+        "benchmarks.mlp",
+        configs,
+        repeats,
+        "cpu",
+        lambda r: (
+            f"batch {r['batch']:4d}: {r['steps_per_s']:8.1f} steps/s  "
+            f"{r['ms_per_step']:7.3f} ms/step"
+        ),
+        log,
+    )
+    cases = [
+        _common.summarize(recs, ("framework", "batch", "steps", "device"), _MLP_KEYS)
+        for recs in records
+    ]
+    ratios, goals = _mlp_ratios_and_goals(cases)
     return {
         "benchmark": "mlp",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine([r for recs in records.values() for r in recs], load_before),
+        "created": _now(),
+        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
         "config": {
             "frameworks": list(frameworks),
             "batches": list(batches),
@@ -254,7 +202,7 @@ def run_benchmark(
             "learning_rate": configs[0].learning_rate,
             "momentum": configs[0].momentum,
             "torch_threads": torch_threads or os.cpu_count(),
-            "jax_platform": jax_platform,
+            "jax_platform": "cpu",
         },
         "cases": cases,
         "ratios": ratios,
@@ -262,50 +210,274 @@ def run_benchmark(
     }
 
 
+# -- conv nets ----------------------------------------------------------------------------------
+_CNN_KEYS = (
+    "images_per_s",
+    "ms_per_step",
+    "cpu_ms_per_step",
+    "compile_s",
+    "seconds",
+    "first_loss",
+    "final_loss",
+    "step_flops",
+    "peak_flops_per_s",
+)
+
+
+def cnn_ratios_and_goals(cases: list[dict], device: str) -> tuple[list[dict], list[dict]]:
+    """Ratios and goals per (model, batch) of summarized CNN ``cases``.
+
+    Each ratio has ``jaxnets_over_flax_step_time`` (below 1: jaxnets faster),
+    ``jaxnets_over_torch_images_per_s`` (above 1: jaxnets faster), ``step_flops`` (XLA's count
+    for the Flax step, else jaxnets'), the median measured ``peak_flops_per_s`` of the JAX
+    processes and ``peak_fraction[framework] = step_flops * steps/s / peak`` (None where a
+    number is missing). Goals: jaxnets/Flax step time <= 1.05 everywhere; on a GPU also
+    jaxnets/PyTorch images/s >= 1.8 for the ResNet-18.
+    """
+    by = {(c["framework"], c["model"], c["batch"]): c for c in cases}
+    ratios, goals = [], []
+    for model, batch in sorted({(c["model"], c["batch"]) for c in cases}):
+        jx, fx, th = (by.get((f, model, batch)) for f in FRAMEWORKS)
+
+        def median(case, key):
+            return case[key]["median"] if case and case[key] else None
+
+        vs_flax = median(jx, "ms_per_step") / median(fx, "ms_per_step") if jx and fx else None
+        vs_torch = median(jx, "images_per_s") / median(th, "images_per_s") if jx and th else None
+        flops = median(fx, "step_flops") or median(jx, "step_flops")
+        peaks = [r["peak_flops_per_s"] for c in (jx, fx) if c for r in c["repeats"]]
+        peak = statistics.median(peaks) if peaks else None
+        fraction = {
+            f: flops * median(c, "images_per_s") / batch / peak if flops and peak else None
+            for f, c in zip(FRAMEWORKS, (jx, fx, th), strict=True)
+            if c
+        }
+        ratios.append(
+            {
+                "model": model,
+                "batch": batch,
+                "jaxnets_over_flax_step_time": vs_flax,
+                "jaxnets_over_torch_images_per_s": vs_torch,
+                "step_flops": flops,
+                "peak_flops_per_s": peak,
+                "peak_fraction": fraction,
+            }
+        )
+        if vs_flax is not None:
+            goals.append(
+                _common.make_goal(
+                    f"{model} batch {batch}: jaxnets step time / Flax step time <= "
+                    f"{_MAX_STEP_TIME_VS_FLAX}",
+                    "jaxnets_over_flax_step_time",
+                    vs_flax,
+                    _MAX_STEP_TIME_VS_FLAX,
+                    "below",
+                    model=model,
+                    batch=batch,
+                )
+            )
+        if vs_torch is not None and device == "gpu" and model == _GPU_GOAL_MODEL:
+            goals.append(
+                _common.make_goal(
+                    f"{model} batch {batch} on GPU: jaxnets images/s / PyTorch images/s >= "
+                    f"{_MIN_GPU_SPEEDUP_VS_TORCH}",
+                    "jaxnets_over_torch_images_per_s",
+                    vs_torch,
+                    _MIN_GPU_SPEEDUP_VS_TORCH,
+                    "above",
+                    model=model,
+                    batch=batch,
+                )
+            )
+    return ratios, goals
+
+
+def run_cnn_benchmark(
+    models: tuple[str, ...] = cnn.MODELS,
+    frameworks: tuple[str, ...] = FRAMEWORKS,
+    *,
+    batches: tuple[int, ...] | None = None,
+    steps: int | None = None,
+    repeats: int = 3,
+    device: str = "cpu",
+    dtype: str | None = None,
+    torch_threads: int = 0,
+    peak_size: int | None = None,
+    log=print,
+) -> dict:
+    """The conv-net benchmark: every (model, batch, framework) case ``repeats`` times.
+
+    ``batches``, ``steps`` (timed per process), ``dtype`` and ``peak_size`` default per
+    device (CPU: LeNet-5 at 32 and 256, ResNet-18 at 32, float32; GPU: LeNet-5 at 256 in
+    float32, ResNet-18 at 512 in bfloat16); a given ``dtype`` applies to every model.
+    Returns ``{"benchmark": "cnn", "created", "machine", "config", "cases", "ratios",
+    "goals"}``; ``cases[i]`` has framework, model, batch, steps, dtype, device, a
+    ``{"median", "min", "max"}`` of each of images_per_s, ms_per_step, cpu_ms_per_step,
+    compile_s, seconds, first_loss, final_loss, step_flops, peak_flops_per_s (the last three
+    None for torch), and the raw ``repeats``; ratios and goals as :func:`cnn_ratios_and_goals`.
+    """
+    _check_frameworks(frameworks)
+    if device not in _CNN_BATCHES:
+        raise ValueError(f"device must be one of {', '.join(_CNN_BATCHES)}; got {device!r}")
+    peak_size = peak_size or _PEAK_SIZE[device]
+
+    def config(model, batch, framework):
+        timed = steps or max(round(_CNN_TIMED_IMAGES[device][model] / batch), 4)
+        return cnn.CaseConfig(
+            framework=framework,
+            model=model,
+            batch=batch,
+            steps=timed,
+            data_batches=min(4, timed),
+            device=device,
+            dtype=dtype or _CNN_DTYPES[device][model],
+            torch_threads=torch_threads,
+            peak_size=peak_size,
+        )
+
+    configs = [
+        config(m, b, f)
+        for m in models
+        for b in (batches or _CNN_BATCHES[device][m])
+        for f in frameworks
+    ]
+    load_before = os.getloadavg()
+    records = _common.run_round_robin(
+        "benchmarks.cnn",
+        configs,
+        repeats,
+        device,
+        lambda r: (
+            f"{r['model']:8s} batch {r['batch']:4d}: {r['images_per_s']:9.1f} images/s  "
+            f"{r['ms_per_step']:8.2f} ms/step"
+        ),
+        log,
+    )
+    identity = ("framework", "model", "batch", "steps", "dtype", "device")
+    cases = [_common.summarize(recs, identity, _CNN_KEYS) for recs in records]
+    ratios, goals = cnn_ratios_and_goals(cases, device)
+    first = configs[0]
+    return {
+        "benchmark": "cnn",
+        "created": _now(),
+        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
+        "config": {
+            "frameworks": list(frameworks),
+            "models": list(models),
+            "batches": {m: sorted({c.batch for c in configs if c.model == m}) for m in models},
+            "repeats": repeats,
+            "device": device,
+            "dtypes": {m: next(c.dtype for c in configs if c.model == m) for m in models},
+            "warmup_steps": first.warmup_steps,
+            "data_batches": first.data_batches,
+            "classes": first.classes,
+            "learning_rate": first.learning_rate,
+            "momentum": first.momentum,
+            "torch_threads": torch_threads or os.cpu_count(),
+            "peak_size": peak_size,
+        },
+        "cases": cases,
+        "ratios": ratios,
+        "goals": goals,
+    }
+
+
+# -- command line -------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="JSON directory")
     p.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results"), help="directory for mlp.json"
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        default=None,
+        help="default: all (CPU), conv nets (GPU)",
     )
-    p.add_argument("--repeats", type=int, default=None, help="processes per case (default 5)")
-    p.add_argument(
-        "--quick", action="store_true", help="short run: 2048 examples, 1 timed epoch, 1 repeat"
-    )
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--repeats", type=int, default=None, help="processes per case (MLP 5, CNN 3)")
+    p.add_argument("--quick", action="store_true", help="short run: 1 repeat, few steps")
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
-    p.add_argument("--batches", nargs="+", type=int, default=[8, 128])
-    p.add_argument("--examples", type=int, default=None, help="training set size (8192)")
-    p.add_argument("--epochs", type=int, default=None, help="timed epochs per process (2)")
-    p.add_argument("--hidden", nargs="+", type=int, default=[512, 512])
+    p.add_argument("--batches", nargs="+", type=int, default=None, help="for every case")
     p.add_argument("--torch-threads", type=int, default=0, help="0: every core")
-    p.add_argument(
-        "--jax-platform",
-        default="cpu",
-        help="JAX_PLATFORMS for the JAX cases ('' for JAX's default device)",
+    mlp_args = p.add_argument_group("MLP")
+    mlp_args.add_argument("--examples", type=int, default=None, help="training set size (8192)")
+    mlp_args.add_argument("--epochs", type=int, default=None, help="timed epochs per process (2)")
+    mlp_args.add_argument("--hidden", nargs="+", type=int, default=[512, 512])
+    cnn_args = p.add_argument_group("conv nets")
+    cnn_args.add_argument("--steps", type=int, default=None, help="timed steps per process")
+    cnn_args.add_argument(
+        "--dtype",
+        choices=cnn.DTYPES,
+        default=None,
+        help="default: float32; bfloat16 for the ResNet on a GPU",
     )
+    cnn_args.add_argument("--peak-size", type=int, default=None, help="n of the peak matmul")
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """CLI entry: run, write ``<out>/mlp.json``, print the markdown table."""
-    args = _parser().parse_args(argv)
-    quick = {"repeats": 1, "examples": 2048, "epochs": 1}
-    full = {"repeats": 5, "examples": 8192, "epochs": 2}
+def _settings(args, quick: dict, full: dict) -> dict:
     defaults = quick if args.quick else full
-    settings = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
-    results = run_benchmark(
-        tuple(args.frameworks),
-        tuple(args.batches),
-        hidden=tuple(args.hidden),
-        torch_threads=args.torch_threads,
-        jax_platform=args.jax_platform,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-        **settings,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "mlp.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(render_markdown(results))
-    print(f"\nwrote {path}")
+    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    """CLI entry: run, write ``<out>/{mlp,cnn,cnn_gpu}.json``, print the markdown tables.
+
+    Returns the results by benchmark name (``"mlp"``, ``"cnn"``).
+    """
+    args = _parser().parse_args(argv)
+    cases = args.cases or (list(CASES) if args.device == "cpu" else list(cnn.MODELS))
+    if "mlp" in cases and args.device != "cpu":
+        raise SystemExit(
+            "the MLP benchmark runs on the CPU (its PyTorch case is CPU-only); "
+            "leave mlp out of --cases with --device gpu"
+        )
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    frameworks, batches = tuple(args.frameworks), args.batches and tuple(args.batches)
+    results = {}
+
+    def write(name: str, result: dict) -> None:
+        # As soon as a benchmark finishes: a failure in the next one keeps this one's file.
+        results[name] = result
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / _RESULT_FILES[(name, args.device)]
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(render_markdown(result) + f"\n\nwrote {path}\n")
+
+    if "mlp" in cases:
+        settings = _settings(
+            args,
+            {"repeats": 1, "examples": 2048, "epochs": 1},
+            {"repeats": 5, "examples": 8192, "epochs": 2},
+        )
+        write(
+            "mlp",
+            run_mlp_benchmark(
+                frameworks,
+                batches or (8, 128),
+                hidden=tuple(args.hidden),
+                torch_threads=args.torch_threads,
+                log=log,
+                **settings,
+            ),
+        )
+    models = tuple(m for m in cnn.MODELS if m in cases)
+    if models:
+        settings = _settings(args, {"repeats": 1, "steps": 4}, {"repeats": 3, "steps": None})
+        write(
+            "cnn",
+            run_cnn_benchmark(
+                models,
+                frameworks,
+                batches=batches,
+                device=args.device,
+                dtype=args.dtype,
+                torch_threads=args.torch_threads,
+                peak_size=args.peak_size,
+                log=log,
+                **settings,
+            ),
+        )
     return results
 
 
