@@ -53,7 +53,7 @@ def test_card_is_complete(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_builds_with_finite_outputs(name):
     card, model, variables, x, _ = _built(name)
-    outputs = model.apply(variables, x, train=False)
+    outputs = jax.jit(functools.partial(model.apply, train=False))(variables, x)
     assert outputs.shape[0] == x.shape[0]
     assert bool(jnp.all(jnp.isfinite(outputs)))
     # the default (non-tiny) config builds too, checked by shape only
