@@ -46,7 +46,9 @@ def image_grid(
         raise ValueError(f"got {len(titles)} titles for {len(images)} images; give one per image")
     cols = min(cols, len(images))
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(size * cols, size * rows), squeeze=False, layout="constrained"
+    )
     for j, ax in enumerate(axes.flat):
         ax.axis("off")
         if j >= len(images):

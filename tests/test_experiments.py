@@ -80,7 +80,7 @@ def test_invalid_config_is_a_usage_error(args, message, capsys):
 def test_help_lists_every_config_field(capsys):
     import dataclasses
 
-    for name in ("digits", "xor", "linear_regression"):
+    for name in ("digits", "xor", "linear_regression", "cnn"):
         experiment = load_experiment(name)
         with pytest.raises(SystemExit) as exit_info:
             parse_config(experiment.Config, ["--help"])
@@ -123,6 +123,32 @@ def test_linear_regression_smoke(tmp_path):
     # training error never increases with the degree (nested least-squares problems)
     train = [r["train_mse"] for r in rows]
     assert all(b <= a + 1e-12 for a, b in zip(train, train[1:], strict=False))
+
+
+def test_cnn_smoke(tmp_path, capsys):
+    experiment = load_experiment("cnn")
+    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path), resnet_epochs=1))
+    run = _check_run_dir(summary, tmp_path, "cnn")
+    assert {"c1_filters.png", "feature_maps.png", "lecture_filters.png"} <= {
+        p.name for p in run.iterdir()
+    }
+    claims = {c["metric"]: c for c in summary["claims"]}
+    assert claims["table1_mismatches"]["value"] == 0 and claims["table1_mismatches"]["holds"]
+    assert summary["results"]["lenet5"]["parameters"] == 61_706  # Table 1 weights + biases
+    # one epoch of LeNet-5 already beats chance (10%) by far
+    assert summary["results"]["lenet5"]["test_accuracy"] > 0.5
+    out = capsys.readouterr().out
+    assert "117,600" in out and "240,000" in out  # the printed layer table
+
+
+def test_cnn_table1_check_names_the_wrong_cell():
+    experiment = load_experiment("cnn")
+    from jaxnets import create_model
+    from jaxnets.inspect import layer_table
+
+    table = layer_table(create_model("lenet5", c3=15), (32, 32, 1))
+    wrong = experiment.table1_mismatches(table)
+    assert len(wrong) == 3 and wrong[0].startswith("C3:")  # C3 and S4 change, and F5's inputs
 
 
 def test_readme_tables_are_generated_from_summaries():
