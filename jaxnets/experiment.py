@@ -120,13 +120,20 @@ class Run:
         return summary
 
 
+def format_number(value: float) -> str:
+    """Counts as integers with thousands separators (61,706), everything else to 4 digits."""
+    if float(value).is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
 def format_table(results: dict[str, dict[str, float]], metrics: list[str] | None = None) -> str:
     """A fixed-width text table: one row per variant, one column per metric."""
     metrics = metrics or sorted({m for row in results.values() for m in row})
     width = max(len("variant"), *(len(v) for v in results))
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{m:>16}" for m in metrics)]
     for variant, row in results.items():
-        cells = [f"{row[m]:>16.4f}" if m in row else f"{'-':>16}" for m in metrics]
+        cells = [f"{format_number(row[m]):>16}" if m in row else f"{'-':>16}" for m in metrics]
         lines.append(f"{variant:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -173,14 +180,14 @@ def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
             "|---|" + "---|" * len(metrics),
         ]
         for variant, row in summary["results"].items():
-            cells = [f"{row[m]:.4g}" if m in row else "" for m in metrics]
+            cells = [format_number(row[m]) if m in row else "" for m in metrics]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
     for name, summary in summaries.items():
         for c in summary["claims"]:
             lines.append(
-                f"| {name} | {c['claim']} | {c['value']:.4g} | "
+                f"| {name} | {c['claim']} | {format_number(c['value'])} | "
                 f"{c['direction']} {c['threshold']:g} | {'yes' if c['holds'] else 'NO'} |"
             )
     return "\n".join(lines)

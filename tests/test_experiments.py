@@ -151,6 +151,14 @@ def test_cnn_table1_check_names_the_wrong_cell():
     assert len(wrong) == 3 and wrong[0].startswith("C3:")  # C3 and S4 change, and F5's inputs
 
 
+def test_counts_print_as_integers_and_metrics_to_four_digits():
+    from jaxnets.experiment import format_number, format_table
+
+    assert format_number(61706.0) == "61,706" and format_number(256.0) == "256"
+    assert format_number(0.98125) == "0.9812" and format_number(4.1e-23) == "4.1e-23"
+    assert format_table({"lenet5": {"parameters": 61706.0}}).splitlines()[1].endswith("61,706")
+
+
 def test_readme_tables_are_generated_from_summaries():
     from jaxnets.experiment import replace_block, results_markdown
 
