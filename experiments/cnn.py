@@ -77,7 +77,7 @@ class Config:
     augment_shift: int = 2
     """random shift of training images in pixels (0 disables augmentation)"""
     smoke: bool = False
-    """tiny run for tests: 1 seed, 1 epoch each"""
+    """tiny run for tests: 1 seed, 1 epoch each, a ResNet-8 of 4-4-8 maps"""
     out: str = "runs"
     """root folder of run directories"""
 
@@ -215,7 +215,9 @@ def _plot_curves(run: Run, histories: dict[str, list[list[dict]]]) -> None:
 
 def main(cfg: Config) -> dict:
     if cfg.smoke:
-        cfg = dataclasses.replace(cfg, seeds=1, lenet_epochs=1, resnet_epochs=1)
+        cfg = dataclasses.replace(
+            cfg, seeds=1, lenet_epochs=1, resnet_epochs=1, resnet_blocks=1, resnet_widths=(4, 4, 8)
+        )
     splits = load_digits_32().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(
         f"digits 32x32: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test"

@@ -472,6 +472,8 @@ def test_gpu_defaults_train_resnet18_in_bfloat16_at_batch_512(monkeypatch):
         return [[{**dataclasses.asdict(c), **record, "device": "gpu"}] for c in configs]
 
     monkeypatch.setattr(_common, "run_round_robin", fake_round_robin)
+    # the runner is faked, so the plan needs no torch install (make test has none)
+    monkeypatch.setattr(bench_run, "_check_frameworks", lambda frameworks: None)
     results = bench_run.run_cnn_benchmark(
         ("lenet5", "resnet18"), ("jaxnets", "torch"), device="gpu"
     )

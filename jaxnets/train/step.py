@@ -178,8 +178,8 @@ class Trainer:
         """A fresh TrainState; ``sample_x`` (batch, *input_shape) fixes the parameter shapes."""
         self.check_input(sample_x)
         init_rng, params_rng, dropout_rng = jax.random.split(rng, 3)
-        variables = self.model.init(
-            {"params": params_rng, "dropout": dropout_rng}, jnp.asarray(sample_x), train=False
+        variables = self._jitted_init(
+            {"params": params_rng, "dropout": dropout_rng}, jnp.asarray(sample_x)
         )
         variables = dict(variables)
         params = variables.pop("params")
@@ -190,6 +190,11 @@ class Trainer:
             model_state=variables,
             rng=init_rng,
         )
+
+    @functools.cached_property
+    def _jitted_init(self):
+        # Eager flax init compiles every primitive separately: dozens of programs for a CNN.
+        return jax.jit(functools.partial(self.model.init, train=False))
 
     # -- the pure step -------------------------------------------------------------------
     def _objective(self, params, model_state, batch, rng, train):
