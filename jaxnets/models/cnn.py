@@ -1,9 +1,10 @@
-"""Convolutional networks of the image-classification lecture: LeNet-5, AlexNet, VGG, GoogLeNet.
+"""Convolutional networks of the image-classification lecture: LeNet-5, AlexNet, VGG.
 
 Lectures: seed 004, Lecture 9 "Convolutional Networks" (line 2115) for convolution and pooling
 layers, and Lecture 10 "Image Classification" (line 2311): §3 LeNet (line 2406, Table 1 at
 line 2446) and §4 "Modern conv nets" (line 2437: AlexNet, VGGNet, GoogLeNet/Inception; Table 2
-at line 2450). ResNets live in :mod:`jaxnets.models.resnet`.
+at line 2450). GoogLeNet lives in :mod:`jaxnets.models.googlenet` (which uses this module's
+layer helpers), ResNets in :mod:`jaxnets.models.resnet`.
 
 Images are channels-last, ``x: (batch, height, width, channels)``; every model returns logits
 ``(batch, num_classes)``. Layer names follow the lecture where it names them (LeNet's C1, S2,
@@ -23,7 +24,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxnets.nn.activations import get_activation
 from jaxnets.nn.conv import Pool
@@ -31,14 +31,10 @@ from jaxnets.registry import register_model
 
 __all__ = [
     "AlexNet",
-    "GOOGLENET_STAGES",
-    "GoogLeNet",
-    "Inception",
     "LeNet5",
     "VGG",
     "VGG_DEPTHS",
     "alexnet_small",
-    "googlenet_small",
     "vgg11",
     "vgg13",
     "vgg16",
@@ -130,6 +126,43 @@ def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, nam
         name=name,
         **kw,
     )
+
+
+def _conv_bn_relu(
+    h: jax.Array,
+    features: int,
+    kernel: int,
+    stride: int,
+    *,
+    name: str,
+    batch_norm: bool,
+    train: bool,
+    dtype: Any,
+    bias_init: Any = nn.initializers.zeros,
+) -> jax.Array:
+    """ReLU of a "same" conv (``kernel // 2`` zeros each side) named ``name``.
+
+    With ``batch_norm``, a batch norm ``{name}_bn`` (momentum 0.9, statistics in
+    ``batch_stats``) sits between them and the conv has no bias, which the norm's mean
+    subtraction would cancel. Call inside a compact method.
+    h: (batch, H, W, C) -> (batch, ceil(H / stride), ceil(W / stride), features).
+    """
+    conv = _conv(
+        features,
+        kernel,
+        stride,
+        kernel // 2,
+        dtype,
+        name,
+        use_bias=not batch_norm,
+        bias_init=bias_init,
+    )
+    h = conv(h)
+    if batch_norm:
+        h = nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, dtype=dtype, name=f"{name}_bn"
+        )(h)
+    return nn.relu(h)
 
 
 def _output_layer(h: jax.Array, num_classes: int) -> jax.Array:
@@ -242,8 +275,8 @@ class VGG(nn.Module):
     """VGG (Simonyan & Zisserman, 2014): stages of 3x3 "same" convolutions, 2x2 max pooling.
 
     Stage ``s`` has ``depths[s]`` conv layers ``conv{s}_{j}`` of ``widths[s]`` maps (3x3,
-    stride 1, pad 1, ReLU; with ``batch_norm`` each is followed by batch norm ``bn{s}_{j}``
-    before the ReLU and has no bias, which the norm's mean subtraction would cancel), then
+    stride 1, pad 1, ReLU; with ``batch_norm`` each is followed by batch norm
+    ``conv{s}_{j}_bn`` before the ReLU and has no bias), then
     ``pool{s}`` halves the height and width. The classifier has ReLU layers ``fc1``,
     ``fc2``, ... each followed by dropout, and the linear ``output``. Input sides must be at
     least ``2**len(depths)``.
@@ -282,18 +315,16 @@ class VGG(nn.Module):
         h = x
         for s, (depth, width) in enumerate(zip(self.depths, self.widths, strict=True), start=1):
             for j in range(1, depth + 1):
-                conv = _conv(
-                    width, 3, 1, 1, self.dtype, f"conv{s}_{j}", use_bias=not self.batch_norm
+                h = _conv_bn_relu(
+                    h,
+                    width,
+                    3,
+                    1,
+                    name=f"conv{s}_{j}",
+                    batch_norm=self.batch_norm,
+                    train=train,
+                    dtype=self.dtype,
                 )
-                h = conv(h)
-                if self.batch_norm:
-                    h = nn.BatchNorm(
-                        use_running_average=not train,
-                        momentum=0.9,
-                        dtype=self.dtype,
-                        name=f"bn{s}_{j}",
-                    )(h)
-                h = nn.relu(h)
             h = Pool("max", 2, 2, name=f"pool{s}")(h)
         return _classifier(h, self.hidden, self.num_classes, self.dropout_rate, self.dtype, train)
 
@@ -313,151 +344,14 @@ vgg_small = functools.partial(
 """A VGG for 32x32 inputs: 16, 32, 2x64 maps with batch norm (32 -> 16 -> 8 -> 4), fc 128."""
 
 
-# -- GoogLeNet -------------------------------------------------------------------------------
-
-
-def _googlenet_conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-    """A "same" conv (``kernel // 2`` zeros each side) with biases starting at 0.2.
-
-    The 0.2 is the reference Caffe model's (BVLC GoogLeNet) bias filler: without batch norm, a
-    positive bias keeps ReLU units alive where all their inputs are zero (pre-activations are
-    then 0.2, not exactly at the kink).
-    """
-    return _conv(
-        features, kernel, stride, kernel // 2, dtype, name, bias_init=nn.initializers.constant(0.2)
-    )
-
-
-class Inception(nn.Module):
-    """An Inception module (Szegedy et al., 2014, Figure 2b): four branches, concatenated.
-
-    ``branch1x1``: 1x1 conv; ``branch3x3_reduce`` 1x1 -> ``branch3x3`` 3x3; ``branch5x5_reduce``
-    1x1 -> ``branch5x5`` 5x5; ``branch_pool`` 3x3 max pool, stride 1 -> ``branch_pool_proj``
-    1x1. Every conv is "same", stride 1, with ReLU and a bias (initially 0.2). The 1x1
-    reductions are the lecture's margin note (line 2491): a bottleneck that cuts the weights
-    of each large filter.
-
-    Attributes: the six widths of the paper's Table 1 columns (``#1x1``, ``#3x3 reduce``,
-    ``#3x3``, ``#5x5 reduce``, ``#5x5``, ``pool proj``) and the computation ``dtype``.
-    x: (batch, height, width, in) -> (batch, height, width, c1 + c3 + c5 + pool_proj).
-    """
-
-    c1: int
-    c3_reduce: int
-    c3: int
-    c5_reduce: int
-    c5: int
-    pool_proj: int
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        def conv_relu(features, kernel, name, h):
-            return nn.relu(_googlenet_conv(features, kernel, 1, self.dtype, name)(h))
-
-        branch1 = conv_relu(self.c1, 1, "branch1x1", x)
-        branch3 = conv_relu(self.c3_reduce, 1, "branch3x3_reduce", x)
-        branch3 = conv_relu(self.c3, 3, "branch3x3", branch3)
-        branch5 = conv_relu(self.c5_reduce, 1, "branch5x5_reduce", x)
-        branch5 = conv_relu(self.c5, 5, "branch5x5", branch5)
-        pooled = Pool("max", 3, 1, padding="same", name="branch_pool")(x)
-        pooled = conv_relu(self.pool_proj, 1, "branch_pool_proj", pooled)
-        return jnp.concatenate([branch1, branch3, branch5, pooled], axis=-1)
-
-
-GOOGLENET_STAGES = (
-    ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64)),
-    (
-        (192, 96, 208, 16, 48, 64),
-        (160, 112, 224, 24, 64, 64),
-        (128, 128, 256, 24, 64, 64),
-        (112, 144, 288, 32, 64, 64),
-        (256, 160, 320, 32, 128, 128),
-    ),
-    ((256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)),
-)
-"""Table 1 of Szegedy et al. (2014): inception (3a, 3b), (4a-4e), (5a, 5b), each as
-``(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)``."""
-
-STEMS = ("imagenet", "cifar")
-
-
-class GoogLeNet(nn.Module):
-    """GoogLeNet / Inception v1 (Szegedy et al., 2014), Table 1, without auxiliary classifiers.
-
-    Stem ``"imagenet"``: ``conv1`` 7x7/2 (pad 3), ``pool1`` max 3x3/2, ``conv2_reduce`` 1x1,
-    ``conv2`` 3x3, ``pool2`` max 3x3/2; ``"cifar"`` (for 32x32 inputs): ``conv1`` is 3x3/1 and
-    the two pools are left out. Then stages of :class:`Inception` modules ``inception_3a``,
-    ``inception_3b``, ``pool3``, ``inception_4a``..., with a max pool 3x3/2 between stages;
-    global average pooling (``avgpool``, the paper's 7x7 at 224x224), dropout 0.4 and the
-    linear ``output``. Max pools pad "same" (XLA puts the extra row after), which at 112 and
-    56 gives torchvision's ceil-mode sizes. The paper's local response normalization is left
-    out (lecture line 2463); there is no batch norm (the paper predates it).
-
-    At 224x224x3 the maps are 112, 56, 56, 28 (stage 3: 256, 480 maps), 14 (4a-4e: 512, 512,
-    512, 528, 832), 7 (5a, 5b: 832, 1024), and the params column of Table 1 is reproduced
-    (e.g. inception 3a has 163,328 weights = 159.5K, the paper's 159K).
-
-    Attributes:
-      stages: per stage, the Inception widths (:data:`GOOGLENET_STAGES`).
-      stem: ``"imagenet"`` or ``"cifar"``; stem_widths: conv1, conv2_reduce, conv2 maps.
-      dropout_rate: dropout before the output layer while training.
-      dtype: computation dtype (None: inferred, float32 normally).
-
-    x: (batch, 224, 224, 3) -> logits (batch, num_classes).
-    """
-
-    num_classes: int = 1000
-    stages: Sequence[Sequence[Sequence[int]]] = GOOGLENET_STAGES
-    stem: str = "imagenet"
-    stem_widths: Sequence[int] = (64, 64, 192)
-    dropout_rate: float = 0.4
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}; got {self.stem!r}")
-        _check_image(x, f"GoogLeNet ({self.stem} stem)", 1)
-        imagenet = self.stem == "imagenet"
-        width1, width2_reduce, width2 = self.stem_widths
-        kernel, stride = (7, 2) if imagenet else (3, 1)
-        h = nn.relu(_googlenet_conv(width1, kernel, stride, self.dtype, "conv1")(x))
-        if imagenet:
-            h = Pool("max", 3, 2, padding="same", name="pool1")(h)
-        h = nn.relu(_googlenet_conv(width2_reduce, 1, 1, self.dtype, "conv2_reduce")(h))
-        h = nn.relu(_googlenet_conv(width2, 3, 1, self.dtype, "conv2")(h))
-        if imagenet:
-            h = Pool("max", 3, 2, padding="same", name="pool2")(h)
-        for s, modules in enumerate(self.stages, start=3):
-            if s > 3:
-                h = Pool("max", 3, 2, padding="same", name=f"pool{s - 1}")(h)
-            for letter, widths in zip("abcdefgh", modules, strict=False):
-                h = Inception(*widths, dtype=self.dtype, name=f"inception_{s}{letter}")(h)
-        h = Pool("mean", h.shape[1:3], name="avgpool")(h)
-        h = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(h)
-        return _output_layer(h, self.num_classes)
-
-
-googlenet_small = functools.partial(
-    GoogLeNet,
-    num_classes=10,
-    stem="cifar",
-    stem_widths=(16, 16, 32),
-    stages=(((16, 16, 24, 4, 8, 8), (24, 24, 32, 4, 12, 12)), ((32, 24, 48, 8, 16, 16),)),
-)
-"""GoogLeNet for 32x32 inputs: the 3x3 stem, inception 3a, 3b at 32x32 (56, 80 maps), pool3,
-inception 4a at 16x16 (112 maps), global average pool."""
-
-
 # -- registration ----------------------------------------------------------------------------
 
 _MODERN = "004 L10 §4 Modern conv nets (line 2437)"
 _CARD = {"family": "cnn", "task": "classification", "loss": "softmax_cross_entropy"}
 
-# Tiny test configs: 300-700 parameters in few layers, because every parameter layer costs
+# Tiny test configs: 400-700 parameters in few layers, because every parameter layer costs
 # compile time in each of the registry-wide tests (float64 gradcheck, eager execution, ...).
-# VGG-11/13/19 are presets here but not registered: their tiny tests would repeat VGG-16's.
+# The VGG presets share one tiny config (two stages), so their tiny tests are alike.
 _ALEXNET_CARD = {
     **_CARD,
     "lecture": f"{_MODERN}: AlexNet, Figure 2 and Table 2 (line 2450)",
@@ -518,28 +412,4 @@ register_model(
     input_shape=(32, 32, 1),
     per_example_grads=False,
     description="VGG with batch norm for 32x32 inputs: convs 16, 32, 64, 64 (3x3), FC 128",
-)
-
-_GOOGLENET_CARD = {
-    **_CARD,
-    "lecture": f"{_MODERN}: GoogLeNet/Inception, Figure 3 (line 2471)",
-    "reference": "Szegedy et al., Going deeper with convolutions, CVPR (2015), arXiv:1409.4842",
-    "test_config": {"num_classes": 3, "stem_widths": (3, 3, 4), "stages": (((2, 2, 3, 2, 2, 2),),)},
-}
-register_model(
-    "googlenet",
-    GoogLeNet,
-    **_GOOGLENET_CARD,
-    input_shape=(224, 224, 3),
-    test_input_shape=(16, 16, 1),
-    description="GoogLeNet (Inception v1, Table 1): 9 Inception modules, global average pool, "
-    "no auxiliary classifiers",
-)
-register_model(
-    "googlenet_small",
-    googlenet_small,
-    **_GOOGLENET_CARD,
-    input_shape=(32, 32, 1),
-    test_input_shape=(8, 8, 1),
-    description="GoogLeNet for 32x32 inputs: 3x3 stem, Inception 3a, 3b, 4a (56, 80, 112 maps)",
 )
