@@ -1,5 +1,5 @@
 """In-memory data sets, splits, batching, embedded/synthetic tasks, image files (MNIST,
-Fashion-MNIST, CIFAR-10) and augmentations."""
+Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks and the character corpus."""
 
 from jaxnets.data.augment import (
     compose,
@@ -21,6 +21,26 @@ from jaxnets.data.embedded import (
 )
 from jaxnets.data.files import CorruptFileError, data_folder, load_cifar10, load_mnist, read_idx
 from jaxnets.data.images import digits_to_32x32, load_digits_32
+from jaxnets.data.sequences import (
+    ADDING_BASELINE_MSE,
+    ExecutionTask,
+    all_binary_sequences,
+    copy_task_baseline,
+    execute_program,
+    generate_program,
+    make_adding_problem,
+    make_copy_task,
+    make_execution_task,
+    make_parity,
+    most_common_answer_accuracy,
+)
+from jaxnets.data.text import (
+    CharCorpus,
+    CharVocab,
+    load_char_corpus,
+    sequence_windows,
+    stdlib_source_files,
+)
 
 __all__ = [
     "ArrayDataset",
@@ -47,4 +67,20 @@ __all__ = [
     "random_rotation",
     "random_flip",
     "compose",
+    "ADDING_BASELINE_MSE",
+    "ExecutionTask",
+    "all_binary_sequences",
+    "copy_task_baseline",
+    "execute_program",
+    "generate_program",
+    "make_adding_problem",
+    "make_copy_task",
+    "make_execution_task",
+    "make_parity",
+    "most_common_answer_accuracy",
+    "CharCorpus",
+    "CharVocab",
+    "load_char_corpus",
+    "sequence_windows",
+    "stdlib_source_files",
 ]

@@ -29,10 +29,11 @@ class ArrayDataset:
 
     Attributes:
       x: inputs ``(n, ...)``; floating inputs must be finite.
-      y: targets ``(n,)`` (class indices or binary labels) or ``(n, k)`` (real targets).
+      y: targets ``(n,)`` (class indices or binary labels), ``(n, k)`` (real targets) or
+        ``(n, T)`` integer class indices, one per time step of a sequence task.
       name: used in error messages and run records.
-      num_classes: number of classes for classification data (labels in
-        ``[0, num_classes)``); ``None`` for regression.
+      num_classes: number of classes for classification data (every label, per example or
+        per time step, in ``[0, num_classes)``); ``None`` for regression.
       image_shape: shape of one image when each row of ``x`` is a flattened image
         (``(8, 8)`` for the digits), used by the augmentations; ``None`` otherwise.
     """
@@ -71,10 +72,10 @@ class ArrayDataset:
                 "clean or impute them before training"
             )
         if self.num_classes is not None:
-            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            if not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(
                     f"dataset {self.name!r}: num_classes={self.num_classes} needs integer class "
-                    f"labels of shape (n,); got y dtype {y.dtype} and shape {y.shape}"
+                    f"labels of shape (n,) or (n, T); got y dtype {y.dtype} and shape {y.shape}"
                 )
             if y.min() < 0 or y.max() >= self.num_classes:
                 raise ValueError(
@@ -119,14 +120,15 @@ class ArrayDataset:
           seed: the same seed gives the same split.
           stratify: keep each class's share in every split (to within about one example per
             class). ``None`` stratifies exactly when the data has
-            ``num_classes``; ``True`` on data without class labels is an error.
+            ``num_classes`` and one label per example; ``True`` on data without such labels
+            (regression targets, per-time-step labels) is an error.
 
         Returns:
           :class:`Splits` whose parts are named ``"<name>/train"`` etc.
         """
         sizes = _split_sizes(fractions, len(self), self.name)
         if stratify is None:
-            stratify = self.num_classes is not None
+            stratify = self.num_classes is not None and self.y.ndim == 1
         if stratify and (self.y.ndim != 1 or not np.issubdtype(self.y.dtype, np.integer)):
             raise ValueError(
                 f"dataset {self.name!r}: stratify=True needs integer class labels (n,); "
