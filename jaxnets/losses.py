@@ -28,6 +28,8 @@ __all__ = [
     "zero_one",
     "binary_cross_entropy",
     "softmax_cross_entropy",
+    "sequence_cross_entropy",
+    "sequence_accuracy",
     "binary_hinge",
     "multiclass_hinge",
     "perceptron_criterion",
@@ -72,6 +74,27 @@ def softmax_cross_entropy(z: jax.Array, t: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(z, axis=-1) - jnp.take_along_axis(
         z, jnp.asarray(t, jnp.int32)[..., None], axis=-1
     ).squeeze(-1)
+
+
+def sequence_cross_entropy(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy over the time steps of one sequence, padding left out.
+
+    z: (time, num_classes) logits; t: (time,) integer classes, negative where padded -> ()
+    (the mean over the valid steps; 0 for a sequence with none).
+    """
+    valid = t >= 0
+    per_step = softmax_cross_entropy(z, jnp.where(valid, t, 0))
+    return jnp.sum(jnp.where(valid, per_step, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def sequence_accuracy(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Fraction of one sequence's valid steps (t >= 0) whose argmax is right.
+
+    z: (time, num_classes); t: (time,) -> ().
+    """
+    valid = t >= 0
+    right = (jnp.argmax(z, axis=-1) == t) & valid
+    return jnp.sum(right) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def binary_hinge(z: jax.Array, t: jax.Array) -> jax.Array:
@@ -125,7 +148,12 @@ class LossSpec:
 
     @property
     def is_classification(self) -> bool:
-        return self.target in ("class", "binary")
+        return self.target in ("class", "binary", "sequence")
+
+    @property
+    def accuracy(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """Per-example accuracy for this loss's targets (per valid step for sequences)."""
+        return sequence_accuracy if self.target == "sequence" else accuracy
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -134,6 +162,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("squared_error", squared_error, "real"),
         LossSpec("binary_cross_entropy", binary_cross_entropy, "binary"),
         LossSpec("softmax_cross_entropy", softmax_cross_entropy, "class"),
+        LossSpec("sequence_cross_entropy", sequence_cross_entropy, "sequence"),
         LossSpec("binary_hinge", binary_hinge, "binary"),
         LossSpec("multiclass_hinge", multiclass_hinge, "class"),
         LossSpec("perceptron_criterion", perceptron_criterion, "binary"),
@@ -156,6 +185,8 @@ def random_targets(loss: str, rng: jax.Array, outputs: jax.Array) -> jax.Array:
     batch = outputs.shape[0]
     if spec.target == "class":
         return jax.random.randint(rng, (batch,), 0, outputs.shape[-1])
+    if spec.target == "sequence":
+        return jax.random.randint(rng, outputs.shape[:-1], 0, outputs.shape[-1])
     if spec.target == "binary":
         return jax.random.bernoulli(rng, 0.5, (batch,)).astype(outputs.dtype)
     return jax.random.normal(rng, outputs.shape, outputs.dtype)

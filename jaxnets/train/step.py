@@ -104,7 +104,7 @@ def batch_loss(
     per_example_loss = jax.vmap(loss.fn)(outputs, y)
     metrics = {"loss": jnp.mean(per_example_loss)}
     if loss.is_classification:
-        metrics["accuracy"] = jnp.mean(jax.vmap(_losses.accuracy)(outputs, y))
+        metrics["accuracy"] = jnp.mean(jax.vmap(loss.accuracy)(outputs, y))
     objective = metrics["loss"]
     if regularizer is not None:
         objective = objective + regularizer(params)
@@ -321,7 +321,7 @@ class Trainer:
         )
         sums = {"loss": jnp.sum(wb * jax.vmap(self.loss.fn)(outputs, yb))}
         if self.loss.is_classification:
-            sums["accuracy"] = jnp.sum(wb * jax.vmap(_losses.accuracy)(outputs, yb))
+            sums["accuracy"] = jnp.sum(wb * jax.vmap(self.loss.accuracy)(outputs, yb))
         return sums
 
     def _evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):

@@ -1,0 +1,220 @@
+"""Recurrent cells and the lax.scan wrapper: scan equals an explicit loop, the cells equal their
+equations, masking / reverse / bidirectional / stacking, and the gradient-flow Jacobians."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxnets.nn.recurrent import (
+    CELLS,
+    Bidirectional,
+    Recurrent,
+    Stacked,
+    gradient_flow,
+    make_cell,
+    make_recurrent,
+    reverse_valid,
+)
+
+B, T, F, H = 3, 6, 4, 5
+X = jax.random.normal(jax.random.PRNGKey(0), (B, T, F))
+
+
+@functools.cache
+def _layer(kind, reverse=False, unroll=1):
+    layer = Recurrent(make_cell(kind, H), reverse=reverse, unroll=unroll)
+    variables = jax.jit(layer.init)(jax.random.PRNGKey(1), X)
+    # nonzero biases, so that a bias in the wrong place changes the numbers
+    variables = jax.tree.map(
+        lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), variables
+    )
+    return layer, variables
+
+
+def _apply(layer, variables, x, lengths=None):
+    return jax.jit(layer.apply)(variables, x, lengths)
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _numpy_loop(kind, params, x):
+    """The cells' equations, written out in numpy with a Python loop over time."""
+    cell = params["cell"]
+    u, b = (
+        np.asarray(cell["input_to_hidden"]["kernel"]),
+        np.asarray(cell["input_to_hidden"]["bias"]),
+    )
+    w = np.asarray(cell["hidden_to_hidden"])
+    x = np.asarray(x, np.float64)
+    h = np.zeros((x.shape[0], H))
+    c = np.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ u + b
+        if kind in ("rnn", "relu_rnn", "irnn"):
+            a = z + h @ w
+            h = np.tanh(a) if kind == "rnn" else np.maximum(a, 0)
+        elif kind == "lstm":
+            i, f, g, o = np.split(z + h @ w, 4, axis=-1)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+        else:  # gru, PyTorch's equations
+            hb = h @ w + np.asarray(cell["hidden_to_hidden_bias"])
+            r = _sigmoid(z[:, :H] + hb[:, :H])
+            u_gate = _sigmoid(z[:, H : 2 * H] + hb[:, H : 2 * H])
+            n = np.tanh(z[:, 2 * H :] + r * hb[:, 2 * H :])
+            h = (1 - u_gate) * n + u_gate * h
+        outputs.append(h)
+    return np.stack(outputs, axis=1)
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_scan_equals_the_cell_equations_in_an_explicit_loop(kind):
+    layer, variables = _layer(kind)
+    outputs, carry = _apply(layer, variables, X)
+    expected = _numpy_loop(kind, variables["params"], X)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.cell.hidden_state(carry), expected[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", [2, 4, True])
+def test_unroll_changes_nothing_but_speed(unroll):
+    base, variables = _layer("lstm")
+    unrolled = Recurrent(make_cell("lstm", H), unroll=unroll)
+    np.testing.assert_allclose(
+        _apply(unrolled, variables, X)[0], _apply(base, variables, X)[0], rtol=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_lengths_hold_the_state_and_zero_the_outputs_past_each_length(kind):
+    layer, variables = _layer(kind)
+    lengths = jnp.array([T, 2, 0])
+    outputs, carry = _apply(layer, variables, X, lengths)
+    truncated, truncated_carry = _apply(layer, variables, X[1:2, :2])
+    np.testing.assert_allclose(outputs[1, :2], truncated[0], atol=1e-6)
+    assert float(jnp.abs(outputs[1, 2:]).max()) == 0.0 and float(jnp.abs(outputs[2]).max()) == 0
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a[1], b[0], atol=1e-6), carry, truncated_carry
+    )
+    jax.tree.map(lambda a: np.testing.assert_array_equal(a[2], 0.0), carry)  # empty: initial
+    full, _ = _apply(layer, variables, X)
+    np.testing.assert_allclose(outputs[0], full[0], atol=1e-6)
+
+
+def test_reverse_reads_each_sequence_backwards():
+    forward, variables = _layer("gru")
+    backward = Recurrent(make_cell("gru", H), reverse=True)
+    out_b, _ = _apply(backward, variables, X)
+    out_f, _ = _apply(forward, variables, X[:, ::-1])
+    np.testing.assert_allclose(out_b, out_f[:, ::-1], atol=1e-6)
+    # with lengths: only the valid part is reversed, the outputs stay in input order
+    lengths = jnp.array([T, 3, 1])
+    out_b, _ = _apply(backward, variables, X, lengths)
+    out_f, _ = _apply(forward, variables, X[1:2, :3][:, ::-1])
+    np.testing.assert_allclose(out_b[1, :3], out_f[0, ::-1], atol=1e-6)
+    assert float(jnp.abs(out_b[1, 3:]).max()) == 0.0
+
+
+def test_reverse_valid_flips_the_prefix_and_is_its_own_inverse():
+    x = jnp.arange(10).reshape(2, 5)
+    flipped = reverse_valid(x, jnp.array([5, 3]))
+    np.testing.assert_array_equal(flipped, [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]])
+    np.testing.assert_array_equal(reverse_valid(flipped, jnp.array([5, 3])), x)
+
+
+def test_bidirectional_and_stacked_compose_the_layers():
+    model = make_recurrent("rnn", H, layers=2, bidirectional=True)
+    assert isinstance(model, Stacked) and isinstance(model.layers[0], Bidirectional)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(3), X)
+    outputs, carries = jax.jit(model.apply)(variables, X)
+    assert outputs.shape == (B, T, 2 * H) and len(carries) == 2
+    bottom = jax.jit(model.layers[0].apply)({"params": variables["params"]["layers_0"]}, X)[0]
+    forward = Recurrent(make_cell("rnn", H))
+    top_params = variables["params"]["layers_1"]
+    np.testing.assert_allclose(
+        outputs[..., :H],
+        _apply(forward, {"params": top_params["forward"]}, bottom)[0],
+        atol=1e-6,
+    )
+    backward = Recurrent(make_cell("rnn", H), reverse=True)
+    np.testing.assert_allclose(
+        outputs[..., H:],
+        _apply(backward, {"params": top_params["backward"]}, bottom)[0],
+        atol=1e-6,
+    )
+
+
+def test_initialisations_irnn_identity_lstm_forget_bias_orthogonal_blocks():
+    _, irnn = _layer("irnn")
+    layer = Recurrent(make_cell("irnn", H))
+    params = layer.init(jax.random.PRNGKey(0), X)["params"]["cell"]
+    np.testing.assert_array_equal(params["hidden_to_hidden"], np.eye(H))
+    lstm = Recurrent(make_cell("lstm", H)).init(jax.random.PRNGKey(0), X)["params"]["cell"]
+    np.testing.assert_array_equal(lstm["input_to_hidden"]["bias"][H : 2 * H], 1.0)
+    np.testing.assert_array_equal(lstm["input_to_hidden"]["bias"][:H], 0.0)
+    for block in np.split(np.asarray(lstm["hidden_to_hidden"]), 4, axis=1):
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+
+
+def test_identity_relu_rnn_passes_gradients_unchanged_at_init():
+    # IRNN with zero input weights: h_t = relu(h_{t-1}), so ∂h_T/∂h_t = I while h > 0
+    layer = Recurrent(make_cell("irnn", 2))
+    variables = layer.init(jax.random.PRNGKey(0), X[:1])
+    variables = jax.tree.map(jnp.zeros_like, variables)
+    variables["params"]["cell"]["hidden_to_hidden"] = jnp.eye(2)
+    variables["params"]["cell"]["input_to_hidden"]["bias"] = jnp.ones(2)
+    norms = gradient_flow(layer, variables, X[0])
+    np.testing.assert_allclose(norms, np.sqrt(2.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_gradient_flow_equals_the_product_of_step_jacobians(kind):
+    """∂h_T/∂h_t = P_h Π_s ∂s_{s+1}/∂s_s E_h over the full state s (the LSTM's is (c, h)),
+    where E_h puts a change of h_t into the state and P_h reads h_T out of it."""
+    layer, variables = _layer(kind)
+    x = X[0]
+    norms = np.asarray(gradient_flow(layer, variables, x))
+    cell = layer.cell.bind({"params": variables["params"]["cell"]})
+    projected = cell.project(x[None])[0]
+    weights = cell.recurrent_weights()
+    carries = [cell.initial_carry((1,))]
+    for t in range(T):
+        carries.append(cell.step(weights, carries[-1], projected[t : t + 1])[0])
+    flat, unflatten = ravel_pytree(carries[1])
+    # state components: E_h maps a change of h into the flat state, P_h = E_h^T reads h
+    embed_h = np.asarray(
+        jax.jacobian(lambda d: ravel_pytree(cell.perturb_hidden(carries[1], d[None]))[0])(
+            jnp.zeros(H)
+        )
+    )
+    product = np.eye(flat.size)
+    expected = [np.linalg.norm(embed_h.T @ product @ embed_h)]
+    for t in range(T - 1, 0, -1):  # from ∂s_T/∂s_{t+1} to ∂s_T/∂s_t
+
+        def step(state, t=t):
+            return ravel_pytree(cell.step(weights, unflatten(state), projected[t : t + 1])[0])[0]
+
+        product = product @ np.asarray(jax.jacobian(step)(ravel_pytree(carries[t])[0]))
+        expected.append(np.linalg.norm(embed_h.T @ product @ embed_h))
+    np.testing.assert_allclose(norms, expected[::-1], rtol=1e-4, atol=1e-7)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="unknown cell 'lstn' — did you mean 'lstm'"):
+        make_cell("lstn", 4)
+    with pytest.raises(ValueError, match="unknown Elman activation 'sigmoid'"):
+        Recurrent(make_cell("rnn", 4, activation="sigmoid")).init(jax.random.PRNGKey(0), X)
+    layer, variables = _layer("rnn")
+    with pytest.raises(ValueError, match=r"expects x of shape \(batch, time, features\)"):
+        layer.apply(variables, X[0])
+    with pytest.raises(ValueError, match=r"lengths must have shape \(batch,\) = \(3,\)"):
+        layer.apply(variables, X, jnp.array([1, 2]))
+    with pytest.raises(ValueError, match="layers must be >= 1"):
+        make_recurrent("gru", 4, layers=0)
