@@ -1,4 +1,5 @@
-"""Backpropagation by hand: the lectures' error signals for an MLP of any depth.
+"""Backpropagation by hand: the lectures' error signals for an MLP of any depth, and backprop
+through time for an Elman RNN.
 
 Lectures: seed 000 "Backpropagation" (line 420: the error signal y-bar = dL/dy; line 499:
 the full algorithm; line 608: vectorized form), seed 002 "backprop with deltas" (line 1420:
@@ -21,12 +22,28 @@ with its canonical output unit, whose error signal needs no Jacobian (seed 002 l
 
 Every derivative g' is written by hand below, from Z (and H where that is how the
 lectures write it: sigmoid' = H(1 - H), tanh' = 1 - H^2).
+
+Backprop through time (:func:`elman_forward`, :func:`bptt`): seed 004, Lecture 13 §3
+"Backprop Through Time" (line 2836; vectorized rules eqs. 15-22 at line 2887), for an Elman
+RNN with a readout at every step, in the row convention of
+:class:`jaxnets.nn.recurrent.ElmanCell` (the lecture's ``Z-bar^T X`` is our ``X^T Z-bar``)::
+
+    forward:  Z_t = X_t U + b + H_{t-1} W,   H_t = phi(Z_t),   R_t = H_t V + c,   H_0 = h0
+    backward: R_t-bar = per-example dl/dR_t                       (eqs. 16-17, table above)
+              H_t-bar = R_t-bar V^T + Z_{t+1}-bar W^T,  Z_{T+1}-bar = 0            (eq. 18)
+              Z_t-bar = H_t-bar * phi'(Z_t)                                         (eq. 19)
+              U-bar = 1/N sum_{t=1}^T X_t^T Z_t-bar,   b-bar = 1/N sum_t sum_n Z_t-bar
+              V-bar = 1/N sum_{t=1}^T H_t^T R_t-bar,   c-bar = 1/N sum_t sum_n R_t-bar
+              W-bar = 1/N sum_{t=1}^{T-1} H_t^T Z_{t+1}-bar  (+ 1/N h0^T Z_1-bar)   (eqs. 20-22)
+
+The loss is ``L = 1/N sum_n sum_t l(R_t^n, target_t^n)``: summed over time steps, averaged
+over the N sequences of the batch, which is the 1/N of eqs. 20-22.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +59,11 @@ __all__ = [
     "backprop",
     "layers_from_mlp_params",
     "mlp_params_from_layers",
+    "ElmanTrace",
+    "elman_forward",
+    "bptt",
+    "elman_params_from_flax",
+    "flax_params_from_elman",
 ]
 
 Layer = tuple[jax.Array, jax.Array]  # (W: (in, out), b: (out,))
@@ -187,3 +209,171 @@ def mlp_params_from_layers(layers: Sequence[Layer]) -> dict[str, dict[str, jax.A
     """Inverse of :func:`layers_from_mlp_params`: an MLP params dict from ``[(W, b), ...]``."""
     names = [f"hidden_{i}" for i in range(len(layers) - 1)] + ["out"]
     return {name: {"kernel": w, "bias": b} for name, (w, b) in zip(names, layers, strict=True)}
+
+
+# --- backprop through time (Lecture 13 §3) -------------------------------------------------
+
+# ElmanCell's activation names -> the names of their derivatives in DERIVATIVES.
+_ELMAN_DERIVATIVES = {"tanh": "tanh", "relu": "relu", "linear": "identity"}
+_OUTPUT_UNITS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "squared_error": lambda r: r,
+    "softmax_cross_entropy": lambda r: jax.nn.softmax(r, axis=-1),
+    "binary_cross_entropy": jax.nn.sigmoid,
+}
+
+
+class ElmanTrace(NamedTuple):
+    """Every array of an Elman RNN's forward pass, batch first (N sequences, T steps)."""
+
+    h0: jax.Array  # (N, H) the state before the first step
+    z: jax.Array  # (N, T, H) hidden pre-activations Z_t
+    h: jax.Array  # (N, T, H) hidden states H_t = phi(Z_t)
+    r: jax.Array  # (N, T, O) readout pre-activations (logits) R_t
+    y: jax.Array  # (N, T, O) outputs Y_t: R_t, softmax(R_t) or sigmoid(R_t), by the loss
+
+
+def _check_elman(activation: str, loss: str) -> None:
+    if activation not in _ELMAN_DERIVATIVES:
+        raise ValueError(
+            f"bptt supports the Elman activations {', '.join(_ELMAN_DERIVATIVES)}; "
+            f"got {activation!r}"
+        )
+    if loss not in OUTPUT_LOSSES:
+        raise ValueError(f"bptt supports the losses {', '.join(OUTPUT_LOSSES)}; got {loss!r}")
+
+
+def elman_forward(
+    params: Mapping[str, jax.Array],
+    x: jax.Array,
+    h0: jax.Array | None = None,
+    *,
+    activation: str = "tanh",
+    loss: str = "squared_error",
+) -> ElmanTrace:
+    """Forward pass of an Elman RNN with a readout at every step, keeping every array.
+
+    Args:
+      params: ``{"U": (F, H), "b": (H,), "W": (H, H), "V": (H, O), "c": (O,)}``.
+      x: inputs (N, T, F).
+      h0: initial state (N, H); zeros (the lecture's choice) when None.
+      activation: hidden phi, ``"tanh"``, ``"relu"`` or ``"linear"`` (as in ElmanCell).
+      loss: picks the output unit Y_t of :class:`ElmanTrace` (identity for
+        ``squared_error``, softmax, sigmoid); R_t does not depend on it.
+    Returns:
+      :class:`ElmanTrace` (h0, Z, H, R, Y).
+    """
+    _check_elman(activation, loss)
+    phi = get_activation(_ELMAN_DERIVATIVES[activation]).fn
+    n = x.shape[0]
+    u, w = params["U"], params["W"]
+    if h0 is None:
+        h0 = jnp.zeros((n, w.shape[0]), jnp.result_type(x, w))
+    # The input projection for every step at once; only H_{t-1} W is sequential.
+    projected = jnp.swapaxes(x @ u + params["b"], 0, 1)  # (T, N, H)
+
+    def step(h_prev, projected_t):
+        z = projected_t + h_prev @ w
+        h = phi(z)
+        return h, (z, h)
+
+    _, (z, h) = jax.lax.scan(step, h0, projected)
+    z, h = jnp.swapaxes(z, 0, 1), jnp.swapaxes(h, 0, 1)
+    r = h @ params["V"] + params["c"]
+    return ElmanTrace(h0, z, h, r, _OUTPUT_UNITS[loss](r))
+
+
+def bptt(
+    params: Mapping[str, jax.Array],
+    x: jax.Array,
+    targets: jax.Array,
+    *,
+    activation: str = "tanh",
+    loss: str = "squared_error",
+    h0: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Loss and its gradient by backprop through time, an explicit loop over t = T..1.
+
+    The loss is ``1/N sum_n sum_t l(R_t^n, target_t^n)`` with ``l`` the per-example loss of
+    :mod:`jaxnets.losses` on the logits R_t, so R_t-bar is the table of :data:`OUTPUT_LOSSES`.
+    A Python loop over time is the point here (Lecture 13 eqs. 15-22 as written); the fast
+    path is ``jax.grad`` through the ``lax.scan`` of :class:`jaxnets.nn.recurrent.Recurrent`.
+
+    Args:
+      params: ``{"U": (F, H), "b": (H,), "W": (H, H), "V": (H, O), "c": (O,)}``.
+      x: inputs (N, T, F).
+      targets: (N, T, O) reals for ``squared_error``; (N, T) class indices in [0, O) for
+        ``softmax_cross_entropy``; (N, T) {0, 1} labels for ``binary_cross_entropy`` (O = 1).
+      activation: hidden phi, ``"tanh"``, ``"relu"`` or ``"linear"``.
+      loss: ``squared_error`` (identity output), ``softmax_cross_entropy`` (softmax output)
+        or ``binary_cross_entropy`` (logistic output).
+      h0: initial state (N, H); zeros when None, and then W's gradient has the lecture's
+        bounds t = 1..T-1 exactly (the extra ``h0^T Z_1-bar`` term is zero).
+    Returns:
+      ``(loss_value, grads)``, grads a dict shaped like ``params``.
+    """
+    trace = elman_forward(params, x, h0, activation=activation, loss=loss)
+    n, time = x.shape[:2]
+    per_step = jax.vmap(jax.vmap(losses.get_loss(loss).fn), in_axes=1)(trace.r, targets)
+    value = jnp.sum(per_step) / n
+    phi_prime = DERIVATIVES[_ELMAN_DERIVATIVES[activation]]
+    v, w = params["V"], params["W"]
+
+    grads = {name: jnp.zeros_like(p) for name, p in params.items()}
+    z_bar_next = jnp.zeros_like(trace.h0)  # Z_{T+1}-bar: nothing after the last step
+    for t in reversed(range(time)):
+        r_bar = OUTPUT_LOSSES[loss](trace.r[:, t], targets[:, t])  # eqs. 16-17, (N, O)
+        h_bar = r_bar @ v.T + z_bar_next @ w.T  # eq. 18, (N, H)
+        z_bar = h_bar * phi_prime(trace.z[:, t], trace.h[:, t])  # eq. 19
+        h_prev = trace.h[:, t - 1] if t > 0 else trace.h0
+        grads["U"] += x[:, t].T @ z_bar  # eq. 20
+        grads["b"] += jnp.sum(z_bar, axis=0)
+        grads["V"] += trace.h[:, t].T @ r_bar  # eq. 21
+        grads["c"] += jnp.sum(r_bar, axis=0)
+        grads["W"] += h_prev.T @ z_bar  # eq. 22: Z_t-bar pairs with H_{t-1}
+        z_bar_next = z_bar
+    return value, {name: g / n for name, g in grads.items()}
+
+
+def elman_params_from_flax(
+    recurrent_params: Mapping[str, Any], readout_params: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
+    """``{"U", "b", "W", "V", "c"}`` from the params of ``Recurrent(ElmanCell)`` + ``nn.Dense``.
+
+    recurrent_params: ``{"cell": {"input_to_hidden": {"kernel": (F, H), "bias": (H,)},
+    "hidden_to_hidden": (H, H)}}``; readout_params: ``{"kernel": (H, O), "bias": (O,)}``.
+    """
+    cell = recurrent_params.get("cell", {})
+    if set(cell) != {"input_to_hidden", "hidden_to_hidden"}:
+        raise ValueError(
+            "expected Recurrent(ElmanCell) params {'cell': {'input_to_hidden', "
+            f"'hidden_to_hidden'}}; got cell keys {sorted(cell)} (an LSTM or GRU cell?)"
+        )
+    w = cell["hidden_to_hidden"]
+    if w.shape[0] != w.shape[1]:
+        raise ValueError(
+            f"an Elman cell's hidden_to_hidden is square (H, H); got {w.shape} "
+            "(a gated cell stacks its gates along the columns)"
+        )
+    if set(readout_params) != {"kernel", "bias"}:
+        raise ValueError(
+            f"expected Dense readout params {{'kernel', 'bias'}}; got {sorted(readout_params)}"
+        )
+    dense = cell["input_to_hidden"]
+    return {
+        "U": dense["kernel"],
+        "b": dense["bias"],
+        "W": w,
+        "V": readout_params["kernel"],
+        "c": readout_params["bias"],
+    }
+
+
+def flax_params_from_elman(
+    params: Mapping[str, jax.Array],
+) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+    """Inverse of :func:`elman_params_from_flax`: ``(recurrent_params, readout_params)``."""
+    cell = {
+        "input_to_hidden": {"kernel": params["U"], "bias": params["b"]},
+        "hidden_to_hidden": params["W"],
+    }
+    return {"cell": cell}, {"kernel": params["V"], "bias": params["c"]}
