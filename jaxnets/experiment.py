@@ -122,7 +122,7 @@ class Run:
 
 def format_number(value: float) -> str:
     """Counts as integers with thousands separators (61,706), everything else to 4 digits."""
-    if float(value).is_integer() and abs(value) >= 1000:
+    if float(value).is_integer() and 1000 <= abs(value) < 1e15:  # counts, not overflows
         return f"{int(value):,}"
     return f"{value:.4g}"
 
