@@ -37,16 +37,18 @@ class Config:
 
     max_chars: int = 1_250_000
     """characters read from the corpus (80% train, 10% val, 10% test)"""
-    window: int = 128
+    window: int = 64
     """characters per training sequence (backprop through time over the whole window)"""
-    hidden: int = 256
+    hidden: int = 128
     embed: int = 32
-    epochs: int = 2
-    batch_size: int = 64
+    epochs: int = 4
+    batch_size: int = 32
     learning_rate: float = 3e-3
     """Adam's peak learning rate (cosine decay to 0)"""
     clip_norm: float = 1.0
     sample_chars: int = 300
+    temperatures: tuple[float, ...] = (0.8, 1.0)
+    """sampling temperatures (0 takes the most likely character)"""
     prompt: str = "def "
     seed: int = 0
     out: str = "runs"
@@ -122,7 +124,7 @@ def main(cfg: Config) -> dict:
     prompt = jnp.asarray(corpus.vocab.encode(cfg.prompt))[None]
     variables = {"params": state.params}
     samples = {}
-    for temperature in (0.5, 1.0):
+    for temperature in cfg.temperatures:
         ids = model.apply(
             variables,
             jax.random.PRNGKey(cfg.seed + 1),
