@@ -20,6 +20,12 @@ or inside a scan, while or cond body) is spanned: every unit sees all of it.
 :class:`_Event`, attributed to the innermost module call whose ``jax.named_scope``
 (``_LAYER_SCOPE`` + call index) it was traced in, and the field of each call's outputs, which
 the caller marks with an ``optimization_barrier`` under ``_OUTPUT_SCOPE`` + call index.
+
+A ``scan`` body runs ``length`` times: its events count ``length`` times (nested scans
+multiply), the unrolled network of Lecture 13 §2 (line 2765), and its matrix products and
+convolutions, the same weights applied at every step, are of kind ``"recurrent"``. A
+``while`` body counts once (its trip count is not known when tracing), as do ``cond`` branches,
+each of them.
 """
 
 from __future__ import annotations
@@ -95,14 +101,17 @@ _POOLS = {
     "reduce_window_min": "min pooling",
     "reduce_window": "pooling",
 }
-_KINDS = ("convolution", "fully connected", *_POOLS.values())
+_RECURRENT = "recurrent"  # a matrix product or convolution inside a scan body
+_KINDS = (_RECURRENT, "convolution", "fully connected", *_POOLS.values())
 _REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
 _MIXING = ("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "fft", "rev")
 _OPAQUE = ("scan", "while", "cond")  # bodies are counted, but fields are not followed through
 
 
 class _Event(NamedTuple):
-    """A convolution, matrix product or window reduction applied to the signal."""
+    """A convolution, matrix product or window reduction applied to the signal: ``out_shape``
+    is one step's, ``macs`` and ``reads`` count every step of the enclosing scans, whose
+    lengths ``scans`` lists outermost first (``()`` outside any scan)."""
 
     seq: int
     layer: int | None
@@ -111,6 +120,7 @@ class _Event(NamedTuple):
     field: _Field
     macs: int
     reads: int
+    scans: tuple[int, ...] = ()
 
 
 def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
@@ -213,19 +223,42 @@ def _loop_inputs(eqn, body, fields: list) -> list:
     return fields
 
 
+def _repeated(event: _Event, seq: int, layer: int | None, scans: tuple[int, ...]) -> _Event:
+    """``event`` placed at ``seq`` in ``layer``, counted once per step of the enclosing scans."""
+    steps = math.prod(scans)  # 1 outside any scan
+    kind = _RECURRENT if scans and event.kind in ("convolution", "fully connected") else event.kind
+    return event._replace(
+        seq=seq,
+        layer=layer,
+        kind=kind,
+        macs=event.macs * steps,
+        reads=event.reads * steps,
+        scans=scans,
+    )
+
+
 class _Walker:
     """Walks a jaxpr once, propagating receptive fields and attributing each equation to the
-    innermost layer call in whose scope it was traced."""
+    innermost layer call in whose scope it was traced. ``output_scans[call]``: the lengths of
+    the scans around the call's marked outputs (``()`` outside any; a module in ``nn.scan``)."""
 
     def __init__(self):
         self.seq = 0
         self.first_seq: dict[int, int] = {}
         self.events: list[_Event] = []
         self.outputs: dict[int, _Field | None] = {}
+        self.output_scans: dict[int, tuple[int, ...]] = {}
 
-    def walk(self, jaxpr, in_fields: Sequence[_Field | None], layer: int | None) -> list:
+    def walk(
+        self,
+        jaxpr,
+        in_fields: Sequence[_Field | None],
+        layer: int | None,
+        scans: tuple[int, ...] = (),
+    ) -> list:
         """Fields of ``jaxpr``'s outputs given its inputs' (None: independent of the input);
-        equations outside any layer scope are attributed to ``layer``."""
+        equations outside any layer scope are attributed to ``layer``; ``scans``: the lengths
+        of the scans whose bodies ``jaxpr`` is in, outermost first."""
         env = dict(zip(jaxpr.invars, in_fields, strict=False))
 
         def read(v):
@@ -241,23 +274,25 @@ class _Walker:
             shapes = [tuple(getattr(v.aval, "shape", ())) for v in eqn.invars]
             subs = [] if name in _POOLS else _subjaxprs(eqn)  # a reducer is not a call
             if len(subs) == 1 and name not in _OPAQUE and len(subs[0].invars) == len(ins):
-                outs = self.walk(subs[0], ins, owner)
+                outs = self.walk(subs[0], ins, owner, scans)
             elif subs:
+                inner = (*scans, eqn.params["length"]) if name == "scan" else scans
                 spanned = [
                     f and tuple(_span(a, s) for a in f) for f, s in zip(ins, shapes, strict=True)
                 ]
                 for sub in subs:
                     fields = spanned[max(len(ins) - len(sub.invars), 0) :]
-                    self.walk(sub, _loop_inputs(eqn, sub, fields), owner)
+                    self.walk(sub, _loop_inputs(eqn, sub, fields), owner, inner)
                 live = [(f, s) for f, s in zip(ins, shapes, strict=True) if f is not None]
                 outs = [_merge(live, False) if live else None] * len(eqn.outvars)
             else:
                 outs, event = _transfer(eqn, ins, shapes)
                 if event is not None:
-                    self.events.append(event._replace(seq=self.seq, layer=owner))
+                    self.events.append(_repeated(event, self.seq, owner, scans))
             marks = _OUTPUT_RE.findall(stack)
             if name == "optimization_barrier" and marks:
                 self.outputs.setdefault(int(marks[-1]), outs[0] if outs else None)
+                self.output_scans.setdefault(int(marks[-1]), scans)
                 self.first_seq.setdefault(int(marks[-1]), self.seq)
             env.update(zip(eqn.outvars, outs, strict=True))
         return [read(v) for v in jaxpr.outvars]

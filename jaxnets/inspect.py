@@ -3,7 +3,8 @@
 Lectures: seed 004, Lecture 10 §3 "LeNet" (line 2406), Table 1 (line 2446) and the cost argument
 after it ("one add-multiply operation per connection", "the backwards pass is about as expensive
 as two forward passes"); Lecture 9 §3 (line 2264: sparse connections, weight sharing) and §4
-(line 2290: pooling grows receptive fields).
+(line 2290: pooling grows receptive fields); Lecture 13 §2 (line 2765: an RNN "unrolled" over
+its time steps is a feed-forward net whose weights are shared between all time steps).
 
 Definitions, per example:
 
@@ -12,7 +13,19 @@ Definitions, per example:
   area``; fully connected ``inputs x outputs``; in general the multiply-adds of the layer's
   convolutions and matrix products plus the inputs its window reductions read.
 * weights: parameter entries other than biases, counted once however many connections share
-  them; biases: entries of parameters named ``bias``; weights + biases = parameters.
+  them; biases: entries of parameters named ``bias`` or ``*_bias`` (the GRU's
+  ``hidden_to_hidden_bias``); weights + biases = parameters.
+* recurrent layers count the unrolled network: a ``lax.scan`` body (or a module in ``nn.scan``)
+  runs ``length`` times, so its connections and FLOPs count ``length`` times (nested scans
+  multiply). A :class:`~jaxnets.nn.recurrent.Recurrent` over T steps with H hidden units
+  (G = 1, 4, 3 gate blocks for Elman, LSTM, GRU) gives two rows: its cell's
+  ``input_to_hidden``, fully connected over all T steps (``T x G·H`` units, ``T x F x G·H``
+  connections), and the ``Recurrent`` itself, kind "recurrent": ``T x H`` units (hidden units
+  per step times steps), ``T x H x G·H`` connections (per-step recurrent connections times
+  steps) and the cell's ``hidden_to_hidden`` (H x G·H) as weights, counted once. A module
+  never called itself (the cell: the scan body reads its weights through a method) has its
+  parameters shown in its nearest enclosing called module's row. A module called inside a
+  scan has output shape ``(steps, *one step's shape)``. A ``while`` body counts once.
 * receptive field: the extent, in input pixels per spatial axis, of the input region that can
   influence one unit (a max-pooling window counts whole); stride: input pixels between
   neighbouring units' fields. A chain follows ``r_l = r_(l-1) + (k_l - 1) j_(l-1)``,
@@ -20,12 +33,18 @@ Definitions, per example:
   branches (Inception, shortcuts) give the union of their paths, and transposed convolutions
   the largest field of any unit. Fields at least as large as the input are "whole input".
 * forward FLOPs: 2 per multiply-add connection, 1 per pooling connection, 1 per unit for each
-  ``bias`` or ``scale`` parameter; activation functions are not counted. Backward: 2 x forward.
+  ``bias`` or ``scale`` parameter, and 1 per entry and step for a cell's bias read in the scan
+  (the GRU's 3H); activation functions, gating products and the add that joins a recurrent
+  layer's input projection to its recurrent product are not counted. Backward: 2 x forward.
 
 XLA's ``cost_analysis()["flops"]`` also takes 2 per multiply-add but only for taps inside the
 input ("same"-padded convolutions on small maps count fewer), plus 1 per ReLU, ``window - 1``
 per max-pooling unit and ``window - 1`` adds and a division per mean-pooling unit: for LeNet-5
 the totals agree exactly. XLA's backward skips the input gradient of the first layer.
+XLA counts a ``while`` loop's body once, so a scanned RNN compares with its ``unroll=True``
+program, taken before optimisation (fusion recomputes the hoisted projection's bias add in
+every step's fusion): for an Elman RNN it counts the table's FLOPs plus the H adds per step
+that join input and recurrent pre-activations (tanh is no FLOP to it).
 
 All of it runs on abstract values (``jax.eval_shape``, ``jax.make_jaxpr``): no parameter is
 allocated, and ResNet-50 at 224x224 costs about one trace.
@@ -68,7 +87,8 @@ class LayerRow:
         products called as functions in a parameter-free container: ``"<path>/max_pooling"``.
       call: 1, or 2, 3, ... when a module is called again (its weights are shared: counted once).
       module: class name; kind: ``"convolution"``, ``"fully connected"``, ``"subsampling"``
-        (mean pooling, LeNet's name), ``"max pooling"``, ``"batch norm"``, ... .
+        (mean pooling, LeNet's name), ``"max pooling"``, ``"recurrent"`` (matrix products
+        or convolutions inside a scan body: the same weights at every step), ``"batch norm"``, ...
       output_shape: one example's output shape; units ... forward_flops: see the module doc.
       receptive_field: extent per spatial input axis (height, width), clipped to the input;
         None for inputs without spatial axes. whole_input: whether it covers the whole input.
@@ -109,7 +129,7 @@ _COUNTS = ("units", "connections", "weights", "biases")
 
 @dataclasses.dataclass(frozen=True)
 class LayerTable:
-    """A model's layers in call order (:attr:`rows`) and their totals, per example.
+    """A model's layers in order (:attr:`rows`) and their totals, per example.
 
     ``str(table)`` is an aligned text table like Lecture 10's Table 1 (thousands separators),
     :meth:`to_markdown` the same in Markdown; both end with a summary line.
@@ -256,10 +276,12 @@ def layer_table(
     Nothing runs on real arrays: parameter shapes come from ``jax.eval_shape(model.init)`` (or
     from ``variables``), the layers from one ``jax.make_jaxpr`` of ``model.apply`` under
     :func:`flax.linen.intercept_methods`. Rows are the module calls that own parameters or make
-    connections (convolution, dense, pooling, batch norm, ...), in call order; parameter-free
-    element-wise modules (activations, dropout) are left out. A module called twice gives two
-    rows, the second with ``call=2`` and no weights (they are shared). A module inside
-    ``nn.scan`` is counted for one step, and fields are not followed through the scan.
+    connections (convolution, dense, pooling, batch norm, ...), in the order of their first
+    connection (of their first equation, if they make none); parameter-free element-wise
+    modules (activations, dropout) are left out. A module called twice gives two rows, the
+    second with ``call=2`` and no weights (they are shared). Scan bodies count once per step
+    (recurrent layers: see the module doc); every unit after a scan sees the whole input
+    (fields are not followed through it).
 
     Args:
       model: any ``flax.linen`` module, applied as ``model.apply(variables, x, **apply_kwargs)``.
@@ -315,6 +337,42 @@ def _own_params(params: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, A
     return {k: v for k, v in params.items() if not isinstance(v, Mapping)}
 
 
+def _module_params(params: Mapping[str, Any], path: tuple[str, ...] = ()):
+    """``(module path, its own parameter leaves)`` for every module of a parameter tree."""
+    leaves = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+    if leaves:
+        yield path, leaves
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            yield from _module_params(value, (*path, key))
+
+
+def _adopted_params(calls: list[_Call], live, params: Mapping) -> dict[int, dict[str, Any]]:
+    """Parameters of modules that are never called themselves (a recurrent cell, whose
+    ``hidden_to_hidden`` its ``Recurrent`` reads through a method for the scan body), by the
+    first live call of their nearest enclosing called module, keyed by their path below it."""
+    called = {call.path for call in calls}
+    first: dict[tuple[str, ...], int] = {}
+    for index, call in enumerate(calls):
+        if index in live:
+            first.setdefault(call.path, index)
+    adopted: dict[int, dict[str, Any]] = {}
+    for path, leaves in _module_params(params):
+        enclosing = [p for p in first if path[: len(p)] == p]
+        if path in called or not enclosing:
+            continue
+        owner = max(enclosing, key=len)
+        below = "/".join(path[len(owner) :])
+        adopted.setdefault(first[owner], {}).update({f"{below}/{k}": v for k, v in leaves.items()})
+    return adopted
+
+
+def _is_bias(name: str) -> bool:
+    """``bias``, or a named bias such as the GRU's ``hidden_to_hidden_bias``."""
+    leaf = name.rsplit("/", 1)[-1]
+    return leaf == "bias" or leaf.endswith("_bias")
+
+
 def _plain(value: Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
 
@@ -332,20 +390,28 @@ def _field_columns(field: _Field | None, input_shape: tuple[int, ...]) -> dict[s
 
 
 def _rows(calls: list[_Call], walker: _Walker, params: Mapping, input_shape) -> tuple:
-    """A row per module call that owns parameters or makes connections, in call order; a
-    parameter-free container's own pooling or matrix products get rows of their own."""
+    """A row per module call that owns parameters or makes connections, in the order of their
+    first connection; a parameter-free container's own pooling or matrix products get rows of
+    their own. Parameters of never-called modules go to their enclosing call's row."""
     parents = {c.parent for c in calls}
     events: dict[int | None, list[_Event]] = {}
     for event in walker.events:
         events.setdefault(event.layer, []).append(event)
+    adopted_by = _adopted_params(calls, walker.outputs, params)
     calls_of: dict[str, int] = {}
     placed = []
 
-    def add(seq, name, module, kind, out_shape, own, found, field, number=1):
-        sizes = {k: math.prod(np.shape(v)) for k, v in own.items()} if number == 1 else {}
-        units, biases = math.prod(out_shape), sizes.get("bias", 0)
+    def add(seq, name, module, kind, out_shape, found, field, own, adopted, number=1):
+        mine = {**own, **adopted}
+        sizes = {k: math.prod(np.shape(v)) for k, v in mine.items()} if number == 1 else {}
+        units, biases = math.prod(out_shape), sum(n for k, n in sizes.items() if _is_bias(k))
         macs, reads = sum(e.macs for e in found), sum(e.reads for e in found)
-        flops = 2 * macs + reads + units * sum(k in ("bias", "scale") for k in own)
+        # a layer's bias or scale acts once per unit; a cell's bias, read by the scan body,
+        # once per entry and step
+        per_unit = sum(_is_bias(k) or k == "scale" for k in own)
+        steps = max((math.prod(e.scans) for e in found), default=1)
+        per_step = sum(math.prod(np.shape(v)) for k, v in adopted.items() if _is_bias(k))
+        flops = 2 * macs + reads + units * per_unit + steps * per_step
         counts = (units, macs + reads, sum(sizes.values()) - biases, biases, flops)
         row = LayerRow(
             name, number, module, kind, out_shape, *counts, **_field_columns(field, input_shape)
@@ -354,19 +420,22 @@ def _rows(calls: list[_Call], walker: _Walker, params: Mapping, input_shape) -> 
 
     for index, call in enumerate(calls):
         own, found = _own_params(params, call.path), events.get(index, [])
-        path = "/".join(call.path)
-        if not own and index in parents:
+        adopted, path = adopted_by.get(index, {}), "/".join(call.path)
+        if not own and not adopted and index in parents:
             for e in found:
                 base = "/".join(filter(None, [path, e.kind.replace(" ", "_")]))
                 count = calls_of[base] = calls_of.get(base, 0) + 1
                 name = base if count == 1 else f"{base}_{count - 1}"
-                add(e.seq, name, e.kind, e.kind, e.out_shape[1:], {}, [e], e.field)
-        elif (own or found) and index in walker.outputs:  # not a discarded shape-only trace
+                shape = (*e.scans, *e.out_shape[1:])
+                add(e.seq, name, e.kind, e.kind, shape, [e], e.field, {}, {})
+        elif (own or adopted or found) and index in walker.outputs:  # not a shape-only trace
             kinds = [k for k in _KINDS if any(e.kind == k for e in found)]
             module = type(call.module).__name__
             kind = kinds[0] if kinds else _MODULE_KINDS.get(module, module)
-            out_shape = call.output_shapes[0][1:] if call.output_shapes else ()
+            step_shape = call.output_shapes[0][1:] if call.output_shapes else ()
+            out_shape = (*walker.output_scans[index], *step_shape)
             number = calls_of[path] = calls_of.get(path, 0) + 1
-            seq, field = walker.first_seq[index], walker.outputs.get(index)
-            add(seq, path, module, kind, out_shape, own, found, field, number)
+            seq = min((e.seq for e in found), default=walker.first_seq[index])
+            field = walker.outputs[index]
+            add(seq, path, module, kind, out_shape, found, field, own, adopted, number)
     return tuple(row for _, row in sorted(placed, key=lambda p: p[0]))

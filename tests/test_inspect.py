@@ -272,7 +272,7 @@ def test_a_layer_called_twice_shares_its_weights():
     assert "shared (call 2)" in str(table)
 
 
-def test_a_scanned_cell_is_counted_for_one_step():
+def test_a_scanned_cell_is_counted_once_per_step():
     class Cell(nn.Module):
         @nn.compact
         def __call__(self, carry, x):
@@ -291,10 +291,13 @@ def test_a_scanned_cell_is_counted_for_one_step():
             )
             return scan(name="cell")(jnp.zeros((xs.shape[0], 4)), xs)[1]
 
+    # the unrolled network: 6 steps of a 4x4 dense layer whose 16 weights and 4 biases are shared
     rows = layer_table(Recurrent(), (6, 4)).rows
-    assert [(r.name, r.connections, r.weights, r.biases) for r in rows] == [
-        ("cell/recurrent", 16, 16, 4)
+    got = [
+        (r.name, r.kind, r.output_shape, r.units, r.connections, r.weights, r.biases) for r in rows
     ]
+    assert got == [("cell/recurrent", "recurrent", (6, 4), 6 * 4, 6 * 16, 16, 4)]
+    assert rows[0].forward_flops == 2 * 6 * 16 + 6 * 4
 
 
 def test_big_models_are_never_allocated():
