@@ -90,7 +90,7 @@ def test_greedy_decoding_equals_teacher_forcing_on_its_own_outputs(reverse_sourc
 def test_source_padding_is_ignored_and_reversal_reads_the_program_backwards():
     model, variables = _seq2seq()
     decoder_inputs = jnp.array([[4, 1, 2]], jnp.int32)
-    padded = model.apply(
+    padded = _jitted(model)(
         variables, seq2seq_inputs(jnp.array([[1, 2, PAD_ID, PAD_ID]]), decoder_inputs)
     )
     unpadded_model = model.clone(source_length=2)  # same parameters, a 2-token source
@@ -98,7 +98,7 @@ def test_source_padding_is_ignored_and_reversal_reads_the_program_backwards():
         variables, seq2seq_inputs(jnp.array([[1, 2]]), decoder_inputs)
     )
     np.testing.assert_allclose(padded, unpadded, rtol=1e-6)
-    other = model.apply(
+    other = _jitted(model)(
         variables, seq2seq_inputs(jnp.array([[1, 3, PAD_ID, PAD_ID]]), decoder_inputs)
     )
     assert not np.allclose(padded, other)  # while the source tokens do count
