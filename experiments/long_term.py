@@ -76,7 +76,8 @@ def _variant(cell: str, length: int, clip: float) -> str:
 
 def _train(cfg: Config, cell: str, length: int, clip: float, test) -> dict:
     """One run: returns the test-MSE curve, best MSE, steps to threshold and the final state."""
-    model = create_model(f"{cell}_regressor", hidden=cfg.hidden)
+    # one registered family; `cell` picks the recurrence (rnn, irnn, lstm, gru)
+    model = create_model("rnn_regressor", cell=cell, hidden=cfg.hidden)
     optimizer = make_optimizer("adam", cfg.learning_rate, clip_norm=clip or None)
     trainer = Trainer(model, "squared_error", optimizer)
     key = jax.random.PRNGKey(cfg.seed)
