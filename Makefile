@@ -36,20 +36,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check jaxnets experiments benchmarks tests
 	$(BIN)/ruff format --check jaxnets experiments benchmarks tests
 
-# Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]): the MLP
-# and the conv nets (LeNet-5, ResNet-18) on the CPU -> benchmarks/results/{mlp,cnn}.json.
-# On an NVIDIA GPU: $(BIN)/python -m benchmarks.run --cases resnet18 --device gpu
+# Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]): the MLP,
+# the conv nets (LeNet-5, ResNet-18) and the LSTM on the CPU ->
+# benchmarks/results/{mlp,cnn,rnn}.json. On an NVIDIA GPU:
+# $(BIN)/python -m benchmarks.run --cases resnet18 lstm --device gpu
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 
 # Regenerate README's model, results and benchmark tables from the registry, the newest
 # runs/*/*/summary.json of each experiment and benchmarks/results/{mlp,cnn}.json (and
-# cnn_gpu.json when a GPU run left one).
+# rnn.json, cnn_gpu.json and rnn_gpu.json when a run left them).
 readme: $(STAMP)
 	$(BIN)/python -m jaxnets.experiment README.md runs
 	$(BIN)/python -m benchmarks.readme_table benchmarks/results/mlp.json \
-		benchmarks/results/cnn.json $(wildcard benchmarks/results/cnn_gpu.json) --readme README.md
+		benchmarks/results/cnn.json $(wildcard benchmarks/results/rnn.json \
+		benchmarks/results/cnn_gpu.json benchmarks/results/rnn_gpu.json) --readme README.md
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

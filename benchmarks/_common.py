@@ -1,6 +1,6 @@
 """What every benchmark shares: case configs as command lines, one fresh process per case,
 round-robin repeats, medians, machine information and goals; timers, XLA's FLOP count of a
-step and a measured matmul peak for the JAX cases.
+step, a measured matmul peak, the timed loop of jitted steps and the record of a case.
 
 Lecture: seed 004 §7 "Optimization" (line 1841): a training step's cost is what these
 benchmarks time. A benchmark module (:mod:`benchmarks.mlp`, :mod:`benchmarks.cnn`) defines a
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -27,10 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "FRAMEWORKS",
     "Timer",
     "fresh_jax_compiles",
     "step_flops",
     "matmul_peak",
+    "run_jax_steps",
+    "step_record",
     "case_argv",
     "parse_case",
     "case_main",
@@ -40,8 +45,11 @@ __all__ = [
     "summarize",
     "machine_info",
     "make_goal",
+    "check_frameworks",
+    "utc_now",
 ]
 
+FRAMEWORKS = ("jaxnets", "flax", "torch")  # every benchmark compares these three
 _ROOT = Path(__file__).resolve().parent.parent
 _TIMEOUT_S = 900
 # JAX_PLATFORMS per --device; torch picks its device from the case config.
@@ -103,6 +111,83 @@ def matmul_peak(size: int, dtype: str, trials: int = 3, chain: int = 10) -> floa
         jax.block_until_ready([matmul(a, b) for _ in range(chain)])
         best = min(best, time.perf_counter() - t0)
     return 2.0 * size**3 * chain / best
+
+
+def run_jax_steps(config, x_np, y_np, setup: Callable, *, count_flops: bool = True) -> dict:
+    """Time ``config.steps`` jitted training steps after ``config.warmup_steps`` untimed ones.
+
+    ``x_np``, ``y_np``: (data_batches, batch, ...) arrays the steps cycle through, put on the
+    device first; ``setup(config, sample_x (1, ...)) -> (train_step, state)`` with
+    ``train_step(state, (x, y)) -> (state, {"loss": ...})``. ``config`` also has ``peak_size``
+    and ``dtype`` (of the peak matmul). Returns ``timer`` (:class:`Timer` of the timed steps),
+    ``compile_s`` (first step minus a steady one), every step's ``losses``, ``step_flops``
+    (XLA's count; None without ``count_flops``: XLA counts a ``lax.scan`` body once, not once
+    per iteration), ``peak_flops_per_s`` (:func:`matmul_peak`) and the ``device`` kind.
+    """
+    fresh_jax_compiles()
+    import jax
+
+    batches = [(jax.device_put(x), jax.device_put(y)) for x, y in zip(x_np, y_np, strict=True)]
+    train_step, state = setup(config, batches[0][0][:1])
+    flops = step_flops(train_step, state, batches[0]) if count_flops else None
+    jax.block_until_ready((batches, state))
+
+    def run(state, first, count):
+        losses = []
+        for i in range(first, first + count):
+            state, metrics = train_step(state, batches[i % len(batches)])
+            losses.append(metrics["loss"])
+        return jax.block_until_ready((state, losses))
+
+    t0 = time.perf_counter()
+    state, losses = run(state, 0, 1)
+    first_s = time.perf_counter() - t0
+    state, more = run(state, 1, config.warmup_steps - 1)
+    losses += more
+    with Timer() as timed:
+        state, timed_losses = run(state, config.warmup_steps, config.steps)
+    losses += timed_losses
+    return {
+        "timer": timed,
+        "compile_s": max(first_s - timed.seconds / config.steps, 0.0),
+        "losses": [float(v) for v in jax.device_get(losses)],
+        "step_flops": flops,
+        "peak_flops_per_s": matmul_peak(config.peak_size, config.dtype),
+        "device": str(jax.devices()[0].device_kind),
+    }
+
+
+def step_record(config, result: dict, unit: str) -> dict:
+    """The JSON record of one timed case: the config's fields, ``{unit}_per_s`` (``batch``
+    examples a step), ``steps_per_s``, ``ms_per_step``, ``cpu_ms_per_step`` (CPU time of all
+    threads), ``seconds`` (timed steps), ``first_loss`` and ``final_loss`` (mean training loss
+    of the first and of the last ``data_batches`` steps) and the rest of ``result``.
+
+    ``result`` is what a runner returned (``timer`` and ``losses`` are consumed, as from
+    :func:`run_jax_steps`). Raises FloatingPointError when a loss is not finite.
+    """
+    result = dict(result)
+    losses, timed = result.pop("losses"), result.pop("timer")
+    first, final = (
+        sum(part) / len(part)
+        for part in (losses[: config.data_batches], losses[-config.data_batches :])
+    )
+    if not (math.isfinite(first) and math.isfinite(final)):
+        raise FloatingPointError(
+            f"{config}: training losses {first} (first) and {final} (final) are not finite; "
+            f"the benchmark did not train"
+        )
+    return {
+        **dataclasses.asdict(config),
+        f"{unit}_per_s": config.steps * config.batch / timed.seconds,
+        "steps_per_s": config.steps / timed.seconds,
+        "ms_per_step": 1e3 * timed.seconds / config.steps,
+        "cpu_ms_per_step": 1e3 * timed.cpu_seconds / config.steps,
+        "seconds": timed.seconds,
+        "first_loss": first,
+        "final_loss": final,
+        **result,
+    }
 
 
 def _flag(name: str) -> str:
@@ -273,3 +358,21 @@ def make_goal(goal: str, metric: str, value: float, threshold: float, direction:
         "direction": direction,
         "holds": holds,
     }
+
+
+def check_frameworks(frameworks: Sequence[str], known: Sequence[str] = FRAMEWORKS) -> None:
+    """Raise ValueError for a framework not in ``known``, SystemExit when torch is asked for
+    but not installed."""
+    unknown = sorted(set(frameworks) - set(known))
+    if unknown:
+        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(known)}")
+    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
+        raise SystemExit(
+            "torch is not installed: `pip install torch==2.13.0` (the CPU wheel; `make bench` "
+            "does this) or leave it out with --frameworks jaxnets flax"
+        )
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (a result's ``created``)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -7,6 +7,9 @@ size with each framework's median steps/s (min-max over the repeats). Conv nets:
 (model, batch) with images/s, JAX compile times and the fraction of the measured matmul peak.
 Both give the ratio of jaxnets' step time to hand-written Flax's (below 1: jaxnets faster),
 of jaxnets' speed to PyTorch's (above 1: jaxnets faster), the machine line and the goals.
+LSTM: one row per framework at the comparison unroll with sequences/s, compile time, the
+first and last losses, the peak fraction and jaxnets' speed over that framework's (above 1:
+jaxnets faster), then jaxnets' unroll sweep.
 """
 
 from __future__ import annotations
@@ -155,13 +158,91 @@ def _cnn_markdown(results: dict) -> list[str]:
     return lines
 
 
+def _loss_cell(case: dict) -> str:
+    return f"{case['first_loss']['median']:.3f} → {case['final_loss']['median']:.3f}"
+
+
+def _rnn_markdown(results: dict) -> list[str]:
+    cfg = results["config"]
+    cases = {(c["framework"], c["batch"], c["unroll"]): c for c in results["cases"]}
+    ratios = {(r["batch"], r["unroll"]): r for r in results["ratios"]}
+    torch_cases = {c["batch"]: c for c in results["cases"] if c["framework"] == "torch"}
+    head = ["framework", "batch", "unroll", "sequences/s", "ms/step", "compile s"]
+    head += ["loss first → last", "fraction of matmul peak", "jaxnets / it (speed)"]
+    dtype = "" if cfg["dtype"] == "float32" else f", {cfg['dtype']}"
+    lines = [
+        f"**LSTM (H={cfg['hidden']}, T={cfg['time']}, {cfg['features']} input features{dtype}) "
+        f"training step on the {cfg['device'].upper()}**",
+        "",
+        _row(head),
+        "|" + "---|" * len(head),
+    ]
+    labels = {"jaxnets": "jaxnets", "flax": "Flax nn.RNN (hand-written jit)"}
+    labels["torch"] = "PyTorch nn.LSTM" + (" (cuDNN)" if cfg["device"] == "gpu" else " eager")
+    for batch in cfg["batches"]:
+        # Speed ratios and peak fractions hang on the jaxnets case (absent in a run without it).
+        jx = cases.get(("jaxnets", batch, cfg["unroll"]))
+        fractions = ratios[(batch, cfg["unroll"])]["peak_fraction"] if jx else {}
+        rows = [cases.get((f, batch, cfg["unroll"])) for f in ("jaxnets", "flax")]
+        for case in filter(None, [*rows, torch_cases.get(batch)]):
+            f = case["framework"]
+            speed = case["sequences_per_s"]["median"]
+            ratio = jx["sequences_per_s"]["median"] / speed if jx else None
+            compile_s = case["compile_s"]
+            lines.append(
+                _row(
+                    [
+                        labels[f],
+                        str(batch),
+                        "n/a" if f == "torch" else str(case["unroll"]),
+                        _speed_cell(case, "sequences_per_s"),
+                        f"{case['ms_per_step']['median']:.1f}",
+                        "n/a" if compile_s is None else f"{compile_s['median']:.1f}",
+                        _loss_cell(case),
+                        _percent(fractions.get(f)),
+                        "" if f == "jaxnets" else _ratio_cell(ratio),
+                    ]
+                )
+            )
+    head = ["batch", "unroll", "jaxnets ms/step", "sequences/s", "compile s"]
+    head += ["step time / unroll 1", "jaxnets / PyTorch speed"]
+    lines += ["", "jaxnets' `unroll` sweep:", "", _row(head), "|" + "---|" * len(head)]
+    for (batch, unroll), r in sorted(ratios.items()):
+        case = cases[("jaxnets", batch, unroll)]
+        lines.append(
+            _row(
+                [
+                    str(batch),
+                    f"{unroll} (full)" if unroll == cfg["time"] else str(unroll),
+                    f"{case['ms_per_step']['median']:.1f}",
+                    _speed_cell(case, "sequences_per_s"),
+                    f"{case['compile_s']['median']:.1f}",
+                    _ratio_cell(r["over_unroll_1_step_time"]),
+                    _ratio_cell(r["jaxnets_over_torch_sequences_per_s"]),
+                ]
+            )
+        )
+    lines += [
+        "",
+        f"Median over {cfg['repeats']} processes per cell (min-max in brackets); "
+        f"{cfg['steps']} timed Adam steps (lr {cfg['learning_rate']}; "
+        f"{cfg['full_unroll_steps']} fully unrolled) per process on synthetic "
+        "sequences, ½ squared error of a linear readout of the last hidden state; compile "
+        "time excluded from sequences/s. Peak fraction: the step's matmul FLOPs (3 passes of "
+        "the recurrence, 2 of the input projection) times steps/s, over a measured "
+        f"{cfg['peak_size']}^3 matmul in the step's dtype. " + _machine_line(results["machine"]),
+    ]
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     """The README block for ``results`` (what :mod:`benchmarks.run` returns for one
-    benchmark, ``"mlp"`` or ``"cnn"``): a title, the table, the notes and the goals.
+    benchmark, ``"mlp"``, ``"cnn"`` or ``"rnn"``): a title, the table(s), the notes and the
+    goals.
 
     Missing frameworks (e.g. a run without torch) show as ``n/a``.
     """
-    renderers = {"mlp": _mlp_markdown, "cnn": _cnn_markdown}
+    renderers = {"mlp": _mlp_markdown, "cnn": _cnn_markdown, "rnn": _rnn_markdown}
     kind = results.get("benchmark")
     if kind not in renderers:
         raise ValueError(f"unknown benchmark {kind!r}; expected one of {', '.join(renderers)}")

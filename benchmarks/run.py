@@ -2,30 +2,33 @@
 
 Lectures: seed 004 §7 "Optimization" (line 1841: SGD step cost against batch size), seed 001
 "Vanilla Minibatch Gradient Descent" (line 328), and seed 004 Lecture 10 "Image
-Classification" (line 2311: LeNet-5) and Lecture 14 §4 "ResNets" (line 3254). What each case
-trains and how it is timed is in :mod:`benchmarks.mlp` and :mod:`benchmarks.cnn`.
+Classification" (line 2311: LeNet-5), Lecture 14 §4 "ResNets" (line 3254) and §4 LSTM (line
+3022). What each case trains and how it is timed is in :mod:`benchmarks.mlp`,
+:mod:`benchmarks.cnn` and :mod:`benchmarks.rnn` (whose plan is :mod:`benchmarks.run_rnn`).
 
 ``python -m benchmarks.run --out benchmarks/results`` (what ``make bench`` runs) starts every
-case of ``--cases`` (``mlp``, ``lenet5``, ``resnet18``) ``--repeats`` times, each in a fresh
-process of this interpreter, round-robin so a change in machine load falls on every case
-alike; writes ``<out>/mlp.json`` and ``<out>/cnn.json`` (machine, config, per-case
-median/min/max, ratios, goals) and prints the markdown tables of :mod:`benchmarks.readme_table`.
-``--device gpu`` runs the conv nets on JAX's GPU and PyTorch's CUDA device in bfloat16
-(``<out>/cnn_gpu.json``), e.g. ``--cases resnet18 --device gpu``. ``--quick`` is a smoke run.
+case of ``--cases`` (``mlp``, ``lenet5``, ``resnet18``, ``lstm``) ``--repeats`` times, each in a
+fresh process of this interpreter, round-robin so a change in machine load falls on every
+case alike; writes ``<out>/mlp.json``, ``<out>/cnn.json`` and ``<out>/rnn.json`` (machine,
+config, per-case median/min/max, ratios, goals) and prints the markdown tables of
+:mod:`benchmarks.readme_table`. ``--device gpu`` runs the conv nets on JAX's GPU and
+PyTorch's CUDA device in bfloat16 (``<out>/cnn_gpu.json``), e.g. ``--cases resnet18 --device
+gpu``, and the LSTM at H=1024, T=200, batch 128 against cuDNN (``<out>/rnn_gpu.json``, float32
+unless ``--dtype bfloat16``). ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
-from benchmarks import _common, cnn, mlp
+from benchmarks import _common, cnn, mlp, run_rnn
+from benchmarks._common import check_frameworks as _check_frameworks
+from benchmarks._common import utc_now as _now
 from benchmarks.readme_table import render_markdown
 
 __all__ = [
@@ -36,7 +39,7 @@ __all__ = [
     "main",
 ]
 
-CASES = ("mlp", *cnn.MODELS)
+CASES = ("mlp", *cnn.MODELS, "lstm")
 FRAMEWORKS = mlp.FRAMEWORKS
 # Goals of issue 2: a jaxnets step costs at most 5% more than a hand-written jitted Flax
 # step, and beats eager PyTorch by 1.3x where Python overhead dominates (MLP, small batch)
@@ -67,22 +70,9 @@ _RESULT_FILES = {
     ("mlp", "cpu"): "mlp.json",
     ("cnn", "cpu"): "cnn.json",
     ("cnn", "gpu"): "cnn_gpu.json",
+    ("rnn", "cpu"): "rnn.json",
+    ("rnn", "gpu"): "rnn_gpu.json",
 }
-
-
-def _check_frameworks(frameworks: tuple[str, ...]) -> None:
-    unknown = sorted(set(frameworks) - set(FRAMEWORKS))
-    if unknown:
-        raise ValueError(f"unknown frameworks {unknown}; choose from {', '.join(FRAMEWORKS)}")
-    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
-        raise SystemExit(
-            "torch is not installed: `pip install torch==2.13.0` (the CPU wheel; `make bench` "
-            "does this) or leave it out with --frameworks jaxnets flax"
-        )
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 # -- MLP ----------------------------------------------------------------------------------------
@@ -391,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=CASES,
         default=None,
-        help="default: all (CPU), conv nets (GPU)",
+        help="default: all (CPU), conv nets and lstm (GPU)",
     )
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=None, help="processes per case (MLP 5, CNN 3)")
@@ -412,6 +402,7 @@ def _parser() -> argparse.ArgumentParser:
         help="default: float32; bfloat16 for the ResNet on a GPU",
     )
     cnn_args.add_argument("--peak-size", type=int, default=None, help="n of the peak matmul")
+    run_rnn.add_arguments(p)
     return p
 
 
@@ -421,12 +412,12 @@ def _settings(args, quick: dict, full: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    """CLI entry: run, write ``<out>/{mlp,cnn,cnn_gpu}.json``, print the markdown tables.
+    """CLI entry: run, write ``<out>/{mlp,cnn,cnn_gpu,rnn,rnn_gpu}.json``, print the tables.
 
-    Returns the results by benchmark name (``"mlp"``, ``"cnn"``).
+    Returns the results by benchmark name (``"mlp"``, ``"cnn"``, ``"rnn"``).
     """
     args = _parser().parse_args(argv)
-    cases = args.cases or (list(CASES) if args.device == "cpu" else list(cnn.MODELS))
+    cases = args.cases or (list(CASES) if args.device == "cpu" else [*cnn.MODELS, "lstm"])
     if "mlp" in cases and args.device != "cpu":
         raise SystemExit(
             "the MLP benchmark runs on the CPU (its PyTorch case is CPU-only); "
@@ -478,6 +469,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                 **settings,
             ),
         )
+    if "lstm" in cases:
+        write("rnn", run_rnn.from_arguments(args, frameworks, log))
     return results
 
 
