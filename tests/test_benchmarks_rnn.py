@@ -263,6 +263,7 @@ def test_gpu_plan_is_hidden_1024_t200_batch_128_in_bfloat16_without_goal(monkeyp
     assert {r["jaxnets_over_torch_sequences_per_s"] for r in result["ratios"]} == {0.5}
 
 
+@pytest.mark.slow  # a real benchmark process; the plan tests above run in `make test`
 def test_run_writes_rnn_json_and_the_readme_renders_it(tmp_path):
     argv = ["--cases", "lstm", "--out", str(tmp_path), "--frameworks", "jaxnets", "flax"]
     argv += ["--batches", "4", "--time", "6", "--lstm-hidden", "8", "--unroll", "full"]

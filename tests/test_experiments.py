@@ -189,6 +189,7 @@ def test_long_term_smoke(tmp_path, capsys):
     assert "‖∂h_T/∂h_1‖ / ‖∂h_T/∂h_T‖ at T=6" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # its parts are tested in test_rnn.py; `make test-all` runs it
 def test_char_rnn_smoke(tmp_path):
     char_rnn = load_experiment("char_rnn")
     summary = char_rnn.main(char_rnn.Config(smoke=True, out=str(tmp_path)))
@@ -214,6 +215,7 @@ def test_seq2seq_teacher_forcing_arrays_shift_the_target_and_mask_padding():
         assert row[len(answer)] == task.vocab.eos_id
 
 
+@pytest.mark.slow  # its parts are tested in test_rnn.py; `make test-all` runs it
 def test_seq2seq_execute_smoke(tmp_path):
     seq2seq = load_experiment("seq2seq_execute")
     summary = seq2seq.main(seq2seq.Config(smoke=True, out=str(tmp_path)))

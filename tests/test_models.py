@@ -53,7 +53,7 @@ def _built(name):
 
 def test_registry_is_populated():
     assert len(MODELS) >= 20
-    assert {"vgg16", "resnet18"} <= set(DISTINCT) and "vgg19" not in DISTINCT
+    assert len([n for n in DISTINCT if n.startswith("vgg")]) == 1 and "resnet18" in DISTINCT
     for family in ("linear", "mlp"):
         assert any(jaxnets.model_card(n).family == family for n in MODELS)
 
