@@ -38,11 +38,10 @@ import dataclasses
 import functools
 import math
 import os
-import time
 
 import numpy as np
 
-from benchmarks._common import Timer, case_main, fresh_jax_compiles, matmul_peak, step_flops
+from benchmarks._common import Timer, case_main, run_jax_steps, step_record
 
 FRAMEWORKS = ("jaxnets", "flax", "torch")
 MODELS = ("lenet5", "resnet18")
@@ -311,40 +310,6 @@ def _flax_setup(config: CaseConfig, sample_x):
     return train_step, create_state(init(jax.random.PRNGKey(config.seed), sample_x))
 
 
-def _run_jax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray, setup) -> dict:
-    fresh_jax_compiles()
-    import jax
-
-    batches = [(jax.device_put(x), jax.device_put(y)) for x, y in zip(x_np, y_np, strict=True)]
-    train_step, state = setup(config, batches[0][0][:1])
-    flops = step_flops(train_step, state, batches[0])
-    jax.block_until_ready((batches, state))
-
-    def run(state, first, count):
-        losses = []
-        for i in range(first, first + count):
-            state, metrics = train_step(state, batches[i % len(batches)])
-            losses.append(metrics["loss"])
-        return jax.block_until_ready((state, losses))
-
-    t0 = time.perf_counter()
-    state, losses = run(state, 0, 1)
-    first_s = time.perf_counter() - t0
-    state, more = run(state, 1, config.warmup_steps - 1)
-    losses += more
-    with Timer() as timed:
-        state, timed_losses = run(state, config.warmup_steps, config.steps)
-    losses += timed_losses
-    return {
-        "timer": timed,
-        "compile_s": max(first_s - timed.seconds / config.steps, 0.0),
-        "losses": [float(v) for v in jax.device_get(losses)],
-        "step_flops": flops,
-        "peak_flops_per_s": matmul_peak(config.peak_size, config.dtype),
-        "device": str(jax.devices()[0].device_kind),
-    }
-
-
 # -- PyTorch ------------------------------------------------------------------------------------
 def torch_model(model: str, classes: int = 10):
     """The benchmark's eager PyTorch version of ``model``: x: (batch, channels, 32, 32) ->
@@ -467,8 +432,8 @@ def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
 
 
 _RUNNERS = {
-    "jaxnets": functools.partial(_run_jax, setup=_jaxnets_setup),
-    "flax": functools.partial(_run_jax, setup=_flax_setup),
+    "jaxnets": functools.partial(run_jax_steps, setup=_jaxnets_setup),
+    "flax": functools.partial(run_jax_steps, setup=_flax_setup),
     "torch": _run_torch,
 }
 
@@ -484,28 +449,7 @@ def run_case(config: CaseConfig) -> dict:
     ``device`` it ran on.
     """
     x, y = make_data(config)
-    result = _RUNNERS[config.framework](config, x, y)
-    losses, timed = result.pop("losses"), result.pop("timer")
-    first, final = (
-        float(np.mean(part))
-        for part in (losses[: config.data_batches], losses[-config.data_batches :])
-    )
-    if not (math.isfinite(first) and math.isfinite(final)):
-        raise FloatingPointError(
-            f"{config.framework} {config.model} batch {config.batch}: training losses "
-            f"{first} (first) and {final} (final) are not finite; the benchmark did not train"
-        )
-    return {
-        **dataclasses.asdict(config),
-        "images_per_s": config.steps * config.batch / timed.seconds,
-        "steps_per_s": config.steps / timed.seconds,
-        "ms_per_step": 1e3 * timed.seconds / config.steps,
-        "cpu_ms_per_step": 1e3 * timed.cpu_seconds / config.steps,
-        "seconds": timed.seconds,
-        "first_loss": first,
-        "final_loss": final,
-        **result,
-    }
+    return step_record(config, _RUNNERS[config.framework](config, x, y), "images")
 
 
 def main(argv: list[str] | None = None) -> dict:
