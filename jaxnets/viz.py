@@ -1,8 +1,9 @@
 """Matplotlib figures shared by the experiments: grids of small images (weights, filters,
-feature maps, digits).
+feature maps, digits) and labelled 2-D maps of embeddings.
 
 Lecture: seed 000 (feature learning: first-layer weights and filters shown as images);
-seed 004, Lecture 9 §2.3 (line 2254: feature maps).
+seed 004, Lecture 9 §2.3 (line 2254: feature maps); Lecture 5 §3 (line 1352: a t-SNE map of
+learned word representations).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["image_grid"]
+__all__ = ["image_grid", "tsne_map"]
 
 
 def image_grid(
@@ -63,3 +64,43 @@ def image_grid(
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def tsne_map(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    *,
+    seed: int = 0,
+    perplexity: float = 30.0,
+    title: str | None = None,
+    size: float = 11.0,
+):
+    """t-SNE (scikit-learn) of ``vectors`` to 2-D, each point drawn as its label.
+
+    Args:
+      vectors: (n, d) points, e.g. the word representations of the n most frequent words.
+      labels: n strings written at the points.
+      seed: t-SNE's random state (the map is reproducible for a seed).
+      perplexity: t-SNE's effective number of neighbours, < n.
+      title: the axes title; size: the figure's width and height in inches.
+
+    Returns:
+      ``(figure, points)``: the matplotlib Figure and the (n, 2) map.
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2 or len(vectors) != len(labels):
+        raise ValueError(
+            f"tsne_map needs vectors (n, d) and n labels; got {vectors.shape} and {len(labels)}"
+        )
+    if not 0 < perplexity < len(vectors):
+        raise ValueError(f"tsne_map: perplexity must be in (0, n={len(vectors)}); got {perplexity}")
+    points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+    fig, ax = plt.subplots(figsize=(size, size), layout="constrained")
+    ax.scatter(points[:, 0], points[:, 1], s=0)  # sets the limits; the labels are the marks
+    for (x, y), label in zip(points, labels, strict=True):
+        ax.annotate(label, (x, y), fontsize=7, ha="center", va="center")
+    ax.set(xticks=[], yticks=[], title=title or "")
+    return fig, points

@@ -224,3 +224,27 @@ def test_seq2seq_execute_smoke(tmp_path):
     baseline = summary["results"]["most common answer"]["test_exact_match"]
     assert baseline == most_common_answer_accuracy(train.answers, test.answers)
     assert 0 <= summary["results"]["lstm seq2seq, reversed source"]["test_exact_match"] <= 1
+
+
+@pytest.mark.slow  # its parts are tested in test_nplm.py and test_words.py; `make test-all` runs it
+def test_language_model_smoke(tmp_path):
+    language_model = load_experiment("language_model")
+    summary = language_model.main(language_model.Config(smoke=True, out=str(tmp_path)))
+    run = _check_run_dir(summary, tmp_path, "language_model")
+    perplexity = {name: row["test_perplexity"] for name, row in summary["results"].items()}
+    assert set(perplexity) == {
+        "unigram (add-k)",
+        "bigram (add-k)",
+        "trigram (add-k)",
+        "trigram (interpolated)",
+        "NPLM K=1",
+        "NPLM K=1 (no direct)",
+        "NPLM K=2",
+        "NPLM K=2 (no direct)",
+    }
+    # a 60-token vocabulary: every model is better than uniform, the interpolation beats unigram
+    assert all(1 < p < 60 for p in perplexity.values())
+    assert perplexity["trigram (interpolated)"] < perplexity["unigram (add-k)"]
+    assert (run / "tsne_words.png").stat().st_size > 0
+    assert len((run / "samples.txt").read_text().splitlines()) == 2
+    assert (run / "neighbours.txt").read_text().count("cosine") == 2

@@ -11,7 +11,7 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from jaxnets.models.language import InterpolatedNGram, fit_interpolated, fit_ngram
+from jaxnets.models.language import InterpolatedNGram, fit_add_k, fit_interpolated, fit_ngram
 
 # The hand corpus "a b a c a b" over the vocabulary {a, b, c, d}; d never occurs. Its counts:
 #   unigrams  a:3  b:2  c:1                      (6 tokens)
@@ -75,6 +75,27 @@ def test_log_prob_and_perplexity_equal_hand_counts(case):
     perplexity = math.prod(float(p) for p in expected) ** (-1 / len(expected))
     assert model.perplexity(stream) == pytest.approx(perplexity)
     assert model.bits_per_token(stream) == pytest.approx(math.log2(perplexity))
+
+
+def test_a_prompt_is_context_but_is_not_scored():
+    # "c" then [a, b]: with the prompt, a is scored by the bigram p(a | c) = 1/1 and b by the
+    # trigram p(b | c a) = 1/1; without it, a is the unigram's 3/6.
+    model = fit_ngram(np.array(CORPUS), V, 3, add_k=0.0)
+    np.testing.assert_allclose(model.log_prob([A, B], prompt=[C]), [0.0, 0.0])
+    np.testing.assert_allclose(model.log_prob([A, B]), np.log([3 / 6, 2 / 3]))
+    assert model.perplexity([A, B], prompt=[C]) == pytest.approx(1.0)
+    assert model.perplexity([A, B]) == pytest.approx((3 / 6 * 2 / 3) ** -0.5)
+
+
+def test_fit_add_k_picks_the_k_with_the_lowest_validation_perplexity(second_order_chain):
+    train, val = second_order_chain[0][:100], second_order_chain[1]  # sparse trigram counts
+    ks = (2.0, 0.5, 0.05, 0.005)
+    chosen = fit_add_k(train, val, V, order=3, ks=ks)
+    by_hand = {k: fit_ngram(train, V, 3, add_k=k).perplexity(val) for k in ks}
+    assert chosen.add_k == min(by_hand, key=by_hand.get)
+    assert chosen.perplexity(val) == pytest.approx(min(by_hand.values()))
+    # the candidates differ, so picking the wrong one would fail
+    assert max(by_hand.values()) > min(by_hand.values()) * 1.01
 
 
 def test_unseen_continuation_has_probability_zero_without_smoothing():
@@ -260,6 +281,9 @@ def test_interpolated_sampling_is_deterministic_and_valid(second_order_chain):
             "add_k must be a finite number > 0",
         ),
         (lambda: fit_interpolated(CORPUS, [], V), ValueError, "val_ids is empty"),
+        (lambda: fit_add_k(CORPUS, CORPUS, V, 2, ks=()), ValueError, "ks is empty"),
+        (lambda: fit_add_k(CORPUS, CORPUS, V, 2, ks=(0.0,)), ValueError, "add_k must be"),
+        (lambda: fit_ngram(CORPUS, V, 2).log_prob([0], prompt=[5]), ValueError, r"prompt\[0\]"),
         (lambda: InterpolatedNGram((fit_ngram(CORPUS, V, 1),), (0.5,)), ValueError, "sum to 1"),
         (
             lambda: InterpolatedNGram(

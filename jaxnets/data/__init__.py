@@ -1,5 +1,5 @@
 """In-memory data sets, splits, batching, embedded/synthetic tasks, image files (MNIST,
-Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks and the character corpus."""
+Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks, and the character and word corpora."""
 
 from jaxnets.data.augment import (
     compose,
@@ -40,6 +40,14 @@ from jaxnets.data.text import (
     load_char_corpus,
     sequence_windows,
     stdlib_source_files,
+)
+from jaxnets.data.words import (
+    WordCorpus,
+    WordVocab,
+    context_windows,
+    load_word_corpus,
+    source_passages,
+    tokenize_words,
 )
 
 __all__ = [
@@ -83,4 +91,10 @@ __all__ = [
     "load_char_corpus",
     "sequence_windows",
     "stdlib_source_files",
+    "WordCorpus",
+    "WordVocab",
+    "context_windows",
+    "load_word_corpus",
+    "source_passages",
+    "tokenize_words",
 ]

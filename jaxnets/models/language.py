@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NGramModel", "InterpolatedNGram", "fit_ngram", "fit_interpolated"]
+__all__ = ["NGramModel", "InterpolatedNGram", "fit_ngram", "fit_add_k", "fit_interpolated"]
 
 _ORDERS = (1, 2, 3)
 _MAX_KEY = np.iinfo(np.int64).max
@@ -151,27 +151,33 @@ class _TokenModel(abc.ABC):
     def _next_probs(self, context: np.ndarray) -> np.ndarray:
         """context: (C,) validated ids -> (vocab_size,) distribution of the next token."""
 
-    def log_prob(self, ids) -> np.ndarray:
+    def log_prob(self, ids, prompt=()) -> np.ndarray:
         """Natural-log probability of each token given the tokens before it in the same stream.
 
         Args:
           ids: (T,) integer token ids in [0, vocab_size), T >= 1.
+          prompt: (P,) ids that precede the stream as context but are not scored (e.g. an
+            ``<eos>`` so the first token is scored as the start of a passage).
         Returns:
           (T,) float64; entry t is ``log p(ids[t] | ids[max(0, t-order+1):t])`` under the
-          longest-seen-suffix rule of the module docstring (so entry 0 is the unigram
-          estimate). ``-inf`` where a maximum-likelihood model gives probability 0.
+          longest-seen-suffix rule of the module docstring (so without a prompt entry 0 is the
+          unigram estimate). ``-inf`` where a maximum-likelihood model gives probability 0.
         """
-        probs_T = self._probs(_as_ids(ids, self.vocab_size, "ids"))
+        ids_T = _as_ids(ids, self.vocab_size, "ids")
+        prompt_P = _as_ids(prompt, self.vocab_size, "prompt", allow_empty=True)
+        probs_T = self._probs(np.concatenate([prompt_P, ids_T]))[len(prompt_P) :]
         with np.errstate(divide="ignore"):
             return np.log(probs_T)
 
-    def bits_per_token(self, ids) -> float:
-        """Mean ``-log2 p`` over the T tokens of ``ids`` (T,): the cross-entropy in bits."""
-        return float(-np.mean(self.log_prob(ids)) / math.log(2))
+    def bits_per_token(self, ids, prompt=()) -> float:
+        """Mean ``-log2 p`` over the T tokens of ``ids`` (T,) after ``prompt``: the
+        cross-entropy in bits."""
+        return float(-np.mean(self.log_prob(ids, prompt)) / math.log(2))
 
-    def perplexity(self, ids) -> float:
-        """``exp`` of the mean negative log probability of ``ids`` (T,), i.e. ``2**bits``."""
-        return float(np.exp(-np.mean(self.log_prob(ids))))
+    def perplexity(self, ids, prompt=()) -> float:
+        """``exp`` of the mean negative log probability of ``ids`` (T,) after ``prompt``,
+        i.e. ``2**bits``."""
+        return float(np.exp(-np.mean(self.log_prob(ids, prompt))))
 
     def next_token_probs(self, context=()) -> np.ndarray:
         """The distribution of the token that follows ``context``.
@@ -336,6 +342,28 @@ def fit_ngram(train_ids, vocab_size: int, order: int, add_k: float = 1.0) -> NGr
         )
     tables = tuple(_count(train_T, n, vocab_size) for n in range(1, order + 1))
     return NGramModel(int(vocab_size), order, float(add_k), tables)
+
+
+def fit_add_k(
+    train_ids, val_ids, vocab_size: int, order: int, ks=(1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+) -> NGramModel:
+    """The add-k model of ``order`` whose imaginary count ``k`` (one of ``ks``, each > 0) gives
+    the lowest validation perplexity.
+
+    Args:
+      train_ids: (T,) ids in [0, vocab_size), T >= order; the counts come from here.
+      val_ids: (T_val,) ids in [0, vocab_size), T_val >= 1; only k is chosen here.
+      vocab_size: V; order: 1, 2 or 3; ks: the candidate k values.
+    Returns:
+      The fitted :class:`NGramModel` (its ``add_k`` is the chosen k).
+    """
+    if not ks:
+        raise ValueError("fit_add_k: ks is empty; give at least one candidate k > 0")
+    for k in ks:
+        _check_add_k(k, positive=True)
+    full = fit_ngram(train_ids, vocab_size, order, add_k=ks[0])
+    candidates = [dataclasses.replace(full, add_k=float(k)) for k in ks]
+    return min(candidates, key=lambda model: model.perplexity(val_ids))
 
 
 def fit_interpolated(
