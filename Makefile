@@ -43,14 +43,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
+	$(BIN)/python -m benchmarks.ensemble --out benchmarks/results
 
 # Regenerate README's model, results and benchmark tables from the registry, the newest
 # runs/*/*/summary.json of each experiment and benchmarks/results/{mlp,cnn}.json (and
-# rnn.json, cnn_gpu.json and rnn_gpu.json when a run left them).
+# rnn.json, ensemble.json, cnn_gpu.json and rnn_gpu.json when a run left them).
 readme: $(STAMP)
 	$(BIN)/python -m jaxnets.experiment README.md runs
 	$(BIN)/python -m benchmarks.readme_table benchmarks/results/mlp.json \
 		benchmarks/results/cnn.json $(wildcard benchmarks/results/rnn.json \
+		benchmarks/results/ensemble.json \
 		benchmarks/results/cnn_gpu.json benchmarks/results/rnn_gpu.json) --readme README.md
 
 clean:

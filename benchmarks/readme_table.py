@@ -9,7 +9,8 @@ Both give the ratio of jaxnets' step time to hand-written Flax's (below 1: jaxne
 of jaxnets' speed to PyTorch's (above 1: jaxnets faster), the machine line and the goals.
 LSTM: one row per framework at the comparison unroll with sequences/s, compile time, the
 first and last losses, the peak fraction and jaxnets' speed over that framework's (above 1:
-jaxnets faster), then jaxnets' unroll sweep.
+jaxnets faster), then jaxnets' unroll sweep. Ensemble: one row per hidden width with the
+vmapped and looped milliseconds per ensemble step and the speed-up.
 """
 
 from __future__ import annotations
@@ -235,14 +236,49 @@ def _rnn_markdown(results: dict) -> list[str]:
     return lines
 
 
+def _ensemble_markdown(results: dict) -> list[str]:
+    cfg = results["config"]
+    lines = [
+        f"**{cfg['members']}-member ensemble: one vmapped step vs a Python loop over "
+        f"{cfg['members']} jitted models (MLP 64-H-10, Adam, batch {cfg['batch']})**",
+        "",
+        _row(["hidden H", "vmapped ms/step", "loop ms/step", "vmapped speed-up"]),
+        _row(["---"] * 4),
+    ]
+    for case in results["cases"]:
+        v, lp = case["vmapped_ms"], case["loop_ms"]
+        lines.append(
+            _row(
+                [
+                    str(case["hidden"]),
+                    f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})",
+                    f"{lp['median']:.2f} ({lp['min']:.2f}-{lp['max']:.2f})",
+                    _ratio_cell(case["speedup"]),
+                ]
+            )
+        )
+    lines += [
+        "",
+        f"Median (min-max) over {cfg['repeats']} alternating rounds of {cfg['steps']} ensemble "
+        "steps each, after a warm-up that compiles both; the members reach the same parameters "
+        "both ways. " + _machine_line(results["machine"]),
+    ]
+    return lines
+
+
 def render_markdown(results: dict) -> str:
-    """The README block for ``results`` (what :mod:`benchmarks.run` returns for one
-    benchmark, ``"mlp"``, ``"cnn"`` or ``"rnn"``): a title, the table(s), the notes and the
-    goals.
+    """The README block for ``results`` (what :mod:`benchmarks.run` or
+    :mod:`benchmarks.ensemble` returns for one benchmark, ``"mlp"``, ``"cnn"``, ``"rnn"`` or
+    ``"ensemble"``): a title, the table(s), the notes and the goals.
 
     Missing frameworks (e.g. a run without torch) show as ``n/a``.
     """
-    renderers = {"mlp": _mlp_markdown, "cnn": _cnn_markdown, "rnn": _rnn_markdown}
+    renderers = {
+        "mlp": _mlp_markdown,
+        "cnn": _cnn_markdown,
+        "rnn": _rnn_markdown,
+        "ensemble": _ensemble_markdown,
+    }
     kind = results.get("benchmark")
     if kind not in renderers:
         raise ValueError(f"unknown benchmark {kind!r}; expected one of {', '.join(renderers)}")

@@ -1,6 +1,13 @@
 """Training engine: TrainState, compiled steps and epochs, fit/evaluate, callbacks."""
 
 from jaxnets.train.callbacks import Callback, EarlyStopping, JSONLLogger, ProgressBar
+from jaxnets.train.ensemble import (
+    EnsembleHistory,
+    ensemble_accuracy,
+    ensemble_probabilities,
+    init_ensemble,
+    train_ensemble,
+)
 from jaxnets.train.loop import FitResult, NonFiniteLossError, evaluate, fit
 from jaxnets.train.state import TrainState
 from jaxnets.train.step import Trainer, batch_loss
@@ -8,6 +15,7 @@ from jaxnets.train.step import Trainer, batch_loss
 __all__ = [
     "Callback",
     "EarlyStopping",
+    "EnsembleHistory",
     "FitResult",
     "JSONLLogger",
     "NonFiniteLossError",
@@ -15,6 +23,10 @@ __all__ = [
     "TrainState",
     "Trainer",
     "batch_loss",
+    "ensemble_accuracy",
+    "ensemble_probabilities",
+    "init_ensemble",
+    "train_ensemble",
     "evaluate",
     "fit",
 ]

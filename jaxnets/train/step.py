@@ -396,3 +396,20 @@ class Trainer:
             )
 
         return jax.jit(grads)
+
+    def per_example_grad_norms(
+        self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int = 256
+    ) -> jax.Array:
+        """Global L2 norm of each example's own loss gradient (all parameters together).
+
+        x (n, *input_shape), y (n, ...) -> (n,) norms, computed in chunks of ``batch_size``
+        with :attr:`per_example_grads`. A large norm marks an example the model fits badly:
+        a hard example or a wrong label.
+        """
+        norms = []
+        for start in range(0, x.shape[0], batch_size):
+            chunk = (x[start : start + batch_size], y[start : start + batch_size])
+            leaves = jax.tree.leaves(self.per_example_grads(state, chunk))
+            squares = sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in leaves)
+            norms.append(jnp.sqrt(squares))
+        return jnp.concatenate(norms)

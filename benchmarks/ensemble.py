@@ -1,0 +1,163 @@
+"""Benchmark: an 8-member ensemble trained as one vmapped state vs a loop over 8 jitted models.
+
+Lecture: seed 004, Lecture 12 "Generalization" (line 2500), §4.4 "Ensembles": averaging K
+independently trained models; DESIGN: "ensembles are vmapped states". Both ways run the same
+:class:`jaxnets.train.Trainer` step (an MLP on digit-sized inputs, Adam, softmax
+cross-entropy) on the same minibatches for the same members:
+
+* ``vmapped``: ``jax.jit(jax.vmap(trainer.step))`` over a state whose leaves carry a leading
+  member axis (:func:`jaxnets.train.init_ensemble`): one dispatch per ensemble step, and XLA
+  batches the members' matmuls;
+* ``loop``: ``trainer.train_step`` (the jitted single-model step) called once per member from
+  Python: K dispatches per ensemble step.
+
+``python -m benchmarks.ensemble --out benchmarks/results`` times both for each ``--hidden``
+width, ``--repeats`` rounds alternating the two (so load changes hit both), and writes
+``<out>/ensemble.json``: per case the median (min-max) milliseconds per ensemble step, the
+speed-up of vmapped over loop, and the goal (at least 4x on the default case). The speed-up
+is largest where a step is small and the loop's per-call cost dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import Timer, machine_info, make_goal, utc_now
+
+__all__ = ["time_case", "main"]
+
+_GOAL_SPEEDUP = 4.0
+
+
+def _setup(members: int, hidden: int, batch: int, features: int, classes: int, batches: int):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxnets import create_model
+    from jaxnets.optim import make_optimizer
+    from jaxnets.train import Trainer, init_ensemble
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((batches, batch, features), np.float32))
+    y = jnp.asarray(rng.integers(0, classes, (batches, batch)), jnp.int32)
+    model = create_model("mlp", hidden=(hidden,), num_outputs=classes)
+    trainer = Trainer(model, "softmax_cross_entropy", make_optimizer("adam", 1e-3))
+    keys = jax.random.split(jax.random.PRNGKey(0), members)
+    stacked = init_ensemble(trainer, keys, x[0])
+    separate = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(members)]
+    vmapped_step = jax.jit(jax.vmap(trainer.step, in_axes=(0, None)), donate_argnums=0)
+    return trainer, vmapped_step, stacked, separate, x, y
+
+
+def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -> dict:
+    """Milliseconds per ensemble step, vmapped and looped, over ``repeats`` alternating rounds
+    of ``steps`` steps each (after a warm-up that compiles both); also checks that both ways
+    reach the same parameters."""
+    import jax
+
+    batches = 8
+    trainer, vmapped_step, stacked, separate, x, y = _setup(members, hidden, batch, 64, 10, batches)
+
+    def run_vmapped(state, first):
+        for i in range(first, first + steps):
+            state, _ = vmapped_step(state, (x[i % batches], y[i % batches]))
+        return jax.block_until_ready(state)
+
+    def run_loop(states, first):
+        for i in range(first, first + steps):
+            batch_i = (x[i % batches], y[i % batches])
+            states = [trainer.train_step(s, batch_i)[0] for s in states]
+        return jax.block_until_ready(states)
+
+    with Timer() as compile_vmapped:
+        stacked = run_vmapped(stacked, 0)
+    with Timer() as compile_loop:
+        separate = run_loop(separate, 0)
+    vmapped_ms, loop_ms = [], []
+    for round_ in range(repeats):
+        first = steps * (round_ + 1)
+        with Timer() as t:
+            stacked = run_vmapped(stacked, first)
+        vmapped_ms.append(1e3 * t.seconds / steps)
+        with Timer() as t:
+            separate = run_loop(separate, first)
+        loop_ms.append(1e3 * t.seconds / steps)
+    difference = max(
+        float(np.max(np.abs(np.asarray(a)[i] - np.asarray(b))))
+        for i, s in enumerate(separate)
+        for a, b in zip(jax.tree.leaves(stacked.params), jax.tree.leaves(s.params), strict=True)
+    )
+    spread = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}  # noqa: E731
+    return {
+        "members": members,
+        "hidden": hidden,
+        "batch": batch,
+        "steps": steps,
+        "vmapped_ms": spread(vmapped_ms),
+        "loop_ms": spread(loop_ms),
+        "speedup": statistics.median(loop_ms) / statistics.median(vmapped_ms),
+        "warmup_s": {"vmapped": compile_vmapped.seconds, "loop": compile_loop.seconds},
+        "max_param_difference": difference,
+        "device": str(jax.devices()[0].device_kind),
+        "framework": "jaxnets",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--members", type=int, default=8)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 1024])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=200, help="timed steps per round")
+    p.add_argument("--repeats", type=int, default=5, help="alternating rounds per case")
+    p.add_argument("--out", type=Path, default=None, help="write <out>/ensemble.json")
+    args = p.parse_args(argv)
+    if args.members < 2 or args.steps < 1 or args.repeats < 1:
+        p.error("--members must be >= 2, --steps and --repeats >= 1")
+    load_before = os.getloadavg()
+    cases = []
+    for hidden in args.hidden:
+        case = time_case(args.members, hidden, args.batch, args.steps, args.repeats)
+        print(
+            f"{args.members} members, hidden {hidden}, batch {args.batch}: vmapped "
+            f"{case['vmapped_ms']['median']:.2f} ms/step, loop {case['loop_ms']['median']:.2f} "
+            f"ms/step, speed-up {case['speedup']:.1f}x (params agree to "
+            f"{case['max_param_difference']:.1e})",
+            file=sys.stderr,
+        )
+        cases.append(case)
+    default = cases[0]
+    results = {
+        "benchmark": "ensemble",
+        "created": utc_now(),
+        "config": vars(args) | {"out": str(args.out)},
+        "machine": machine_info(cases, load_before),
+        "cases": cases,
+        "goals": [
+            make_goal(
+                f"{args.members}-member vmapped ensemble step vs a loop of {args.members} jitted "
+                "models",
+                "speedup",
+                default["speedup"],
+                _GOAL_SPEEDUP,
+                "above",
+                hidden=default["hidden"],
+                batch=default["batch"],
+            )
+        ],
+    }
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ensemble.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
