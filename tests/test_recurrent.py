@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from jaxnets.nn import recurrent
 from jaxnets.nn.recurrent import (
     CELLS,
     Bidirectional,
@@ -204,6 +205,65 @@ def test_gradient_flow_equals_the_product_of_step_jacobians(kind):
         product = product @ np.asarray(jax.jacobian(step)(ravel_pytree(carries[t])[0]))
         expected.append(np.linalg.norm(embed_h.T @ product @ embed_h))
     np.testing.assert_allclose(norms, expected[::-1], rtol=1e-4, atol=1e-7)
+
+
+def _plain_autodiff_scan(cell, body, reverse, unroll):
+    """The same scan as Recurrent's, differentiated by plain autodiff (no custom VJP)."""
+
+    def run(weights, carry, projected, extras):
+        others = {k: v for k, v in weights.items() if k != "hidden_to_hidden"}
+
+        def step(carry, inputs_t):
+            projected_t, extras_t = inputs_t
+            recurrent_t = cell._recurrent(weights, cell.hidden_state(carry))
+            return body(others, carry, projected_t, recurrent_t, extras_t)
+
+        return jax.lax.scan(step, carry, (projected, extras), reverse=reverse, unroll=unroll)
+
+    return run
+
+
+# the VJP's two paths: the Elman and LSTM cells sum projected_t and recurrent_t (one gradient
+# for both), the GRU does not; every cell is also gradchecked in tests/test_models.py
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batched_weight_gradient_equals_plain_autodiff_in_float64(kind, monkeypatch):
+    """The custom VJP of the scan (one matmul for the gradient of W) gives autodiff's gradients
+    for the parameters, the inputs, the initial carry and hidden_perturbation, with lengths
+    (full, partial, empty), forward and reverse, one layer reading the other's outputs."""
+    with jax.enable_x64(True):
+        forward = Recurrent(make_cell(kind, H), unroll=2)
+        backward = Recurrent(make_cell(kind, H), reverse=True)
+        x = jax.random.normal(jax.random.PRNGKey(4), (B, T, F), jnp.float64)
+        lengths = jnp.array([T, 3, 0])
+
+        def perturbed(key, tree):
+            return jax.tree.map(
+                lambda p: p.astype(jnp.float64) + 0.3 * jax.random.normal(key, p.shape), tree
+            )
+
+        variables = [
+            perturbed(jax.random.PRNGKey(5 + i), layer.init(jax.random.PRNGKey(i), x))
+            for i, layer in enumerate((forward, backward))
+        ]
+        carry0 = perturbed(jax.random.PRNGKey(7), forward.cell.initial_carry((B,)))
+        delta = 0.1 * jax.random.normal(jax.random.PRNGKey(8), (T, B, H), jnp.float64)
+        weights = jax.random.normal(jax.random.PRNGKey(9), (B, T, H), jnp.float64)
+
+        def loss(variables, x, carry0, delta):
+            outputs, carry = forward.apply(variables[0], x, lengths, carry0, delta)
+            again, last = backward.apply(variables[1], outputs[..., :F] ** 2 + x, lengths)
+            return jnp.sum(weights * (outputs + again)) + sum(
+                jnp.sum(jnp.sin(c)) for c in jax.tree.leaves((carry, last))
+            )
+
+        args = (variables, x, carry0, delta)
+        batched = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+        monkeypatch.setattr(recurrent, "scan_with_batched_weight_grad", _plain_autodiff_scan)
+        plain = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+        assert jax.tree.structure(batched) == jax.tree.structure(plain)
+        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(plain), strict=True):
+            assert got.dtype == jnp.float64 and float(jnp.max(jnp.abs(want))) > 1e-3
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_inputs_are_named():

@@ -133,3 +133,21 @@ def test_sequence_cross_entropy_leaves_padding_out():
     right = (np.argmax(logits[:2], -1) == np.array([2, 0])).mean()
     assert float(losses.sequence_accuracy(logits, targets)) == pytest.approx(right)
     assert float(losses.sequence_cross_entropy(logits, jnp.full(4, -1))) == 0.0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bfloat16_sequence_model_has_float32_outputs_close_to_float32(cell):
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 2))
+    lengths = jnp.array([7, 4, 1])
+    full = jaxnets.create_model(f"{cell}_regressor", hidden=8, outputs=2)
+    half = jaxnets.create_model(f"{cell}_regressor", hidden=8, outputs=2, dtype=jnp.bfloat16)
+    variables = jax.jit(full.init)(jax.random.PRNGKey(1), x)
+    expected = _jitted(full)(variables, x, lengths)
+    got = _jitted(half)(variables, x, lengths)
+    assert got.dtype == jnp.float32 and got.shape == (3, 2)
+    assert jax.tree.all(jax.tree.map(lambda p: p.dtype == jnp.float32, variables))
+    # bfloat16 keeps 8 significant bits: about 2-3 significant digits, not float32's 7
+    np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.02)
+    assert float(jnp.max(jnp.abs(got - expected))) > 0  # it did compute in bfloat16
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(half.apply(v, x, lengths) ** 2)))(variables)
+    assert jax.tree.all(jax.tree.map(lambda g: g.dtype == jnp.float32, grads))

@@ -58,11 +58,13 @@ class SequenceModel(nn.Module):
     """A recurrent net reading a whole sequence, then a linear readout of its final state.
 
     Fields: ``cell`` (``rnn``, ``relu_rnn``, ``irnn``, ``lstm``, ``gru``), ``hidden``,
-    ``outputs`` (classes, or 1 for a regressor), ``layers``, ``bidirectional``, ``unroll``.
+    ``outputs`` (classes, or 1 for a regressor), ``layers``, ``bidirectional``, ``unroll``,
+    ``dtype``: the recurrent cells' computation dtype (None: float32; e.g. ``jnp.bfloat16``
+    on a GPU); parameters, the readout and its outputs stay float32.
 
-    Call: x (batch, time, features), optional lengths (batch,) -> (batch, outputs): logits of
-    a classifier or the prediction of a regressor, from the top layer's h after each sequence's
-    last valid step (both directions' final states when bidirectional).
+    Call: x (batch, time, features), optional lengths (batch,) -> (batch, outputs) float32:
+    logits of a classifier or the prediction of a regressor, from the top layer's h after each
+    sequence's last valid step (both directions' final states when bidirectional).
     """
 
     cell: str = "lstm"
@@ -71,6 +73,7 @@ class SequenceModel(nn.Module):
     layers: int = 1
     bidirectional: bool = False
     unroll: int | bool = 1
+    dtype: Any = None
 
     def setup(self):
         self.recurrent = make_recurrent(
@@ -79,13 +82,16 @@ class SequenceModel(nn.Module):
             layers=self.layers,
             bidirectional=self.bidirectional,
             unroll=self.unroll,
+            dtype=self.dtype,
         )
         self.readout = nn.Dense(self.outputs)
 
     def __call__(self, x: jax.Array, lengths: jax.Array | None = None, *, train: bool = False):
         del train  # no dropout or batch norm
         _, carry = self.recurrent(x, lengths)
-        return self.readout(_last_hidden(self.recurrent, carry))
+        h = _last_hidden(self.recurrent, carry)
+        # a bfloat16 (or float16) h goes to the readout as float32; float64 stays float64
+        return self.readout(h.astype(jnp.promote_types(h.dtype, jnp.float32)))
 
 
 class CharLM(nn.Module):
