@@ -248,3 +248,17 @@ def test_language_model_smoke(tmp_path):
     assert (run / "tsne_words.png").stat().st_size > 0
     assert len((run / "samples.txt").read_text().splitlines()) == 2
     assert (run / "neighbours.txt").read_text().count("cosine") == 2
+
+
+@pytest.mark.slow  # its parts are tested in test_ensemble.py; `make test-all` runs it
+def test_generalization_smoke(tmp_path):
+    generalization = load_experiment("generalization")
+    summary = generalization.main(generalization.Config(smoke=True, out=str(tmp_path)))
+    run = _check_run_dir(summary, tmp_path, "generalization")
+    results = summary["results"]
+    for variant in ("baseline", "early stopping", "dropout 0.5", "shifts of <= 1 px"):
+        assert 0 <= results[variant]["test_accuracy"] <= 1
+        assert results[variant]["test_loss"] > 0
+    search = results["flipped-label search"]
+    assert search["flipped"] == 15 and 0 <= search["flipped_in_top"] <= 15
+    assert {"capacity.png", "curves.png", "hardest_digits.png"} <= {p.name for p in run.iterdir()}
