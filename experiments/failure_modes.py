@@ -1,0 +1,423 @@
+"""Training failures and their fixes on handwritten digits, diagnosed per layer.
+
+Lecture: seed 004, Lecture 7 "Optimization" §4 "Problems, diagnostics, and workarounds"
+(line 1950): §4.3 symmetries (line 1968: zero init leaves all hidden units identical, "no
+learning will occur"; random init breaks the symmetry), §4.5 instability (line 1985: too
+large a learning rate overshoots and the cost shoots up), §4.7 dead and saturated units
+(line 2037: large initial weights saturate sigmoidal units, "choose the scale of the random
+initialization ... in the middle of their dynamic range"; ReLUs "can die if z is consistently
+negative").
+
+A small MLP is trained with plain SGD on a fixed stratified split of sklearn's 8x8 digits in
+nine variants, each a failure or its fix. Per variant the script measures, with
+:mod:`jaxnets.diagnostics`: the first step's per-layer gradient norms and update/parameter
+ratio, and after training the dead and saturated unit fractions (on the training set) and the
+largest difference between hidden units' weights. It prints one table, checks the lecture's
+claims from these numbers, and saves loss curves and diagnostics as figures.
+
+Table columns: ``train_loss`` (mean minibatch loss of the last epoch), ``test_accuracy``,
+``dead_*`` / ``saturated_*`` (share of all hidden units dead / saturated on the training set,
+at init and after training; saturation only for tanh), ``unit_difference`` (largest difference
+between two hidden units' weight vectors of a layer, after training: 0 means identical),
+``grad_<layer>`` (gradient norm of the first step) and ``update_ratio`` (largest
+||update|| / ||params|| of a layer in the first step; left out when every layer is zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnets import create_model
+from jaxnets.data import load_digits
+from jaxnets.diagnostics import (
+    SATURATION_BOUNDS,
+    dead_units,
+    hidden_activations,
+    saturated_units,
+    step_norms,
+    symmetry_check,
+)
+from jaxnets.experiment import Claim, Run, format_table, parse_config
+from jaxnets.train import Trainer, TrainState
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Too-high learning rate, dead ReLUs, saturated tanh units and symmetric init on digits."""
+
+    epochs: int = 60
+    """training epochs per variant"""
+    batch_size: int = 32
+    """minibatch size (plain SGD)"""
+    hidden: tuple[int, ...] = (64, 64)
+    """MLP hidden widths: two or more layers, so the per-layer numbers can differ"""
+    learning_rate: float = 0.1
+    """the good learning rate"""
+    unstable_learning_rate: float = 1.0
+    """too high for the tanh net: the loss grows"""
+    killing_learning_rate: float = 3.0
+    """too high for the ReLU net: its units die"""
+    dead_bias: float = -3.0
+    """initial hidden bias that makes every ReLU dead from the start"""
+    leaky_slope: float = 0.3
+    """negative slope of the leaky ReLU that fixes the dead-bias init"""
+    saturating_scale: float = 16.0
+    """factor on the default (LeCun normal) initial kernels that saturates tanh units"""
+    constant_weight: float = 0.05
+    """every weight of the constant-init variant (biases 0)"""
+    seed: int = 0
+    """parameter init and shuffling seed"""
+    split_seed: int = 0
+    """seed of the stratified 60/20/20 train/val/test split"""
+    smoke: bool = False
+    """tiny run for tests: 2 epochs"""
+    out: str = "runs"
+    """root folder of run directories"""
+
+    def __post_init__(self):
+        for field in ("epochs", "batch_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
+        if len(self.hidden) < 2 or min(self.hidden) < 2:
+            raise ValueError(
+                f"hidden must be at least 2 layers of at least 2 units (symmetry needs units to "
+                f"compare); got {self.hidden}"
+            )
+        for field in ("learning_rate", "unstable_learning_rate", "killing_learning_rate"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"{field} must be > 0; got {getattr(self, field)}")
+        if not 0 < self.leaky_slope < 1:
+            raise ValueError(f"leaky_slope must be in (0, 1); got {self.leaky_slope}")
+        if self.saturating_scale <= 0:
+            raise ValueError(f"saturating_scale must be > 0; got {self.saturating_scale}")
+
+
+class Variant(NamedTuple):
+    """One training run.
+
+    Attributes:
+      activation: hidden-unit name (jaxnets.nn.ACTIVATIONS).
+      learning_rate: the SGD step size.
+      init: default (LeCun normal) params as numpy arrays -> this variant's initial params.
+      lesson: what the run shows, printed next to its name.
+    """
+
+    activation: str
+    learning_rate: float
+    init: Callable[[PyTree], PyTree]
+    lesson: str
+
+
+def _map_leaves(params: PyTree, kernel: Callable, bias: Callable) -> PyTree:
+    return {
+        layer: {name: (kernel if name == "kernel" else bias)(leaf) for name, leaf in leaves.items()}
+        for layer, leaves in params.items()
+    }
+
+
+def _hidden_bias(value: float) -> Callable[[PyTree], PyTree]:
+    def init(params: PyTree) -> PyTree:
+        return {
+            layer: {**leaves, "bias": np.full_like(leaves["bias"], value)}
+            if layer.startswith("hidden")
+            else leaves
+            for layer, leaves in params.items()
+        }
+
+    return init
+
+
+def _variants(cfg: Config) -> dict[str, Variant]:
+    lr = cfg.learning_rate
+    keep = lambda params: params  # noqa: E731
+    same = lambda leaf: leaf  # noqa: E731
+    constant_kernel = functools.partial(np.full_like, fill_value=cfg.constant_weight)
+    return {
+        "tanh": Variant("tanh", lr, keep, "good learning rate and init scale (the fix)"),
+        "tanh_high_lr": Variant(
+            "tanh", cfg.unstable_learning_rate, keep, "too-high learning rate: the loss grows"
+        ),
+        "tanh_large_init": Variant(
+            "tanh",
+            lr,
+            lambda p: _map_leaves(p, lambda k: cfg.saturating_scale * k, same),
+            "large initial weights: saturated units",
+        ),
+        "relu": Variant("relu", lr, keep, "good learning rate, random init (the fix)"),
+        "relu_high_lr": Variant(
+            "relu", cfg.killing_learning_rate, keep, "too-high learning rate kills ReLUs"
+        ),
+        "relu_negative_bias": Variant(
+            "relu", lr, _hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
+        ),
+        "leaky_negative_bias": Variant(
+            "leaky_relu", lr, _hidden_bias(cfg.dead_bias), "leaky units still get gradient"
+        ),
+        "zero_init": Variant(
+            "relu", lr, lambda p: jax.tree.map(np.zeros_like, p), "zero init: symmetric units"
+        ),
+        "constant_init": Variant(
+            "relu",
+            lr,
+            lambda p: _map_leaves(p, constant_kernel, np.zeros_like),
+            "constant init: symmetric units",
+        ),
+    }
+
+
+def _trainer(cfg: Config, activation: str) -> Trainer:
+    options = (("negative_slope", cfg.leaky_slope),) if activation == "leaky_relu" else ()
+    model = create_model(
+        "mlp", hidden=cfg.hidden, activation=activation, activation_options=options
+    )
+    # The learning rate lives in the optimizer state, so variants that differ only in it (or
+    # in the init) share one Trainer and its compiled programs.
+    return Trainer(model, "softmax_cross_entropy", optax.inject_hyperparams(optax.sgd)(1.0))
+
+
+def _initial_state(trainer: Trainer, variant: Variant, seed: int, x: np.ndarray) -> TrainState:
+    state = trainer.init(jax.random.PRNGKey(seed), x[:1])
+    # on the host: numpy spares each little transform a compile
+    params = jax.tree.map(jnp.asarray, variant.init(jax.device_get(state.params)))
+    opt_state = trainer.optimizer.init(params)
+    learning_rate = jnp.asarray(variant.learning_rate, jnp.float32)
+    opt_state = opt_state._replace(hyperparams={"learning_rate": learning_rate})
+    return state.replace(params=params, opt_state=opt_state)
+
+
+def _train(run: Run, name: str, trainer: Trainer, state: TrainState, data, cfg: Config):
+    """Epochs of SGD, stopping at the first non-finite loss; returns (state, epoch losses)."""
+    x, y = data
+    losses = []
+    for epoch in range(cfg.epochs):
+        state, metrics = trainer.train_epoch(state, x, y, batch_size=cfg.batch_size)
+        loss = float(np.mean(jax.device_get(metrics["loss"])))
+        run.log(variant=name, epoch=epoch + 1, train_loss=loss)
+        losses.append(loss)
+        if not math.isfinite(loss):
+            print(f"{name}: the training loss became {loss} in epoch {epoch + 1}; stopped")
+            break
+    return state, losses
+
+
+def _unit_fractions(activations: dict[str, jax.Array], activation: str, when: str) -> dict:
+    """Dead (and, for bounded units, saturated) share of all hidden units, layers pooled."""
+    units = {layer: h.shape[-1] for layer, h in activations.items()}
+
+    def pooled(per_layer: dict[str, float]) -> float:
+        return sum(per_layer[k] * units[k] for k in units) / sum(units.values())
+
+    fractions = {f"dead_{when}": pooled(dead_units(activations))}
+    if activation in SATURATION_BOUNDS:
+        fractions[f"saturated_{when}"] = pooled(saturated_units(activations, activation))
+    return fractions
+
+
+def _diagnose(run: Run, name: str, variant: Variant, trainer: Trainer, cfg: Config, splits):
+    """Train one variant; returns its table row and what the figure needs."""
+    first_batch = (splits.train.x[: cfg.batch_size], splits.train.y[: cfg.batch_size])
+    x, y = jnp.asarray(splits.train.x), jnp.asarray(splits.train.y)
+    state = _initial_state(trainer, variant, cfg.seed, splits.train.x)
+    _, first_step = step_norms(trainer, state, first_batch)
+    init_activations = hidden_activations(trainer.model, {"params": state.params}, x)
+    state, losses = _train(run, name, trainer, state, (x, y), cfg)
+    activations = hidden_activations(trainer.model, {"params": state.params}, x)
+    test = trainer.evaluate(state, splits.test.x, splits.test.y, batch_size=len(splits.test))
+    row = {
+        "train_loss": losses[-1],  # mean minibatch loss of the last epoch
+        "test_accuracy": float(test["accuracy"]),
+        **_unit_fractions(init_activations, variant.activation, "at_init"),
+        **_unit_fractions(activations, variant.activation, "after"),
+        "unit_difference": max(s.max_difference for s in symmetry_check(state.params).values()),
+        **{f"grad_{layer}": norm for layer, norm in first_step.grad.items()},
+    }
+    # an all-zero layer has no relative update (zero init): left out rather than inf
+    finite_ratios = [r for r in first_step.update_ratio.values() if math.isfinite(r) and r > 0]
+    if finite_ratios:
+        row["update_ratio"] = max(finite_ratios)
+    extras = {
+        "losses": losses,
+        "grad": first_step.grad,
+        "init_activations": jax.device_get(init_activations),
+    }
+    return row, extras
+
+
+def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(names)) + i * width, values, width, label=label)
+    ticks = np.arange(len(names)) + 0.4 - width / 2
+    ax.set_xticks(ticks, names, rotation=40, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+
+
+def _plot(run: Run, results: dict, extras: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
+    ax = axes[0, 0]
+    for name in names:
+        losses = extras[name]["losses"]
+        ax.plot(range(1, len(losses) + 1), losses, label=name)
+    ax.axhline(math.log(10), color="gray", ls=":", label="chance (ln 10)")
+    ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="loss curves")
+    ax.legend(fontsize=7, ncol=2)
+
+    layers = list(extras[names[0]]["grad"])
+    # zero gradients (dead or symmetric layers) are drawn at the axis floor, not dropped
+    grads = {layer: [max(extras[n]["grad"][layer], 1e-8) for n in names] for layer in layers}
+    _grouped_bars(axes[0, 1], names, grads)
+    axes[0, 1].set(yscale="log", ylabel="||gradient|| (0 drawn at 1e-8)", title="first step")
+
+    fractions = {
+        "dead": [results[n]["dead_after"] for n in names],
+        "saturated": [results[n].get("saturated_after", 0.0) for n in names],
+    }
+    _grouped_bars(axes[1, 0], names, fractions)
+    axes[1, 0].set(ylim=(0, 1.05), ylabel="fraction of hidden units", title="after training")
+
+    ax = axes[1, 1]
+    for name in ("tanh", "tanh_large_init"):
+        values = np.concatenate([h.ravel() for h in extras[name]["init_activations"].values()])
+        ax.hist(values, bins=50, range=(-1, 1), density=True, alpha=0.6, label=name)
+    ax.set(
+        xlabel="activation h of a hidden unit on a training example",
+        ylabel="density",
+        title="tanh activations at init (§4.7: not at the ends of the range)",
+    )
+    ax.legend(fontsize=8)
+    run.savefig(fig, "failure_modes")
+
+
+def _claims(results: dict, cfg: Config) -> list[Claim]:
+    """The lecture's claims, each read off one variant's row: (text, variant, metric, threshold,
+    direction)."""
+    checks = [
+        (
+            f"learning rate {cfg.unstable_learning_rate:g} makes the tanh net's training loss "
+            "grow above chance (ln 10)",
+            "tanh_high_lr",
+            "train_loss",
+            math.log(10),
+            "above",
+        ),
+        (
+            f"learning rate {cfg.learning_rate:g} trains the same net to 95% test accuracy",
+            "tanh",
+            "test_accuracy",
+            0.95,
+            "above",
+        ),
+        (
+            f"learning rate {cfg.killing_learning_rate:g} kills over half of the ReLUs",
+            "relu_high_lr",
+            "dead_after",
+            0.5,
+            "above",
+        ),
+        (
+            f"learning rate {cfg.learning_rate:g} leaves under 10% of the ReLUs dead",
+            "relu",
+            "dead_after",
+            0.1,
+            "below",
+        ),
+        (
+            f"hidden bias {cfg.dead_bias:g} leaves over 90% of the ReLUs dead after training",
+            "relu_negative_bias",
+            "dead_after",
+            0.9,
+            "above",
+        ),
+        (
+            f"leaky ReLUs from the same bias {cfg.dead_bias:g} still reach 90% test accuracy",
+            "leaky_negative_bias",
+            "test_accuracy",
+            0.9,
+            "above",
+        ),
+        (
+            f"init scale x{cfg.saturating_scale:g} saturates over half of the tanh units",
+            "tanh_large_init",
+            "saturated_at_init",
+            0.5,
+            "above",
+        ),
+        (
+            "the default init saturates under 10% of the tanh units",
+            "tanh",
+            "saturated_at_init",
+            0.1,
+            "below",
+        ),
+        (
+            f"init scale x{cfg.saturating_scale:g} costs test accuracy: under 90%",
+            "tanh_large_init",
+            "test_accuracy",
+            0.9,
+            "below",
+        ),
+        (
+            "zero init leaves the hidden units identical",
+            "zero_init",
+            "unit_difference",
+            1e-6,
+            "below",
+        ),
+        (
+            "constant init leaves the hidden units identical",
+            "constant_init",
+            "unit_difference",
+            1e-6,
+            "below",
+        ),
+        ("random init breaks the symmetry", "relu", "unit_difference", 1e-6, "above"),
+        (
+            "zero init does not learn: test accuracy under 20%",
+            "zero_init",
+            "test_accuracy",
+            0.2,
+            "below",
+        ),
+    ]
+    return [
+        Claim(text, metric, results[variant][metric], threshold, direction)
+        for text, variant, metric, threshold, direction in checks
+    ]
+
+
+def main(cfg: Config) -> dict:
+    if cfg.smoke:
+        cfg = dataclasses.replace(cfg, epochs=2)
+    splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
+    print(f"digits: {len(splits.train)} train / {len(splits.test)} test; MLP {cfg.hidden}")
+    run = Run("failure_modes", cfg, root=cfg.out)
+    trainers: dict[str, Trainer] = {}
+    results, extras = {}, {}
+    for name, variant in _variants(cfg).items():
+        if variant.activation not in trainers:
+            trainers[variant.activation] = _trainer(cfg, variant.activation)
+        trainer = trainers[variant.activation]
+        results[name], extras[name] = _diagnose(run, name, variant, trainer, cfg, splits)
+        print(f"{name:>20}: {variant.lesson}")
+    _plot(run, results, extras)
+    columns = list(dict.fromkeys(m for row in results.values() for m in row))
+    print(format_table(results, columns))
+    return run.write_summary(results, _claims(results, cfg))
+
+
+if __name__ == "__main__":
+    main(parse_config(Config))
