@@ -1,0 +1,498 @@
+"""Optimizer behaviour: trajectories on 2-D costs, then optimizers, schedules and batch sizes
+on digits.
+
+Lectures: seed 004, Lecture 7 "Optimization" (line 1841): §2 contour plots of a cost over two
+weights; §3 stochastic gradient descent and the mini-batch size; §4.5 instability and
+oscillations of a too-large learning rate, and momentum; §4.6 fluctuations and learning-rate
+decay; §4.8 badly conditioned curvature (a ravine, off-centre inputs) and Adam; seed 001
+(minibatch SGD: "comparing to GD, SGD needs more steps, but each step is cheaper").
+
+(a) GD, momentum, Nesterov, RMSprop and Adam on an ill-conditioned quadratic, the Rosenbrock
+    ravine and a logistic-regression cost with off-centre inputs (jaxnets.landscapes). The
+    learning rates come from each problem's scale, not from tuning per optimizer: the GD
+    family uses α = c/λ_max, λ_max the largest Hessian eigenvalue at the minimum (c = 1 never
+    overshoots the steepest direction there); RMSprop and Adam, whose steps are about α long
+    whatever the gradient's size, use α = f·‖θ₀ − θ*‖.
+(b) An MLP on the digits training set: the same optimizers, learning-rate schedules and batch
+    sizes, each row varying one thing from momentum SGD with batch 32 and a constant rate.
+    Each row trains ``seeds`` members at once (vmap over stacked states, same initial weights
+    in every row); the full training loss is the members' mean, measured every ``eval_every``
+    steps. Wall time counts only the compiled training steps (compilation and the loss
+    evaluations are left out) of all members together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnets import create_model, model_card
+from jaxnets.data import load_digits
+from jaxnets.experiment import Claim, Run, format_table, parse_config
+from jaxnets.landscapes import (
+    hessian_eigenvalues,
+    logistic_data,
+    logistic_regression,
+    plot_trajectories,
+    quadratic,
+    rosenbrock,
+    trajectory,
+)
+from jaxnets.optim import OPTIMIZERS, make_optimizer
+from jaxnets.train import Trainer, batch_loss
+from jaxnets.train.ensemble import init_ensemble
+
+ADAPTIVE = ("rmsprop", "adam", "adamw")
+LABELS = {"sgd": "GD", "nesterov": "Nesterov"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Optimizer trajectories on 2-D costs; optimizers, schedules and batch sizes on digits."""
+
+    optimizers: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
+    """update rules compared (jaxnets.optim.OPTIMIZERS; the claims need sgd and momentum)"""
+    steps: int = 2000
+    """updates per trajectory on the 2-D problems"""
+    condition: float = 50.0
+    """condition number of the quadratic"""
+    gd_lr_times_curvature: float = 1.0
+    """GD/momentum/Nesterov learning rate on a 2-D problem, in units of 1/λ_max at the minimum"""
+    adaptive_lr_times_distance: float = 0.02
+    """RMSprop/Adam learning rate on a 2-D problem, in units of the start-to-minimum distance"""
+    tolerance: float = 1e-6
+    """a 2-D run has reached the minimum once cost − min_cost <= tolerance × its initial value"""
+    digits_steps: int = 1500
+    """optimizer updates per digits row"""
+    eval_every: int = 25
+    """steps between evaluations of the full training loss"""
+    target_loss: float = 0.1
+    """training cross-entropy whose first crossing defines steps and seconds to target"""
+    hidden: tuple[int, ...] = (128,)
+    """MLP hidden widths"""
+    batch_size: int = 32
+    """minibatch size of the optimizer and schedule rows"""
+    batch_sizes: tuple[int, ...] = (8, 128, 0)
+    """other minibatch sizes compared with momentum SGD (0: the full training set, batch GD)"""
+    sgd_learning_rate: float = 0.1
+    """learning rate of SGD, momentum and Nesterov on digits"""
+    adaptive_learning_rate: float = 1e-3
+    """learning rate of RMSprop and Adam on digits"""
+    seeds: int = 3
+    """ensemble members per digits row (vmapped; one compile per row)"""
+    split_seed: int = 0
+    """seed of the stratified 60/20/20 digits split (only the training part is trained on)"""
+    smoke: bool = False
+    """tiny run for tests"""
+    out: str = "runs"
+    """root folder of run directories"""
+
+    def __post_init__(self):
+        unknown = set(self.optimizers) - set(OPTIMIZERS)
+        if unknown or not {"sgd", "momentum"} <= set(self.optimizers):
+            raise ValueError(
+                f"optimizers must come from {', '.join(OPTIMIZERS)} and include sgd and "
+                f"momentum (the claims compare them); got {', '.join(self.optimizers)}"
+            )
+        positive = (
+            *("steps", "digits_steps", "eval_every", "batch_size", "seeds", "condition"),
+            *("gd_lr_times_curvature", "adaptive_lr_times_distance", "tolerance"),
+            *("target_loss", "sgd_learning_rate", "adaptive_learning_rate"),
+        )
+        for field in positive:
+            if not getattr(self, field) > 0:
+                raise ValueError(f"{field} must be > 0; got {getattr(self, field)}")
+        if self.condition < 1:
+            raise ValueError(
+                f"condition must be >= 1 (largest/smallest curvature); got {self.condition}"
+            )
+        if self.digits_steps % self.eval_every:
+            raise ValueError(
+                f"digits_steps ({self.digits_steps}) must be a multiple of eval_every "
+                f"({self.eval_every})"
+            )
+        if 0 not in self.batch_sizes or min(self.batch_sizes) < 0:
+            raise ValueError(
+                f"batch_sizes must be >= 0 and include 0 (full-batch GD, which the claims "
+                f"compare with); got {self.batch_sizes}"
+            )
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be positive widths; got {self.hidden}")
+
+
+# -- (a) trajectories on 2-D costs ----------------------------------------------------------
+
+
+def _landscape_runs(cfg: Config, run: Run):
+    """Every optimizer on every problem: results rows, claims' numbers and the figure."""
+    import matplotlib.pyplot as plt
+
+    problems = {
+        "quadratic": quadratic(cfg.condition),
+        "rosenbrock": rosenbrock(),
+        "logistic": logistic_regression(*logistic_data()),
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
+    results, lr_max = {}, {}
+    for ax, (key, problem) in zip(axes, problems.items(), strict=True):
+        lr_max[key] = float(hessian_eigenvalues(problem.cost, problem.minimizer)[-1])
+        distance = float(np.linalg.norm(np.asarray(problem.start) - problem.minimizer))
+        paths = {}
+        for name in cfg.optimizers:
+            lr = (
+                cfg.adaptive_lr_times_distance * distance
+                if name in ADAPTIVE
+                else cfg.gd_lr_times_curvature / lr_max[key]
+            )
+            path, costs = trajectory(
+                problem.cost, make_optimizer(name, lr), problem.start, cfg.steps
+            )
+            path, gaps = np.asarray(path), np.asarray(costs) - problem.min_cost
+            hits = np.flatnonzero(gaps <= cfg.tolerance * gaps[0])
+            paths[f"{LABELS.get(name, name)} (α={lr:.3g})"] = path
+            results[f"{key}/{name}"] = {
+                "learning_rate": lr,
+                "steps_to_minimum": int(hits[0]) if hits.size else cfg.steps,
+                "reached_minimum": float(hits.size > 0),
+                "final_distance": float(np.linalg.norm(path[-1] - problem.minimizer)),
+            }
+        plot_trajectories(problem, paths, ax=ax, title=f"{problem.name}, {cfg.steps} steps")
+    run.savefig(fig, "trajectories")
+    return problems["quadratic"], lr_max, results
+
+
+def _learning_rate_regimes(cfg: Config, run: Run, problem, lr_max: float, steps: int = 30):
+    """GD on the quadratic with a small, an oscillating and an unstable learning rate
+    (lecture Figure 3): per-axis growth of the iterates after ``steps`` steps."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
+    regimes = {}
+    for ax, multiple in zip(axes, (0.5, 1.9, 2.1), strict=True):
+        lr = multiple / lr_max
+        path = np.asarray(
+            trajectory(problem.cost, make_optimizer("sgd", lr), problem.start, steps)[0]
+        )
+        steep = path[:, 1]
+        regimes[multiple] = {
+            "steep_growth": float(abs(steep[-1]) / abs(steep[0])),
+            "shallow_growth": float(abs(path[-1, 0]) / abs(path[0, 0])),
+            "steep_sign_flips": float(np.mean(np.sign(steep[1:]) != np.sign(steep[:-1]))),
+        }
+        plot_trajectories(
+            problem, {f"GD α={multiple}/λ_max": path}, ax=ax, title=f"α = {multiple}/λ_max"
+        )
+    run.savefig(fig, "learning_rates")
+    return regimes
+
+
+def _conditioning(offset: float) -> float:
+    problem = logistic_regression(*logistic_data(offset=offset))
+    low, high = hessian_eigenvalues(problem.cost, problem.minimizer)
+    return float(high / low)
+
+
+# -- (b) digits: optimizers, schedules, batch sizes -----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One digits configuration."""
+
+    optimizer: str
+    learning_rate: float
+    schedule: str
+    batch_size: int
+
+
+def _digits_rows(cfg: Config, n: int) -> dict[str, _Row]:
+    """label -> row: each varies one thing from momentum, constant rate, cfg.batch_size; the
+    last one adds cosine decay to the smallest (noisiest) batch size."""
+
+    def row(name, schedule="constant", batch_size=cfg.batch_size):
+        lr = cfg.adaptive_learning_rate if name in ADAPTIVE else cfg.sgd_learning_rate
+        return _Row(name, lr, schedule, batch_size)
+
+    rows = {name: row(name) for name in cfg.optimizers}
+    rows |= {f"momentum {s} decay": row("momentum", schedule=s) for s in ("step", "cosine")}
+    for b in cfg.batch_sizes:
+        label = "full batch" if b == 0 or b >= n else f"batch {b}"
+        rows[f"momentum {label}"] = row("momentum", batch_size=min(b or n, n))
+    noisiest = min(r.batch_size for r in rows.values())
+    if noisiest != cfg.batch_size:
+        rows[f"momentum batch {noisiest} cosine decay"] = row("momentum", "cosine", noisiest)
+    return rows
+
+
+def _find(rows: dict[str, _Row], optimizer: str, schedule: str, batch_size: int) -> str:
+    """The label of the row with these settings."""
+    return next(
+        label
+        for label, r in rows.items()
+        if (r.optimizer, r.schedule, r.batch_size) == (optimizer, schedule, batch_size)
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "steps", "batch_size"))
+def _train_members(trainer: Trainer, states, x, y, steps: int, batch_size: int):
+    """``steps`` minibatch steps of every member (leading axis of ``states``) at once.
+
+    x: (n, 64), y: (n,). Each member shuffles with its own key; successive passes over the
+    data are concatenated so every example is seen once per pass (full batch when
+    batch_size == n).
+    """
+    n = x.shape[0]
+
+    def member(state):
+        key = jax.random.fold_in(state.rng, state.step)
+        passes = -(-steps * batch_size // n)
+        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, passes))
+        order = perms.reshape(-1)[: steps * batch_size].reshape(steps, batch_size)
+        step = lambda s, idx: (trainer.step(s, (x[idx], y[idx]))[0], None)  # noqa: E731
+        return jax.lax.scan(step, state, order)[0]
+
+    return jax.vmap(member)(states)
+
+
+def _train_row(cfg: Config, trainer: Trainer, states, x, y, batch_size: int, train_loss):
+    """Train all members for cfg.digits_steps steps; the clock runs only around the compiled
+    training calls. Returns the final states and the curve (steps, seconds, mean losses)."""
+    train = functools.partial(
+        _train_members, trainer, x=x, y=y, steps=cfg.eval_every, batch_size=batch_size
+    )
+    jax.block_until_ready(train(states))  # compile outside the clock
+    steps, seconds, losses = [0], [0.0], [train_loss(states)]
+    while steps[-1] < cfg.digits_steps:
+        start = time.perf_counter()
+        states = jax.block_until_ready(train(states))
+        seconds.append(seconds[-1] + time.perf_counter() - start)
+        steps.append(steps[-1] + cfg.eval_every)
+        losses.append(train_loss(states))
+    return states, (steps, seconds, losses)
+
+
+def _digits_runs(cfg: Config, run: Run):
+    """Train every row: returns the rows, results per row and curves (steps, seconds, losses)."""
+    splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
+    x, y = jnp.asarray(splits.train.x), jnp.asarray(splits.train.y)
+    test = (jnp.asarray(splits.test.x), jnp.asarray(splits.test.y))
+    # initial weights shared by every row; each row brings its own optimizer state
+    base = Trainer(create_model("mlp", hidden=cfg.hidden), model_card("mlp").loss, optax.identity())
+    no_dropout = jax.random.PRNGKey(0)  # the MLP has no dropout; batch_loss wants a key
+
+    @jax.jit
+    def metrics(params, data):  # members' params (leading axis) -> per-member loss, accuracy
+        def one(p):
+            return batch_loss(base.model, base.loss, p, {}, data, no_dropout, train=False)[1][0]
+
+        return jax.vmap(one)(params)
+
+    def train_loss(states) -> float:
+        return float(jnp.mean(metrics(states.params, (x, y))["loss"]))
+
+    keys = jax.random.split(jax.random.PRNGKey(0), cfg.seeds)
+    initial = jax.jit(functools.partial(init_ensemble, base))(keys, x[:1])
+    rows, results, curves = _digits_rows(cfg, len(x)), {}, {}
+    for label, row in rows.items():
+        optimizer = make_optimizer(
+            row.optimizer, row.learning_rate, schedule=row.schedule, total_steps=cfg.digits_steps
+        )
+        states = initial.replace(opt_state=jax.vmap(optimizer.init)(initial.params))
+        trainer = Trainer(base.model, base.loss, optimizer)
+        states, curves[label] = _train_row(cfg, trainer, states, x, y, row.batch_size, train_loss)
+        steps, seconds, losses = curves[label]
+        for step, second, loss in zip(steps, seconds, losses, strict=True):
+            run.log(variant=label, step=step, seconds=second, train_loss=loss)
+        hit = next((i for i, v in enumerate(losses) if v <= cfg.target_loss), len(losses) - 1)
+        results[label] = {
+            "batch_size": row.batch_size,
+            "learning_rate": row.learning_rate,
+            "steps_to_target": steps[hit],
+            "seconds_to_target": seconds[hit],
+            "reached_target": float(losses[hit] <= cfg.target_loss),
+            "final_train_loss": losses[-1],
+            "test_accuracy": float(jnp.mean(metrics(states.params, test)["accuracy"])),
+        }
+    return rows, results, curves
+
+
+def _plot_digits(run: Run, cfg: Config, curves) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (ax_steps, ax_time) = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
+    for i, (label, (steps, seconds, losses)) in enumerate(curves.items()):
+        style = "--" if "decay" in label else ":" if "batch" in label else "-"
+        ax_steps.plot(steps, losses, style, color=f"C{i}", label=label)
+        ax_time.plot(seconds, losses, style, color=f"C{i}", label=label)
+    for ax, xlabel in ((ax_steps, "optimizer steps"), (ax_time, "training seconds (all members)")):
+        ax.axhline(cfg.target_loss, color="k", lw=0.8, ls="-.")
+        ax.set(xlabel=xlabel, ylabel="training cross-entropy (mean of members)", yscale="log")
+    ax_time.set_xscale("symlog", linthresh=0.1)
+    ax_time.set_xlim(left=0)
+    ax_steps.legend(fontsize=7, ncol=2)
+    ax_steps.set_title(f"digits MLP: loss vs steps (dash-dot: target {cfg.target_loss:g})")
+    ax_time.set_title("loss vs wall time: small batches take cheap steps")
+    run.savefig(fig, "digits_training")
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+
+def _claims(cfg: Config, landscape_results, regimes, conditioning, rows, digits) -> list[Claim]:
+    ratio = lambda a, b: a / max(b, 1e-12)  # noqa: E731
+    full_size = max(r.batch_size for r in rows.values())
+    smallest_size = min(r.batch_size for r in rows.values())
+    sgd, base = (_find(rows, name, "constant", cfg.batch_size) for name in ("sgd", "momentum"))
+    full, smallest = (_find(rows, "momentum", "constant", b) for b in (full_size, smallest_size))
+    step_decay = _find(rows, "momentum", "step", cfg.batch_size)
+    noisy_cosine = _find(rows, "momentum", "cosine", smallest_size)
+    return [
+        Claim(
+            "on the quadratic, momentum reaches the minimum in at most half the steps of GD at "
+            "the same learning rate (steps ratio momentum/GD)",
+            "steps_ratio",
+            ratio(
+                landscape_results["quadratic/momentum"]["steps_to_minimum"],
+                landscape_results["quadratic/sgd"]["steps_to_minimum"],
+            ),
+            0.5,
+            "below",
+        ),
+        Claim(
+            "GD with 1/λ_max < α < 2/λ_max oscillates along the steep direction "
+            "(fraction of steps that flip the sign of θ₁, α = 1.9/λ_max)",
+            "sign_flip_fraction",
+            regimes[1.9]["steep_sign_flips"],
+            1.0,
+            "above",
+        ),
+        Claim(
+            "GD with α > 2/λ_max is unstable: the steep coordinate grows (|θ₁| after 30 steps / "
+            "|θ₁| at the start, α = 2.1/λ_max)",
+            "steep_growth",
+            regimes[2.1]["steep_growth"],
+            1.0,
+            "above",
+        ),
+        Claim(
+            "...while it still converges along the shallow direction (|θ₀| after 30 steps / "
+            "|θ₀| at the start)",
+            "shallow_growth",
+            regimes[2.1]["shallow_growth"],
+            1.0,
+            "below",
+        ),
+        Claim(
+            f"in the Rosenbrock ravine momentum ends far closer to the minimum than GD at the "
+            f"same learning rate after {cfg.steps} steps (distance ratio momentum/GD)",
+            "distance_ratio",
+            ratio(
+                landscape_results["rosenbrock/momentum"]["final_distance"],
+                landscape_results["rosenbrock/sgd"]["final_distance"],
+            ),
+            0.1,
+            "below",
+        ),
+        Claim(
+            "off-centre inputs make the logistic-regression cost badly conditioned (Hessian "
+            "condition number at the minimum, offset 2 / centred)",
+            "condition_ratio",
+            conditioning["offset"] / conditioning["centred"],
+            5.0,
+            "above",
+        ),
+        Claim(
+            "on digits, momentum reaches the target loss in fewer steps than SGD at the same "
+            "learning rate (steps ratio momentum/SGD; SGD's steps are the budget if it misses)",
+            "steps_ratio",
+            ratio(digits[base]["steps_to_target"], digits[sgd]["steps_to_target"]),
+            1.0,
+            "below",
+        ),
+        Claim(
+            f"minibatch SGD needs at least as many steps as full-batch GD (momentum; steps "
+            f"ratio batch {smallest_size} / batch {full_size})",
+            "steps_ratio",
+            ratio(digits[smallest]["steps_to_target"], digits[full]["steps_to_target"]),
+            1.0,
+            "above",
+        ),
+        Claim(
+            f"...but its steps are cheaper: batch {cfg.batch_size} reaches the target sooner in "
+            "wall time than full-batch GD (seconds ratio; on a shared CPU timings are noisy)",
+            "seconds_ratio",
+            ratio(digits[base]["seconds_to_target"], digits[full]["seconds_to_target"]),
+            1.0,
+            "below",
+        ),
+        Claim(
+            "decaying the learning rate too early (steps of 0.1x at 1/3 and 2/3 of the run) "
+            "ends at a higher loss than a constant rate (final loss ratio, lecture Figure 4)",
+            "final_loss_ratio",
+            ratio(digits[step_decay]["final_train_loss"], digits[base]["final_train_loss"]),
+            1.0,
+            "above",
+        ),
+        Claim(
+            f"with noisy minibatches of {smallest_size}, cosine decay removes the fluctuations "
+            "and ends at less than half the loss of a constant rate (final loss ratio)",
+            "final_loss_ratio",
+            ratio(digits[noisy_cosine]["final_train_loss"], digits[smallest]["final_train_loss"]),
+            0.5,
+            "below",
+        ),
+    ]
+
+
+def main(cfg: Config) -> dict:
+    if cfg.smoke:
+        cfg = dataclasses.replace(
+            cfg,
+            optimizers=("sgd", "momentum", "adam"),
+            steps=60,
+            digits_steps=20,
+            eval_every=10,
+            seeds=1,
+            batch_sizes=(0,),
+        )
+    run = Run("optimizers", cfg, root=cfg.out)
+    problem, lr_max, landscape_results = _landscape_runs(cfg, run)
+    regimes = _learning_rate_regimes(cfg, run, problem, lr_max["quadratic"])
+    conditioning = {"offset": _conditioning(2.0), "centred": _conditioning(0.0)}
+    rows, digits, curves = _digits_runs(cfg, run)
+    _plot_digits(run, cfg, curves)
+    print(format_table(landscape_results, ["learning_rate", "steps_to_minimum", "final_distance"]))
+    print(
+        format_table(
+            digits,
+            [
+                "steps_to_target",
+                "seconds_to_target",
+                "reached_target",
+                "final_train_loss",
+                "test_accuracy",
+            ],
+        )
+    )
+    results = {
+        **landscape_results,
+        **{f"quadratic/gd lr {m}/λ_max": r for m, r in regimes.items()},
+        "logistic/conditioning": {
+            "condition_offset": conditioning["offset"],
+            "condition_centred": conditioning["centred"],
+        },
+        **{f"digits/{label}": row for label, row in digits.items()},
+    }
+    return run.write_summary(
+        results, _claims(cfg, landscape_results, regimes, conditioning, rows, digits)
+    )
+
+
+if __name__ == "__main__":
+    main(parse_config(Config))
