@@ -260,8 +260,8 @@ def _ensemble_markdown(results: dict) -> list[str]:
     lines += [
         "",
         f"Median (min-max) over {cfg['repeats']} alternating rounds of {cfg['steps']} ensemble "
-        "steps each, after a warm-up that compiles both; the members reach the same parameters "
-        "both ways. " + _machine_line(results["machine"]),
+        "steps each, after a first step that compiles both (after it the members hold the same "
+        "parameters both ways). " + _machine_line(results["machine"]),
     ]
     return lines
 
