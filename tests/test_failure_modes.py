@@ -1,31 +1,20 @@
 """experiments/failure_modes.py: the smoke run writes its run directory, and the numbers that
 do not depend on training length already show each failure."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from test_experiments import load_experiment
 
 from jaxnets.experiment import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_experiment():
-    spec = importlib.util.spec_from_file_location(
-        "experiments_failure_modes", ROOT / "experiments" / "failure_modes.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    failure_modes = _load_experiment()
+    failure_modes = load_experiment("failure_modes")
     out = tmp_path_factory.mktemp("runs")
     config = failure_modes.Config(smoke=True, out=str(out))
     return config, failure_modes.main(config), out
@@ -82,7 +71,7 @@ def test_init_diagnostics_show_each_failure(smoke):
     ],
 )
 def test_invalid_config_is_a_usage_error(args, message, capsys):
-    failure_modes = _load_experiment()
+    failure_modes = load_experiment("failure_modes")
     with pytest.raises(SystemExit) as exit_info:
         parse_config(failure_modes.Config, args)
     assert exit_info.value.code == 2

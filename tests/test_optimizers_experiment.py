@@ -1,13 +1,12 @@
 """experiments/optimizers.py: the --smoke run writes its run directory, its numbers follow the
 learning-rate rules and closed forms, and bad configurations are refused."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_experiments import load_experiment
 
 from jaxnets.experiment import parse_config
 
@@ -15,19 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {"trajectories.png", "learning_rates.png", "digits_training.png"}
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "experiments_optimizers", ROOT / "experiments" / "optimizers.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    module = _load()
+    module = load_experiment("optimizers")
     out = tmp_path_factory.mktemp("runs")
     summary = module.main(module.Config(smoke=True, out=str(out)))
     (run_dir,) = (out / "optimizers").iterdir()
@@ -107,7 +96,7 @@ def test_digits_rows_and_steps_to_target_follow_the_logged_curves(smoke):
     ],
 )
 def test_invalid_config_is_a_usage_error(args, message, capsys):
-    module = _load()
+    module = load_experiment("optimizers")
     with pytest.raises(SystemExit) as exit_info:
         parse_config(module.Config, args)
     assert exit_info.value.code == 2
