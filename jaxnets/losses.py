@@ -12,6 +12,14 @@ Target conventions:
   * ``"class"``: an integer class index; outputs are logits ``(num_classes,)``.
   * ``"binary"``: a label in {0, 1}; outputs are one logit ``(1,)`` or ``()``.
   * ``"real"``: a real vector with the same shape as the outputs.
+  * ``"binary_array"``: an array of {0, 1} with the outputs' shape (one logit per element:
+    a binarised image under PixelCNN).
+  * ``"none"``: no target; the output is the model's own log-likelihood of the example
+    (a normalising flow such as NICE), and the target passed in is ignored.
+
+Lecture 15 (seed 004, line 3300) for the two likelihood losses: an autoregressive model's
+negative log-likelihood is a sum of per-pixel terms (Eq. 11), and a flow's comes from the
+change-of-variables formula (Eq. 1).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ __all__ = [
     "softmax_cross_entropy",
     "sequence_cross_entropy",
     "sequence_accuracy",
+    "bernoulli_nll",
+    "negative_log_likelihood",
     "binary_hinge",
     "multiclass_hinge",
     "perceptron_criterion",
@@ -95,6 +105,26 @@ def sequence_accuracy(z: jax.Array, t: jax.Array) -> jax.Array:
     valid = t >= 0
     right = (jnp.argmax(z, axis=-1) == t) & valid
     return jnp.sum(right) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def bernoulli_nll(z: jax.Array, t: jax.Array) -> jax.Array:
+    """Negative log-likelihood in nats of binary data under independent Bernoulli logits.
+
+    z: logits of any shape, e.g. (height, width, channels) for one image; t: {0, 1} of the
+    same shape -> () summed over all elements, −Σ_i [t_i log σ(z_i) + (1 − t_i) log(1 − σ(z_i))].
+    Divide by (number of elements × ln 2) for bits per dimension.
+    """
+    t = jnp.asarray(t, z.dtype)
+    return jnp.sum(jnp.logaddexp(0.0, z) - t * z)
+
+
+def negative_log_likelihood(log_likelihood: jax.Array, t: jax.Array | None = None) -> jax.Array:
+    """−log p(x) for a model whose output is its own log-likelihood of the example.
+
+    log_likelihood: () (or (1,)) in nats; t is ignored (density models have no target) -> ().
+    """
+    del t
+    return -jnp.sum(log_likelihood)
 
 
 def binary_hinge(z: jax.Array, t: jax.Array) -> jax.Array:
@@ -163,6 +193,8 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("binary_cross_entropy", binary_cross_entropy, "binary"),
         LossSpec("softmax_cross_entropy", softmax_cross_entropy, "class"),
         LossSpec("sequence_cross_entropy", sequence_cross_entropy, "sequence"),
+        LossSpec("bernoulli_nll", bernoulli_nll, "binary_array"),
+        LossSpec("negative_log_likelihood", negative_log_likelihood, "none"),
         LossSpec("binary_hinge", binary_hinge, "binary"),
         LossSpec("multiclass_hinge", multiclass_hinge, "class"),
         LossSpec("perceptron_criterion", perceptron_criterion, "binary"),
@@ -189,4 +221,8 @@ def random_targets(loss: str, rng: jax.Array, outputs: jax.Array) -> jax.Array:
         return jax.random.randint(rng, outputs.shape[:-1], 0, outputs.shape[-1])
     if spec.target == "binary":
         return jax.random.bernoulli(rng, 0.5, (batch,)).astype(outputs.dtype)
+    if spec.target == "binary_array":
+        return jax.random.bernoulli(rng, 0.5, outputs.shape).astype(outputs.dtype)
+    if spec.target == "none":
+        return jnp.zeros((batch,), outputs.dtype)
     return jax.random.normal(rng, outputs.shape, outputs.dtype)

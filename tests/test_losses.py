@@ -68,3 +68,23 @@ def test_losses_vmap_over_batch():
 def test_unknown_loss_lists_close_matches():
     with pytest.raises(KeyError, match="did you mean 'softmax_cross_entropy'"):
         losses.get_loss("softmax_crossentropy")
+
+
+def test_bernoulli_nll_sums_the_per_pixel_log_likelihoods():
+    z = jnp.array([[2.0, -1.0], [0.5, -30.0]])
+    t = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    p = 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+    expected = -np.sum(np.where(np.asarray(t) == 1, np.log(p), np.log1p(-p)))
+    np.testing.assert_allclose(losses.bernoulli_nll(z, t), expected, rtol=1e-6)
+    # a uniform model (all logits 0) costs exactly 1 bit per pixel
+    bits = losses.bernoulli_nll(jnp.zeros((3, 3, 1)), jnp.ones((3, 3, 1))) / (9 * np.log(2))
+    np.testing.assert_allclose(bits, 1.0, rtol=1e-6)
+
+
+def test_negative_log_likelihood_ignores_the_target_and_random_targets_fit_each_kind():
+    assert float(losses.negative_log_likelihood(jnp.array(-3.5), jnp.array(7.0))) == 3.5
+    key = jax.random.PRNGKey(0)
+    none = losses.random_targets("negative_log_likelihood", key, jnp.ones((4,)))
+    assert none.shape == (4,) and not np.any(np.asarray(none))
+    pixels = losses.random_targets("bernoulli_nll", key, jnp.ones((4, 3, 3, 1)))
+    assert pixels.shape == (4, 3, 3, 1) and set(np.unique(np.asarray(pixels))) == {0.0, 1.0}
