@@ -51,7 +51,8 @@ class ModelCard:
       family: the lecture family (``"linear"``, ``"mlp"``, ...).
       lecture: seed file and section, e.g. ``"004 §2.1 Linear regression (line 163)"``.
       reference: paper or textbook reference.
-      task: ``"classification"``, ``"binary"`` or ``"regression"``.
+      task: ``"classification"``, ``"binary"``, ``"regression"`` or ``"density"`` (a
+        generative model trained by maximum likelihood: PixelCNN, NICE).
       input_shape: shape of ONE example for the default config (no batch axis).
       input_dtype: dtype name of the input (``"float32"``, ``"int32"``).
       loss: name of the default per-example loss in :mod:`jaxnets.losses`.
@@ -86,6 +87,7 @@ class ModelCard:
 
 
 _REGISTRY: dict[str, ModelCard] = {}
+TASKS = ("classification", "binary", "regression", "density")
 
 
 def register_model(
@@ -108,8 +110,8 @@ def register_model(
     """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered (family {_REGISTRY[name].family})")
-    if task not in ("classification", "binary", "regression"):
-        raise ValueError(f"task must be classification, binary or regression; got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     card = ModelCard(
         name=name,
         family=family,
