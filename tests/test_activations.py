@@ -43,6 +43,14 @@ def test_elu_does_not_overflow_for_large_inputs():
     np.testing.assert_array_equal(grad, [1.0, 0.0])
 
 
+def test_elu_slope_at_zero_is_alpha_from_the_left():
+    # ELU is differentiable at 0 for alpha = 1 (both sides have slope 1); a min(z, 0) inside
+    # would split the gradient at the tie and give 0.5 * alpha
+    for alpha in (1.0, 2.0):
+        slope = jax.grad(lambda z, a=alpha: act.elu(z, alpha=a))(0.0)
+        assert float(slope) == alpha
+
+
 def test_hard_threshold_gradient_is_exactly_zero():
     grad = jax.grad(lambda z: jnp.sum(act.hard_threshold(z) * jnp.arange(5.0)))(Z)
     np.testing.assert_array_equal(grad, np.zeros(5))

@@ -80,8 +80,9 @@ def absolute(z: jax.Array) -> jax.Array:
 
 def elu(z: jax.Array, alpha: float = 1.0) -> jax.Array:
     """Exponential linear unit (Clevert et al., 2016): z if z > 0 else alpha (e^z - 1)."""
-    # expm1 of min(z, 0): the unused branch of where() must not overflow for large z.
-    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.minimum(z, 0.0)))
+    # The unused branch of where() must not overflow for large z, so expm1 sees 0 there; a
+    # where() rather than min(z, 0), whose gradient at the tie z = 0 would be halved.
+    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.where(z > 0, 0.0, z)))
 
 
 def softplus(z: jax.Array) -> jax.Array:
