@@ -1,5 +1,6 @@
 """In-memory data sets, splits, batching, embedded/synthetic tasks, image files (MNIST,
-Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks, and the character and word corpora."""
+Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks, the character and word
+corpora, binarised digits and synthetic audio."""
 
 from jaxnets.data.augment import (
     compose,
@@ -9,6 +10,7 @@ from jaxnets.data.augment import (
     rotate_images,
     shift_images,
 )
+from jaxnets.data.binarized import load_binarized_digits
 from jaxnets.data.dataset import ArrayDataset, Splits, Standardizer, standardize
 from jaxnets.data.embedded import (
     load_digits,
@@ -56,6 +58,7 @@ __all__ = [
     "Standardizer",
     "standardize",
     "load_digits",
+    "load_binarized_digits",
     "xor_truth_table",
     "make_xor",
     "make_polynomial_regression",

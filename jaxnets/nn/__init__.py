@@ -1,5 +1,7 @@
 """Building blocks flax.linen lacks: the activation zoo (with maxout and RBF units), convolution
-and pooling helpers with the lecture-definition references they are tested against."""
+and pooling helpers with the lecture-definition references they are tested against, and the
+layers of Lecture 15's autoregressive and reversible models (masked and causal convolutions,
+reversible and coupling blocks)."""
 
 from jaxnets.nn.activations import (
     ACTIVATIONS,
@@ -14,6 +16,7 @@ from jaxnets.nn.activations import (
     make_layer,
 )
 from jaxnets.nn.conv import Pool, convolve, filtering, output_size, pool
+from jaxnets.nn.masked import MaskedConv2D, causal_mask
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,4 +34,6 @@ __all__ = [
     "filtering",
     "output_size",
     "pool",
+    "MaskedConv2D",
+    "causal_mask",
 ]
