@@ -43,6 +43,7 @@ from jaxnets.data.text import (
     sequence_windows,
     stdlib_source_files,
 )
+from jaxnets.data.toy2d import TOY2D, rings, toy2d_dataset, two_moons
 from jaxnets.data.words import (
     WordCorpus,
     WordVocab,
@@ -59,6 +60,10 @@ __all__ = [
     "standardize",
     "load_digits",
     "load_binarized_digits",
+    "TOY2D",
+    "rings",
+    "toy2d_dataset",
+    "two_moons",
     "xor_truth_table",
     "make_xor",
     "make_polynomial_regression",

@@ -16,6 +16,12 @@ from jaxnets.nn.activations import (
     make_layer,
 )
 from jaxnets.nn.conv import Pool, convolve, filtering, output_size, pool
+from jaxnets.nn.coupling import (
+    AdditiveCoupling,
+    DiagonalScaling,
+    check_coupling_function,
+    coupling_partition,
+)
 from jaxnets.nn.masked import MaskedConv2D, causal_mask
 
 __all__ = [
@@ -36,4 +42,8 @@ __all__ = [
     "pool",
     "MaskedConv2D",
     "causal_mask",
+    "AdditiveCoupling",
+    "DiagonalScaling",
+    "check_coupling_function",
+    "coupling_partition",
 ]
