@@ -2,6 +2,7 @@
 Fashion-MNIST, CIFAR-10), augmentations, synthetic sequence tasks, the character and word
 corpora, binarised digits and synthetic audio."""
 
+from jaxnets.data.audio import AudioClips, mu_law_decode, mu_law_encode, synthetic_audio
 from jaxnets.data.augment import (
     compose,
     random_flip,
@@ -61,6 +62,10 @@ __all__ = [
     "load_digits",
     "load_binarized_digits",
     "TOY2D",
+    "AudioClips",
+    "mu_law_decode",
+    "mu_law_encode",
+    "synthetic_audio",
     "rings",
     "toy2d_dataset",
     "two_moons",

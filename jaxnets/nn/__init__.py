@@ -15,6 +15,7 @@ from jaxnets.nn.activations import (
     make_activation,
     make_layer,
 )
+from jaxnets.nn.causal import CausalConv1D, causal_conv_reference, receptive_field
 from jaxnets.nn.conv import Pool, convolve, filtering, output_size, pool
 from jaxnets.nn.coupling import (
     AdditiveCoupling,
@@ -43,6 +44,9 @@ __all__ = [
     "MaskedConv2D",
     "causal_mask",
     "AdditiveCoupling",
+    "CausalConv1D",
+    "causal_conv_reference",
+    "receptive_field",
     "DiagonalScaling",
     "check_coupling_function",
     "coupling_partition",
