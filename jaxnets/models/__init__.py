@@ -1,3 +1,15 @@
 """Model families, one module per lecture family; importing a module registers its builders."""
 
-from jaxnets.models import cnn, googlenet, linear, mlp, nplm, resnet, rnn  # noqa: F401  (imported for registration)
+from jaxnets.models import (  # noqa: F401  (imported for registration)
+    cnn,
+    googlenet,
+    linear,
+    mlp,
+    nice,
+    nplm,
+    pixelcnn,
+    resnet,
+    revnet,
+    rnn,
+    wavenet,
+)

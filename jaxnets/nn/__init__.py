@@ -24,6 +24,13 @@ from jaxnets.nn.coupling import (
     coupling_partition,
 )
 from jaxnets.nn.masked import MaskedConv2D, causal_mask
+from jaxnets.nn.reversible import (
+    ReversibleStack,
+    reversible_forward,
+    reversible_inverse,
+    reversible_stack,
+    reversible_stack_inverse,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -47,6 +54,11 @@ __all__ = [
     "CausalConv1D",
     "causal_conv_reference",
     "receptive_field",
+    "ReversibleStack",
+    "reversible_forward",
+    "reversible_inverse",
+    "reversible_stack",
+    "reversible_stack_inverse",
     "DiagonalScaling",
     "check_coupling_function",
     "coupling_partition",
