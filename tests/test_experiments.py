@@ -92,6 +92,7 @@ def test_help_lists_every_config_field(capsys):
             assert "--" + field.name.replace("_", "-") in out
 
 
+@pytest.mark.slow  # `make train` runs it; test_digits_smoke runs the same main()
 def test_digits_script_runs_as_a_program(tmp_path):
     # the path `make train` takes: a subprocess, argv parsed by tyro
     script = str(ROOT / "experiments" / "digits.py")
@@ -127,6 +128,7 @@ def test_linear_regression_smoke(tmp_path):
     assert all(b <= a + 1e-12 for a, b in zip(train, train[1:], strict=False))
 
 
+@pytest.mark.slow  # its parts are tested in test_cnn.py and test_inspect.py
 def test_cnn_smoke(tmp_path, capsys):
     experiment = load_experiment("cnn")
     summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path), resnet_epochs=1))
@@ -178,6 +180,7 @@ def test_readme_tables_are_generated_from_summaries():
         replace_block(text, "bench", "x")
 
 
+@pytest.mark.slow  # its parts are tested in test_rnn.py and test_recurrent.py
 def test_long_term_smoke(tmp_path, capsys):
     long_term = load_experiment("long_term")
     summary = long_term.main(long_term.Config(smoke=True, out=str(tmp_path)))

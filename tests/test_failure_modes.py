@@ -20,6 +20,7 @@ def smoke(tmp_path_factory):
     return config, failure_modes.main(config), out
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_diagnostics.py
 def test_smoke_run_writes_its_run_directory(smoke):
     config, summary, out = smoke
     (run,) = (out / "failure_modes").iterdir()
@@ -37,6 +38,7 @@ def test_smoke_run_writes_its_run_directory(smoke):
     assert [(r["variant"], r["epoch"]) for r in rows] == [(v, e) for v in variants for e in (1, 2)]
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_diagnostics.py
 def test_init_diagnostics_show_each_failure(smoke):
     config, summary, _ = smoke
     results = summary["results"]

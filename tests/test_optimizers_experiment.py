@@ -23,6 +23,7 @@ def smoke(tmp_path_factory):
     return module, summary, run_dir
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_landscapes.py
 def test_smoke_run_writes_summary_figures_and_consistent_claims(smoke):
     _, summary, run_dir = smoke
     files = {p.name for p in run_dir.iterdir()}
@@ -36,6 +37,7 @@ def test_smoke_run_writes_summary_figures_and_consistent_claims(smoke):
         assert claim["holds"] == (above if claim["direction"] == "above" else below)
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_landscapes.py
 def test_learning_rates_follow_curvature_and_distance(smoke):
     results = smoke[1]["results"]
     # GD family: 1/λ_max of the Hessian at the minimum; quadratic: λ_max = κ = 50
@@ -47,6 +49,7 @@ def test_learning_rates_follow_curvature_and_distance(smoke):
     assert results["quadratic/adam"]["learning_rate"] == pytest.approx(0.02 * np.hypot(8, 1))
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_landscapes.py
 @pytest.mark.parametrize("multiple", [0.5, 1.9, 2.1])
 def test_gd_regimes_on_the_quadratic_match_the_closed_form(smoke, multiple):
     """30 GD steps multiply θ₁ by (1 − αλ_max)^30 and θ₀ by (1 − α)^30, α = multiple/50."""
@@ -56,6 +59,7 @@ def test_gd_regimes_on_the_quadratic_match_the_closed_form(smoke, multiple):
     assert row["steep_sign_flips"] == (1.0 if multiple > 1 else 0.0)
 
 
+@pytest.mark.slow  # runs the smoke experiment; its parts are tested in test_landscapes.py
 def test_digits_rows_and_steps_to_target_follow_the_logged_curves(smoke):
     _, summary, run_dir = smoke
     results, cfg = summary["results"], summary["config"]
