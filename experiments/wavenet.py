@@ -37,6 +37,8 @@ class Config:
     """WaveNet next-sample prediction on synthetic audio vs the i.i.d. marginal baseline."""
 
     train_clips: int = 256
+    val_clips: int = 32
+    """clips monitored during training (a separate seed: the test clips stay unseen)"""
     test_clips: int = 32
     clip_length: int = 513
     """samples per clip (the model sees clip_length - 1 inputs and as many targets)"""
@@ -101,6 +103,7 @@ def main(cfg: Config) -> dict:
         cfg = dataclasses.replace(
             cfg,
             train_clips=8,
+            val_clips=2,
             test_clips=2,
             clip_length=33,
             residual_channels=4,
@@ -114,9 +117,11 @@ def main(cfg: Config) -> dict:
     audio = dict(channels=cfg.channels, noise=cfg.noise)
     train = synthetic_audio(cfg.train_clips, cfg.clip_length, cfg.seed, **audio).codes
     test = synthetic_audio(cfg.test_clips, cfg.clip_length, cfg.seed + 1, **audio).codes
+    val = synthetic_audio(cfg.val_clips, cfg.clip_length, cfg.seed + 2, **audio).codes
     # logits at t predict sample t + 1: inputs are clips without their last sample
     x_train, y_train = train[:, :-1], train[:, 1:]
     x_test, y_test = test[:, :-1], test[:, 1:]
+    x_val, y_val = val[:, :-1], val[:, 1:]
 
     model = create_model(
         "wavenet",
@@ -139,7 +144,7 @@ def main(cfg: Config) -> dict:
         (x_train, y_train),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
-        val=(x_test, y_test),
+        val=(x_val, y_val),
         metrics_path=run.metrics_path,
         desc="WaveNet",
     )
