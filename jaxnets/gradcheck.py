@@ -82,14 +82,15 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _map_in_chunks(fn: Callable[[jax.Array], jax.Array], xs: jax.Array, chunk: int = 256):
-    """``[fn(x) for x in xs]`` as one compiled ``vmap`` over chunks, looped from Python.
+def _map_in_chunks(batched: Callable[[jax.Array], jax.Array], xs: jax.Array, chunk: int = 256):
+    """``[fn(x) for x in xs]`` over chunks of ``xs``, looped from Python, where ``batched`` is
+    ``jax.jit(jax.vmap(fn))``, built once by the caller so that every call with the same
+    shapes reuses one compiled program.
 
     Not ``lax.map``: XLA:CPU runs convolutions inside a while loop many times slower (see
     :mod:`jaxnets.train.step`). The last chunk is padded, so there is one compile.
     """
     chunk = min(chunk, len(xs))
-    batched = jax.jit(jax.vmap(fn))
     pad = -len(xs) % chunk
     padded = jnp.concatenate([xs, jnp.repeat(xs[:1], pad, axis=0)]) if pad else xs
     out = [np.asarray(batched(padded[i : i + chunk])) for i in range(0, len(padded), chunk)]
@@ -159,13 +160,15 @@ def gradcheck(
             def along(i):
                 return difference(jnp.zeros_like(flat).at[i].set(1.0))
 
-            numeric = _map_in_chunks(along, jnp.arange(flat.size))
+            numeric = _map_in_chunks(jax.jit(jax.vmap(along)), jnp.arange(flat.size))
             pairs = [
                 (analytic[lo:hi], numeric[lo:hi], analytic[lo:hi])
                 for lo, hi in zip(offsets[:-1], offsets[1:], strict=False)
             ]
         else:
             rng = np.random.default_rng(seed)
+            # one program for every leaf: each leaf's directions are (num_directions, n) arrays
+            batched_difference = jax.jit(jax.vmap(difference))
             pairs = []
             for lo, hi in zip(offsets[:-1], offsets[1:], strict=False):
                 v = rng.standard_normal((num_directions, hi - lo))
@@ -175,7 +178,7 @@ def gradcheck(
                 pairs.append(
                     (
                         v @ analytic[lo:hi],
-                        _map_in_chunks(difference, jnp.asarray(padded)),
+                        _map_in_chunks(batched_difference, jnp.asarray(padded)),
                         analytic[lo:hi],
                     )
                 )
