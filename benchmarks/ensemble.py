@@ -16,6 +16,12 @@ width, ``--repeats`` rounds alternating the two (so load changes hit both), and 
 ``<out>/ensemble.json``: per case the median (min-max) milliseconds per ensemble step, the
 speed-up of vmapped over loop, and the goal (at least 4x on the default case). The speed-up
 is largest where a step is small and the loop's per-call cost dominates.
+
+``member_scaling`` (:func:`member_scaling`, at the first ``--hidden``) says how far it can go
+on the device: the vmapped step's time for K = ``--scaling-members`` members, a line
+``fixed + per_member·K`` fitted through them, and one jitted single-model step. The loop of K
+costs about K single steps, so the speed-up tends to ``single / per_member`` as K grows: what
+vmapping gains there once the per-call cost is shared out.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 
 from benchmarks._common import Timer, machine_info, make_goal, utc_now
 
-__all__ = ["time_case", "main"]
+__all__ = ["time_case", "member_scaling", "main"]
 
 _GOAL_SPEEDUP = 4.0
 
@@ -54,6 +60,67 @@ def _setup(members: int, hidden: int, batch: int, features: int, classes: int, b
     separate = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(members)]
     vmapped_step = jax.jit(jax.vmap(trainer.step, in_axes=(0, None)), donate_argnums=0)
     return trainer, vmapped_step, stacked, separate, x, y
+
+
+def _interleaved_median_ms(runs: list, minibatches, steps: int, repeats: int) -> list[float]:
+    """Median milliseconds per call for each ``(step, state)`` of ``runs``, ``step(state, batch)
+    -> (state, metrics)`` cycling through ``minibatches``: after one untimed call each, every
+    round times ``steps`` calls of each in turn, so load changes hit them all alike."""
+    import jax
+
+    states = [jax.block_until_ready(step(state, minibatches[0])[0]) for step, state in runs]
+    rounds = [[] for _ in runs]
+    for _ in range(repeats):
+        for j, (step, _) in enumerate(runs):
+            with Timer() as t:
+                for i in range(steps):
+                    states[j], _ = step(states[j], minibatches[i % len(minibatches)])
+                jax.block_until_ready(states[j])
+            rounds[j].append(1e3 * t.seconds / steps)
+    return [statistics.median(r) for r in rounds]
+
+
+def _check_sizes(sizes: list[int]) -> None:
+    if len(set(sizes)) < 2 or min(sizes) < 1:
+        raise ValueError(
+            f"the member scaling sweep needs two or more distinct ensemble sizes >= 1 (a line "
+            f"is fitted through them); got {sizes}"
+        )
+
+
+def member_scaling(sizes: list[int], hidden: int, batch: int, steps: int, repeats: int) -> dict:
+    """How the vmapped step's time grows with the number of members K, against one jitted
+    single-model step.
+
+    Returns ``members`` (``sizes``), ``vmapped_ms`` (median ms per vmapped step at each K),
+    ``single_ms`` (median ms per ``trainer.train_step`` of one model), the least-squares line
+    ``vmapped_ms ≈ fixed_ms + per_member_ms·K`` and ``speedup_limit = single_ms /
+    per_member_ms``: a loop of K models costs about K·single_ms, so the speed-up
+    K·single_ms / (fixed_ms + per_member_ms·K) tends to that limit as K grows (None when the
+    fitted slope is not positive, i.e. lost in timing noise). Needs at least two distinct
+    sizes.
+    """
+    _check_sizes(sizes)
+    batches = 8
+    runs = []
+    for members in sizes:
+        trainer, vmapped_step, stacked, separate, x, y = _setup(
+            members, hidden, batch, 64, 10, batches
+        )
+        runs.append((vmapped_step, stacked))
+    runs.append((trainer.train_step, separate[0]))
+    minibatches = [(x[i], y[i]) for i in range(batches)]
+    *vmapped_ms, single_ms = _interleaved_median_ms(runs, minibatches, steps, repeats)
+    per_member_ms, fixed_ms = np.polyfit(np.asarray(sizes, float), np.asarray(vmapped_ms), 1)
+    return {
+        "hidden": hidden,
+        "members": list(sizes),
+        "vmapped_ms": vmapped_ms,
+        "single_ms": single_ms,
+        "fixed_ms": float(fixed_ms),
+        "per_member_ms": float(per_member_ms),
+        "speedup_limit": float(single_ms / per_member_ms) if per_member_ms > 0 else None,
+    }
 
 
 def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -> dict:
@@ -125,10 +192,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=200, help="timed steps per round")
     p.add_argument("--repeats", type=int, default=5, help="alternating rounds per case")
+    p.add_argument(
+        "--scaling-members",
+        type=int,
+        nargs="*",
+        default=[1, 2, 4, 8, 16],
+        help="ensemble sizes of the vmapped-step scaling sweep at the first --hidden (none: skip)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write <out>/ensemble.json")
     args = p.parse_args(argv)
     if args.members < 2 or args.steps < 1 or args.repeats < 1:
         p.error("--members must be >= 2, --steps and --repeats >= 1")
+    if args.scaling_members:
+        try:
+            _check_sizes(args.scaling_members)
+        except ValueError as error:
+            p.error(f"--scaling-members: {error}")
     load_before = os.getloadavg()
     cases = []
     for hidden in args.hidden:
@@ -142,12 +221,25 @@ def main(argv: list[str] | None = None) -> dict:
         )
         cases.append(case)
     default = cases[0]
+    scaling = None
+    if args.scaling_members:
+        scaling = member_scaling(
+            args.scaling_members, default["hidden"], args.batch, args.steps, args.repeats
+        )
+        limit = scaling["speedup_limit"]
+        print(
+            f"vmapped step = {scaling['fixed_ms']:.3f} ms + {scaling['per_member_ms']:.3f} ms "
+            f"per member; one jitted member step {scaling['single_ms']:.3f} ms; speed-up limit "
+            + ("none measurable" if limit is None else f"{limit:.1f}x"),
+            file=sys.stderr,
+        )
     results = {
         "benchmark": "ensemble",
         "created": utc_now(),
         "config": vars(args) | {"out": str(args.out)},
         "machine": machine_info(cases, load_before),
         "cases": cases,
+        "member_scaling": scaling,
         "goals": [
             make_goal(
                 f"{args.members}-member vmapped ensemble step vs a loop of {args.members} jitted "

@@ -263,6 +263,28 @@ def _ensemble_markdown(results: dict) -> list[str]:
         "steps each, after a first step that compiles both (after it the members hold the same "
         "parameters both ways). " + _machine_line(results["machine"]),
     ]
+    scaling = results.get("member_scaling")
+    if scaling:
+        limit = scaling["speedup_limit"]
+        lines += [
+            "",
+            f"How far vmapping can go here (hidden {scaling['hidden']}): the vmapped step's "
+            "milliseconds for K members, and the line fitted through them.",
+            "",
+            _row(["K"] + [str(k) for k in scaling["members"]]),
+            _row(["---"] * (1 + len(scaling["members"]))),
+            _row(["vmapped ms/step"] + [f"{ms:.3f}" for ms in scaling["vmapped_ms"]]),
+            "",
+            f"Fit: {scaling['fixed_ms']:.3f} ms + {scaling['per_member_ms']:.3f} ms per member; "
+            f"one jitted single-model step takes {scaling['single_ms']:.3f} ms, so a loop of K "
+            "costs about K times that, and as K grows the speed-up of vmapping tends to "
+            + (
+                "no measurable limit (the fitted slope is lost in noise)."
+                if limit is None
+                else f"{scaling['single_ms']:.3f} / {scaling['per_member_ms']:.3f} = "
+                f"**{limit:.1f}x** on this device."
+            ),
+        ]
     return lines
 
 

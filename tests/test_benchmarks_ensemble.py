@@ -22,6 +22,9 @@ def test_vmapped_and_looped_members_train_alike_and_render(tmp_path):
             "3",
             "--repeats",
             "2",
+            "--scaling-members",
+            "1",
+            "3",
             "--out",
             str(tmp_path),
         ]
@@ -39,7 +42,29 @@ def test_vmapped_and_looped_members_train_alike_and_render(tmp_path):
     table = render_markdown(on_disk)
     assert "2-member ensemble" in table and "| 8 |" in table
 
+    # two sizes: the fitted line passes through both timings, and the limit is its ratio
+    scaling = on_disk["member_scaling"]
+    assert scaling["members"] == [1, 3] and scaling["hidden"] == 8
+    for k, ms in zip(scaling["members"], scaling["vmapped_ms"], strict=True):
+        assert scaling["fixed_ms"] + scaling["per_member_ms"] * k == pytest.approx(ms, rel=1e-6)
+    if scaling["per_member_ms"] > 0:
+        assert scaling["speedup_limit"] == pytest.approx(
+            scaling["single_ms"] / scaling["per_member_ms"]
+        )
+        assert f"**{scaling['speedup_limit']:.1f}x**" in table
+    else:
+        assert scaling["speedup_limit"] is None and "lost in noise" in table
 
-def test_bad_arguments_are_usage_errors():
+
+@pytest.mark.parametrize(
+    "argv", [["--members", "1"], ["--scaling-members", "4"], ["--scaling-members", "0", "2"]]
+)
+def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit):
-        ensemble.main(["--members", "1"])
+        ensemble.main(argv)
+    assert "--" in capsys.readouterr().err
+
+
+def test_member_scaling_rejects_a_single_size():
+    with pytest.raises(ValueError, match="two or more distinct"):
+        ensemble.member_scaling([4, 4], hidden=8, batch=4, steps=1, repeats=1)
