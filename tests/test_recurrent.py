@@ -242,7 +242,7 @@ def test_batched_weight_gradient_equals_plain_autodiff_in_float64(kind, monkeypa
             )
 
         variables = [
-            perturbed(jax.random.PRNGKey(5 + i), layer.init(jax.random.PRNGKey(i), x))
+            perturbed(jax.random.PRNGKey(5 + i), jax.jit(layer.init)(jax.random.PRNGKey(i), x))
             for i, layer in enumerate((forward, backward))
         ]
         carry0 = perturbed(jax.random.PRNGKey(7), forward.cell.initial_carry((B,)))
