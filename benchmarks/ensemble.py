@@ -62,13 +62,14 @@ def _setup(members: int, hidden: int, batch: int, features: int, classes: int, b
     return trainer, vmapped_step, stacked, separate, x, y
 
 
-def _interleaved_median_ms(runs: list, minibatches, steps: int, repeats: int) -> list[float]:
-    """Median milliseconds per call for each ``(step, state)`` of ``runs``, ``step(state, batch)
-    -> (state, metrics)`` cycling through ``minibatches``: after one untimed call each, every
-    round times ``steps`` calls of each in turn, so load changes hit them all alike."""
+def _interleaved_rounds_ms(runs: list, minibatches, steps: int, repeats: int) -> list[list]:
+    """Milliseconds per call, one per round, for each ``(step, state)`` of ``runs``:
+    ``step(state, batch) -> (state, metrics)`` cycling through ``minibatches`` (already on the
+    device, as a data loader hands them over). Every round times ``steps`` calls of each run in
+    turn, so load changes hit them all alike. The states should be warm (compiled)."""
     import jax
 
-    states = [jax.block_until_ready(step(state, minibatches[0])[0]) for step, state in runs]
+    states = [state for _, state in runs]
     rounds = [[] for _ in runs]
     for _ in range(repeats):
         for j, (step, _) in enumerate(runs):
@@ -77,7 +78,7 @@ def _interleaved_median_ms(runs: list, minibatches, steps: int, repeats: int) ->
                     states[j], _ = step(states[j], minibatches[i % len(minibatches)])
                 jax.block_until_ready(states[j])
             rounds[j].append(1e3 * t.seconds / steps)
-    return [statistics.median(r) for r in rounds]
+    return rounds
 
 
 def _check_sizes(sizes: list[int]) -> None:
@@ -100,6 +101,8 @@ def member_scaling(sizes: list[int], hidden: int, batch: int, steps: int, repeat
     fitted slope is not positive, i.e. lost in timing noise). Needs at least two distinct
     sizes.
     """
+    import jax
+
     _check_sizes(sizes)
     batches = 8
     runs = []
@@ -110,7 +113,9 @@ def member_scaling(sizes: list[int], hidden: int, batch: int, steps: int, repeat
         runs.append((vmapped_step, stacked))
     runs.append((trainer.train_step, separate[0]))
     minibatches = [(x[i], y[i]) for i in range(batches)]
-    *vmapped_ms, single_ms = _interleaved_median_ms(runs, minibatches, steps, repeats)
+    warm = [(step, jax.block_until_ready(step(state, minibatches[0])[0])) for step, state in runs]
+    rounds = _interleaved_rounds_ms(warm, minibatches, steps, repeats)
+    *vmapped_ms, single_ms = [statistics.median(r) for r in rounds]
     per_member_ms, fixed_ms = np.polyfit(np.asarray(sizes, float), np.asarray(vmapped_ms), 1)
     return {
         "hidden": hidden,
@@ -136,22 +141,13 @@ def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -
     # slicing them inside the timed loop would add the same dispatches to both ways
     minibatches = [(x[i], y[i]) for i in range(batches)]
 
-    def run_vmapped(state, first):
-        for i in range(first, first + steps):
-            state, _ = vmapped_step(state, minibatches[i % batches])
-        return jax.block_until_ready(state)
-
-    def run_loop(states, first):
-        for i in range(first, first + steps):
-            states = [trainer.train_step(s, minibatches[i % batches])[0] for s in states]
-        return jax.block_until_ready(states)
+    def loop_step(states, batch):
+        return [trainer.train_step(s, batch)[0] for s in states], None
 
     with Timer() as compile_vmapped:
         stacked = jax.block_until_ready(vmapped_step(stacked, minibatches[0])[0])
     with Timer() as compile_loop:
-        separate = jax.block_until_ready(
-            [trainer.train_step(s, minibatches[0])[0] for s in separate]
-        )
+        separate = jax.block_until_ready(loop_step(separate, minibatches[0])[0])
     # after one step from the same states both ways hold the same parameters (later they drift
     # apart by rounding: a batched and a plain matmul sum in different orders, and Adam's
     # normalised updates amplify the difference where gradients are near zero)
@@ -160,15 +156,9 @@ def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -
         for i, s in enumerate(separate)
         for a, b in zip(jax.tree.leaves(stacked.params), jax.tree.leaves(s.params), strict=True)
     )
-    vmapped_ms, loop_ms = [], []
-    for round_ in range(repeats):
-        first = 1 + steps * round_
-        with Timer() as t:
-            stacked = run_vmapped(stacked, first)
-        vmapped_ms.append(1e3 * t.seconds / steps)
-        with Timer() as t:
-            separate = run_loop(separate, first)
-        loop_ms.append(1e3 * t.seconds / steps)
+    vmapped_ms, loop_ms = _interleaved_rounds_ms(
+        [(vmapped_step, stacked), (loop_step, separate)], minibatches, steps, repeats
+    )
     spread = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}  # noqa: E731
     return {
         "members": members,
