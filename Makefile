@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: install train test test-all test-gpu lint bench readme clean
+.PHONY: install train test test-all test-gpu lint bench results readme clean
 
 install: $(STAMP)
 
@@ -45,11 +45,16 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 	$(BIN)/python -m benchmarks.ensemble --out benchmarks/results
 
-# Regenerate README's model, results and benchmark tables from the registry, the newest
-# runs/*/*/summary.json of each experiment and benchmarks/results/{mlp,cnn}.json (and
+# Record each experiment's newest full-size run (runs/<name>/<time>/summary.json) as the
+# committed experiments/results/<name>.json; `make results NAMES="digits xor"` records some.
+results: $(STAMP)
+	$(BIN)/python -m jaxnets.experiment record $(NAMES)
+
+# Regenerate README's model, results and benchmark tables from the registry, the committed
+# experiments/results/*.json and benchmarks/results/{mlp,cnn}.json (and
 # rnn.json, ensemble.json, cnn_gpu.json and rnn_gpu.json when a run left them).
 readme: $(STAMP)
-	$(BIN)/python -m jaxnets.experiment README.md runs
+	$(BIN)/python -m jaxnets.experiment readme README.md
 	$(BIN)/python -m benchmarks.readme_table benchmarks/results/mlp.json \
 		benchmarks/results/cnn.json $(wildcard benchmarks/results/rnn.json \
 		benchmarks/results/ensemble.json \

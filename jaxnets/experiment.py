@@ -4,9 +4,14 @@ Every run writes ``runs/<experiment>/<timestamp>/{config.json, metrics.jsonl,
 summary.json, *.png}``. ``summary.json`` has one shape everywhere::
 
     {"experiment", "config", "results": {variant: {metric: value}},
-     "claims": [{"claim", "metric", "value", "threshold", "direction", "holds"}]}
+     "claims": [{"claim", "metric", "value", "values", "threshold", "direction", "margin",
+                 "slack", "holds"}]}
 
-and a claim's ``holds`` is computed from its value and threshold, never typed.
+A claim's ``values`` are one per seed and its ``holds`` is computed from them, the threshold
+and the margin, never typed. ``python -m jaxnets.experiment record`` copies each
+experiment's newest full-size summary to ``experiments/results/<experiment>.json``, which is
+committed; ``python -m jaxnets.experiment readme`` (``make readme``) regenerates README's
+tables from those records, so anyone can check them from a clone.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 __all__ = [
     "Claim",
+    "mean_over_seeds",
     "Run",
     "parse_config",
     "format_table",
     "latest_summaries",
+    "record_summaries",
+    "recorded_summaries",
     "results_markdown",
     "replace_block",
 ]
@@ -47,30 +57,88 @@ def dump_json(path: Path, obj: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """A lecture's claim checked by a run: ``value`` must be ``direction`` of ``threshold``."""
+    """A lecture's claim checked by a run over several seeds, with a safety margin.
+
+    ``values`` holds the claim's metric once per seed (a single number is one seed). The
+    claim holds when every seed's value lies on the ``direction`` side of ``threshold`` by
+    at least ``margin`` (in the metric's own units), so that rounding on another machine
+    cannot flip it: ``holds`` iff ``slack >= margin``, where ``slack`` is how far the worst
+    seed lies beyond the threshold (negative when it misses).
+
+    Example: ``Claim("an MLP reaches 97% on digits", "test_accuracy", (0.981, 0.978,
+    0.984), 0.97, "above", margin=0.005)`` holds: the worst seed, 0.978, clears 0.97 by
+    0.008 >= 0.005.
+    """
 
     claim: str
     metric: str
-    value: float
+    values: tuple[float, ...]
     threshold: float
     direction: str  # "above" or "below"
+    margin: float = 0.0
 
     def __post_init__(self):
         if self.direction not in ("above", "below"):
             raise ValueError(f"direction must be 'above' or 'below'; got {self.direction!r}")
+        values = self.values
+        values = (values,) if np.ndim(values) == 0 else tuple(np.ravel(values))
+        if not values:
+            raise ValueError(f"claim {self.claim!r} needs at least one value (one per seed)")
+        object.__setattr__(self, "values", tuple(float(v) for v in values))
+        if not self.margin >= 0:
+            raise ValueError(f"margin must be >= 0; got {self.margin!r}")
+
+    @property
+    def value(self) -> float:
+        """The mean over seeds (what tables show)."""
+        return float(np.mean(self.values))
+
+    @property
+    def worst(self) -> float:
+        """The seed's value nearest to failing (NaN when any seed gave NaN)."""
+        if any(np.isnan(self.values)):
+            return float("nan")
+        return min(self.values) if self.direction == "above" else max(self.values)
+
+    @property
+    def slack(self) -> float:
+        """How far the worst seed lies beyond the threshold, in the metric's units."""
+        sign = 1.0 if self.direction == "above" else -1.0
+        return sign * (self.worst - self.threshold)
 
     @property
     def holds(self) -> bool:
-        if self.direction == "above":
-            return self.value >= self.threshold
-        return self.value <= self.threshold
+        return bool(self.slack >= self.margin)  # NaN slack: False
 
     def __str__(self) -> str:
         verdict = "holds" if self.holds else "FAILS"
-        return f"[{verdict}] {self.claim}: {self.value:.4g} ({self.direction} {self.threshold:g})"
+        seeds = ", ".join(f"{v:.4g}" for v in self.values)
+        return (
+            f"[{verdict}] {self.claim}: {self.value:.4g} over {len(self.values)} seed(s) "
+            f"[{seeds}] ({self.direction} {self.threshold:g} by >= {self.margin:g}; "
+            f"worst seed's slack {self.slack:.3g})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "value": float(self.value), "holds": self.holds}
+        return {
+            "claim": self.claim,
+            "metric": self.metric,
+            "value": self.value,
+            "values": list(self.values),
+            "threshold": float(self.threshold),
+            "direction": self.direction,
+            "margin": float(self.margin),
+            "slack": self.slack,
+            "holds": self.holds,
+        }
+
+
+def mean_over_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-seed metric rows -> one row of means (the metrics common to every row)."""
+    if not rows:
+        raise ValueError("mean_over_seeds needs at least one seed's row")
+    metrics = [m for m in rows[0] if all(m in row for row in rows)]
+    return {m: float(np.mean([row[m] for row in rows])) for m in metrics}
 
 
 class Run:
@@ -158,18 +226,46 @@ def parse_config(
         raise SystemExit(2) from None
 
 
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "experiments" / "results"
+"""Where each experiment's recorded summary is committed: ``<experiment>.json``."""
+
+
 def latest_summaries(root: str | Path = "runs") -> dict[str, dict[str, Any]]:
-    """The newest ``summary.json`` of each experiment under ``root``, by experiment name."""
+    """The newest full-size (not ``--smoke``) ``summary.json`` of each experiment under
+    ``root`` (``runs/<experiment>/<time>/summary.json``), by experiment name."""
     latest = {}
     for experiment in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        summaries = sorted(experiment.glob("*/summary.json"))
-        if summaries:
-            latest[experiment.name] = json.loads(summaries[-1].read_text())
+        for path in sorted(experiment.glob("*/summary.json"), reverse=True):
+            summary = json.loads(path.read_text())
+            if not summary["config"].get("smoke", False):
+                latest[experiment.name] = summary
+                break
     return latest
 
 
+def record_summaries(runs: str | Path, results: str | Path, names: list[str] | None = None):
+    """Copy the newest full-size summary of each experiment (or only of ``names``) from
+    ``runs`` to ``results/<experiment>.json``, the committed record the README's tables
+    are generated from. Returns the recorded experiment names."""
+    summaries = latest_summaries(runs)
+    missing = sorted(set(names or ()) - set(summaries))
+    if missing:
+        raise FileNotFoundError(f"no full-size run of {', '.join(missing)} under {runs}")
+    Path(results).mkdir(parents=True, exist_ok=True)
+    recorded = [name for name in summaries if not names or name in names]
+    for name in recorded:
+        dump_json(Path(results) / f"{name}.json", summaries[name])
+    return recorded
+
+
+def recorded_summaries(results: str | Path = RESULTS_DIR) -> dict[str, dict[str, Any]]:
+    """The committed summaries ``results/<experiment>.json``, by experiment name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))}
+
+
 def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    """Markdown: one table per experiment (variants x metrics), then every claim."""
+    """Markdown: one table per experiment (variants x metrics), then every claim with its
+    per-seed values, threshold and margin."""
     lines = []
     for name, summary in summaries.items():
         metrics = list(dict.fromkeys(m for row in summary["results"].values() for m in row))
@@ -183,12 +279,17 @@ def results_markdown(summaries: dict[str, dict[str, Any]]) -> str:
             cells = [format_number(row[m]) if m in row else "" for m in metrics]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["| experiment | claim | value | threshold | holds |", "|---|---|---|---|---|"]
+    lines += [
+        "| experiment | claim | mean | per seed | threshold | margin | holds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, summary in summaries.items():
         for c in summary["claims"]:
+            seeds = ", ".join(format_number(v) for v in c.get("values", [c["value"]]))
             lines.append(
-                f"| {name} | {c['claim']} | {format_number(c['value'])} | "
-                f"{c['direction']} {c['threshold']:g} | {'yes' if c['holds'] else 'NO'} |"
+                f"| {name} | {c['claim']} | {format_number(c['value'])} | {seeds} | "
+                f"{c['direction']} {c['threshold']:g} | {c.get('margin', 0):g} | "
+                f"{'yes' if c['holds'] else 'NO'} |"
             )
     return "\n".join(lines)
 
@@ -216,10 +317,37 @@ def models_markdown() -> str:
     return "\n".join(lines)
 
 
+def _main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxnets.experiment",
+        description="Record experiment summaries and regenerate README's generated tables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    readme = sub.add_parser("readme", help="regenerate README's model and results tables")
+    readme.add_argument("readme", nargs="?", default="README.md")
+    readme.add_argument("--results", default=str(RESULTS_DIR), help="committed summaries")
+    record = sub.add_parser(
+        "record", help="copy the newest full-size run of each experiment into the results"
+    )
+    record.add_argument("names", nargs="*", help="experiments to record (default: all)")
+    record.add_argument("--runs", default="runs")
+    record.add_argument("--results", default=str(RESULTS_DIR))
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        try:
+            recorded = record_summaries(args.runs, args.results, args.names)
+        except FileNotFoundError as err:
+            parser.error(str(err))
+        print(f"recorded {', '.join(recorded)} in {args.results}")
+        return
+    path = Path(args.readme)
+    text = replace_block(path.read_text(), "models", models_markdown())
+    summaries = recorded_summaries(args.results)
+    path.write_text(replace_block(text, "results", results_markdown(summaries)))
+    print(f"updated the model and results tables in {path} from {args.results}")
+
+
 if __name__ == "__main__":
-    # python -m jaxnets.experiment README.md [runs]: regenerate README's generated tables.
-    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    text = replace_block(readme.read_text(), "models", models_markdown())
-    summaries = latest_summaries(sys.argv[2] if len(sys.argv) > 2 else "runs")
-    readme.write_text(replace_block(text, "results", results_markdown(summaries)))
-    print(f"updated the model and results tables in {readme}")
+    _main()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxnets.data import make_execution_task, most_common_answer_accuracy
-from jaxnets.experiment import Claim, parse_config
+from jaxnets.experiment import Claim, mean_over_seeds, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,12 +34,13 @@ def _check_run_dir(summary, out, experiment):
     on_disk = json.loads((runs[0] / "summary.json").read_text())
     assert on_disk["experiment"] == experiment and on_disk["results"] == summary["results"]
     for claim in on_disk["claims"]:
-        expected = (
-            claim["value"] >= claim["threshold"]
+        values = np.array(claim["values"])
+        beyond = (
+            values - claim["threshold"]
             if claim["direction"] == "above"
-            else claim["value"] <= claim["threshold"]
+            else (claim["threshold"] - values)
         )
-        assert claim["holds"] == expected
+        assert claim["holds"] == bool(np.all(beyond >= claim["margin"]))
     return runs[0]
 
 
@@ -48,6 +49,31 @@ def test_claim_holds_is_computed():
     assert not Claim("x", "test_mse", 0.02, 0.01, "below").holds
     with pytest.raises(ValueError, match="direction"):
         Claim("x", "m", 1.0, 1.0, "sideways")
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        Claim("x", "m", 1.0, 1.0, "above", margin=-0.1)
+
+
+def test_claim_holds_only_when_every_seed_clears_the_threshold_by_the_margin():
+    accuracy = Claim("acc", "test_accuracy", (0.981, 0.978, 0.984), 0.97, "above", margin=0.005)
+    assert accuracy.values == (0.981, 0.978, 0.984) and accuracy.worst == 0.978
+    assert accuracy.value == pytest.approx(0.981) and accuracy.slack == pytest.approx(0.008)
+    assert accuracy.holds
+    # the mean clears 0.97 + 0.01 but the worst seed does not
+    assert not Claim("acc", "test_accuracy", (0.99, 0.978), 0.97, "above", margin=0.01).holds
+    mse = Claim("mse", "test_mse", [0.004, 0.006], 0.01, "below", margin=0.003)
+    assert mse.worst == 0.006 and mse.slack == pytest.approx(0.004) and mse.holds
+    assert not Claim("mse", "test_mse", [0.004, 0.0085], 0.01, "below", margin=0.003).holds
+    assert not Claim("nan", "test_mse", [0.004, float("nan")], 0.01, "below").holds
+    row = accuracy.as_dict()
+    assert row["values"] == [0.981, 0.978, 0.984] and row["margin"] == 0.005 and row["holds"]
+    assert "over 3 seed(s)" in str(accuracy) and str(accuracy).startswith("[holds]")
+
+
+def test_mean_over_seeds_averages_the_metrics_every_seed_has():
+    rows = [{"acc": 0.9, "loss": 1.0}, {"acc": 0.8, "loss": 3.0, "extra": 7.0}]
+    assert mean_over_seeds(rows) == pytest.approx({"acc": 0.85, "loss": 2.0})
+    with pytest.raises(ValueError, match="at least one"):
+        mean_over_seeds([])
 
 
 def test_digits_smoke(tmp_path):
@@ -168,16 +194,61 @@ def test_readme_tables_are_generated_from_summaries():
 
     summary = {
         "results": {"mlp": {"test_accuracy": 0.98125}},
-        "claims": [Claim("c", "test_accuracy", 0.98125, 0.97, "above").as_dict()],
+        "claims": [Claim("c", "test_accuracy", (0.98, 0.9825), 0.97, "above", 0.005).as_dict()],
     }
     table = results_markdown({"digits": summary})
-    assert "| mlp | 0.9812 |" in table and "| digits | c | 0.9812 | above 0.97 | yes |" in table
+    assert "| mlp | 0.9812 |" in table
+    assert "| digits | c | 0.9812 | 0.98, 0.9825 | above 0.97 | 0.005 | yes |" in table
     text = "a\n<!-- results:start -->\nold\n<!-- results:end -->\nb"
     assert replace_block(text, "results", "new") == (
         "a\n<!-- results:start -->\nnew\n<!-- results:end -->\nb"
     )
     with pytest.raises(ValueError, match="no <!-- bench:start -->"):
         replace_block(text, "bench", "x")
+
+
+def test_record_copies_the_newest_full_size_run_and_skips_smoke_runs(tmp_path):
+    from jaxnets.experiment import record_summaries, recorded_summaries
+
+    def write(stamp, smoke, accuracy):
+        run = tmp_path / "runs" / "digits" / stamp
+        run.mkdir(parents=True)
+        summary = {"config": {"smoke": smoke}, "results": {"mlp": {"acc": accuracy}}}
+        (run / "summary.json").write_text(json.dumps(summary))
+
+    write("20260101-000000", False, 0.5)
+    write("20260102-000000", False, 0.9)
+    write("20260103-000000", True, 0.1)  # newer, but a smoke run
+    assert record_summaries(tmp_path / "runs", tmp_path / "results") == ["digits"]
+    recorded = recorded_summaries(tmp_path / "results")
+    assert recorded["digits"]["results"]["mlp"]["acc"] == 0.9
+    with pytest.raises(FileNotFoundError, match="no full-size run of xor"):
+        record_summaries(tmp_path / "runs", tmp_path / "results", ["xor"])
+
+
+def test_readme_results_equal_what_the_committed_summaries_generate():
+    from jaxnets.experiment import RESULTS_DIR, recorded_summaries, results_markdown
+
+    summaries = recorded_summaries(RESULTS_DIR)
+    experiments = {p.stem for p in (ROOT / "experiments").glob("*.py")}
+    assert set(summaries) == experiments, "record every experiment: make results && make readme"
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- results:start -->\n", 1)[1].split("\n<!-- results:end -->")[0]
+    assert block == results_markdown(summaries), "README is stale: run `make readme`"
+    for name, summary in summaries.items():
+        assert summary["experiment"] == name and not summary["config"].get("smoke")
+        for claim in summary["claims"]:
+            assert (
+                Claim(
+                    claim["claim"],
+                    claim["metric"],
+                    claim["values"],
+                    claim["threshold"],
+                    claim["direction"],
+                    claim["margin"],
+                ).holds
+                == claim["holds"]
+            )
 
 
 @pytest.mark.slow  # its parts are tested in test_rnn.py and test_recurrent.py
