@@ -130,8 +130,9 @@ def gradcheck(
       mode: "full" (every coordinate), "directions" (``num_directions`` random unit
         directions per leaf) or "auto" (full when the tree has <= ``max_full_size`` entries).
       eps: finite-difference step (near the optimum (3·1e-16)^(1/3) of central differences
-        in float64, balancing rounding against truncation); tol: largest accepted relative
-        error; atol: leaves whose analytic and numerical norms sum to less than this agree.
+        in float64, balancing rounding against truncation), finite and > 0; tol: largest
+        accepted relative error, in (0, 1); atol: leaves whose analytic and numerical norms
+        sum to less than this agree.
     Returns:
       a :class:`GradcheckReport`.
     Raises:
@@ -139,6 +140,17 @@ def gradcheck(
     """
     if mode not in ("auto", "full", "directions"):
         raise ValueError(f"mode must be 'auto', 'full' or 'directions'; got {mode!r}")
+    # rel(a, n) lies in [0, 1] (triangle inequality), so a tol above 1 (or inf) accepts every
+    # gradient, a sign-flipped one included (tol = 1 all but exact opposites); tol <= 0 none.
+    if not 0 < tol < 1:
+        raise ValueError(
+            f"tol must be in (0, 1): the relative error lies in [0, 1], so tol >= 1 accepts "
+            f"(nearly) every gradient and tol <= 0 none; got {tol}"
+        )
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite finite-difference step > 0; got {eps}")
+    if not (np.isfinite(atol) and atol >= 0):
+        raise ValueError(f"atol must be finite and >= 0; got {atol}")
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         flat, unravel = ravel_pytree(params64)

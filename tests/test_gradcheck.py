@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxnets.gradcheck import GradcheckError, gradcheck
@@ -91,3 +92,191 @@ def test_the_loss_is_traced_a_fixed_number_of_times_whatever_the_leaf_count(mode
         return len(traced)
 
     assert traces_for(2) == traces_for(7) <= 3
+
+
+# --- planted wrong gradients in one leaf of a tree whose other leaves are right ------------
+
+
+def _planted(forward, corrupt):
+    """``forward`` with a custom VJP whose backward returns ``corrupt(true gradient)``.
+
+    The finite differences see only ``forward``; ``jax.grad`` sees the corrupted rule, so the
+    checker's analytic side is exactly the wrong gradient we plant.
+    """
+
+    @jax.custom_vjp
+    def f(x):
+        return forward(x)
+
+    def fwd(x):
+        return forward(x), x
+
+    def bwd(x, g):
+        return (g * corrupt(jax.grad(forward)(x)),)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _weighted_sin(x):
+    """sum_k (k + 1) sin(x_k): its gradient's entries (k + 1) cos(x_k) all differ, so a
+    permutation of two of them changes the gradient."""
+    return jnp.sum(jnp.arange(1.0, x.size + 1).reshape(x.shape) * jnp.sin(x))
+
+
+def _swap_first_two(g):
+    flat = g.ravel()
+    return flat.at[jnp.array([0, 1])].set(flat[jnp.array([1, 0])]).reshape(g.shape)
+
+
+CORRUPTIONS = {
+    "sign flip": lambda g: -g,
+    "two entries permuted": _swap_first_two,
+    "zeroed": jnp.zeros_like,
+    "scaled by 1.01": lambda g: 1.01 * g,
+    "scaled by 2": lambda g: 2.0 * g,
+}
+# the leaf each corruption is planted in: not always the same one, nor the first or the last
+PLANTED_IN = {
+    "sign flip": "dense/kernel",
+    "two entries permuted": "scale",
+    "zeroed": "dense/bias",
+    "scaled by 1.01": "dense/kernel",
+    "scaled by 2": "scale",
+}
+
+
+def _tree_params():
+    rng = np.random.default_rng(3)
+    # entries in [-1, 1]: cos > 0.5, so no gradient entry is near zero
+    return {
+        "dense": {"kernel": rng.uniform(-1, 1, (2, 3)), "bias": rng.uniform(-1, 1, 3)},
+        "scale": rng.uniform(-1, 1, 4),
+    }
+
+
+def _tree_loss(planted_path, corrupt):
+    """Sum of _weighted_sin over the leaves, with the wrong backward rule in one of them."""
+    wrong = _planted(_weighted_sin, corrupt)
+
+    def loss(params):
+        leaves = jax.tree_util.tree_leaves_with_path(params)
+        return sum(
+            (wrong if _path_name(path) == planted_path else _weighted_sin)(leaf)
+            for path, leaf in leaves
+        )
+
+    return loss
+
+
+def _path_name(path):
+    return "/".join(str(k.key) for k in path)
+
+
+@pytest.mark.parametrize("mode", ["full", "directions"])
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_each_planted_wrong_gradient_fails_naming_its_leaf(corruption, mode):
+    planted = PLANTED_IN[corruption]
+    loss = _tree_loss(planted, CORRUPTIONS[corruption])
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(loss, _tree_params(), mode=mode)
+    first_line, _title, _header, *rows, _worst = str(info.value).split("\n")
+    assert f"parameter {planted!r}" in first_line
+    flagged = [row.split()[0] for row in rows if row.endswith("FAIL")]
+    assert flagged == [planted]  # only the planted leaf's row is marked in the report
+    report = gradcheck(loss, _tree_params(), mode=mode, raise_on_failure=False)
+    errors = {leaf.path: leaf.rel_error for leaf in report.leaves}
+    assert set(errors) == {"dense/bias", "dense/kernel", "scale"}
+    assert report.worst.path == planted and errors[planted] > 1e-3
+    assert all(error < 1e-8 for path, error in errors.items() if path != planted)
+
+
+@pytest.mark.parametrize("mode", ["full", "directions"])
+def test_a_scaled_gradient_has_the_relative_error_of_its_scale(mode):
+    """a = c n gives rel = |c - 1| / (c + 1) whatever n is, along any direction too: the
+    checker's number is the formula, not just "large"."""
+    for scale in (1.01, 2.0):
+        loss = _tree_loss("scale", lambda g, c=scale: c * g)
+        report = gradcheck(loss, _tree_params(), mode=mode, raise_on_failure=False)
+        error = {leaf.path: leaf.rel_error for leaf in report.leaves}["scale"]
+        assert error == pytest.approx((scale - 1) / (scale + 1), rel=1e-7)
+
+
+# --- the relative error formula, rel(a, n) = ‖a − n‖ / (‖a‖ + ‖n‖) -------------------------
+
+
+def _linear_with_gradient(numeric, analytic):
+    """f(x) = numeric · x, whose central differences equal ``numeric`` exactly at x = 0 (for
+    entries 0 and 1, which are exact in binary), while its custom VJP claims ``analytic``."""
+    numeric, analytic = jnp.asarray(numeric, jnp.float64), jnp.asarray(analytic, jnp.float64)
+    return _planted(lambda x: jnp.vdot(numeric, x), lambda _: analytic)
+
+
+def _check_leaf(numeric, analytic, **kwargs):
+    f = _linear_with_gradient(numeric, analytic)
+    report = gradcheck(lambda p: f(p["w"]), {"w": np.zeros(len(numeric))}, mode="full", **kwargs)
+    (leaf,) = report.leaves
+    return report, leaf
+
+
+@pytest.mark.parametrize(
+    "analytic, numeric, expected",
+    [
+        ([3.0, 4.0], [0.0, 0.0], 1.0),  # 5 / (5 + 0)
+        ([1.0, 0.0], [0.0, 1.0], np.sqrt(2) / 2),  # √2 / (1 + 1); |‖a‖ − ‖n‖| would give 0
+        ([-1.0, 0.0], [1.0, 0.0], 1.0),  # a sign flip: 2 / (1 + 1)
+        ([2.0, -1.0], [2.0, -1.0], 0.0),  # agreement
+        ([1.0, 1.0], [1.0, 0.0], 1 / (1 + np.sqrt(2))),  # 1 / (√2 + 1)
+    ],
+)
+def test_relative_error_and_norms_equal_hand_computed_values(analytic, numeric, expected):
+    with jax.enable_x64(True):
+        report, leaf = _check_leaf(numeric, analytic, raise_on_failure=False)
+    assert leaf.rel_error == pytest.approx(expected, abs=1e-12)
+    assert leaf.analytic_norm == pytest.approx(np.linalg.norm(analytic), abs=1e-12)
+    assert leaf.numeric_norm == pytest.approx(np.linalg.norm(numeric), abs=1e-12)
+    assert report.passed == (expected < 1e-6)
+
+
+def test_relative_error_on_random_vectors_is_the_formula():
+    """Away from the special cases above: a − n and |‖a‖ − ‖n‖| differ by orders here."""
+    rng = np.random.default_rng(0)
+    numeric, analytic = rng.standard_normal(5), rng.standard_normal(5)
+    with jax.enable_x64(True):
+        _, leaf = _check_leaf(numeric, analytic, raise_on_failure=False)
+    expected = np.linalg.norm(analytic - numeric) / (
+        np.linalg.norm(analytic) + np.linalg.norm(numeric)
+    )
+    assert leaf.rel_error == pytest.approx(expected, rel=1e-9)
+
+
+def test_gradients_below_atol_agree_and_above_it_are_compared():
+    """The atol branch: an analytic 1e-10 against an exact zero difference is rounding-level
+    agreement under the default atol 1e-9, and a total disagreement (rel 1) under 1e-11."""
+    with jax.enable_x64(True):
+        report, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0])
+        assert leaf.rel_error == 0.0 and report.passed
+        _, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0], atol=1e-11, raise_on_failure=False)
+        assert leaf.rel_error == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tol": float("inf")}, "tol must be in"),
+        ({"tol": 1.0}, "tol must be in"),
+        ({"tol": 0.0}, "tol must be in"),
+        ({"tol": -1e-6}, "tol must be in"),
+        ({"tol": float("nan")}, "tol must be in"),
+        ({"eps": 0.0}, "eps must be"),
+        ({"eps": -1e-5}, "eps must be"),
+        ({"eps": float("inf")}, "eps must be"),
+        ({"atol": -1.0}, "atol must be"),
+    ],
+)
+def test_tolerances_that_would_accept_anything_are_rejected(kwargs, message):
+    """rel lies in [0, 1], so tol >= 1 (``--tol inf``) would pass even a sign-flipped
+    gradient, which this planted one is."""
+    loss = _tree_loss("scale", lambda g: -g)
+    with pytest.raises(ValueError, match=message):
+        gradcheck(loss, _tree_params(), **kwargs)
