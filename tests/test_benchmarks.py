@@ -3,8 +3,8 @@ that the three frameworks of the conv-net benchmark compute the same thing.
 
 The end-to-end cases are tiny (MLP 784-32-10 on 256 examples, LeNet-5 at batch 8 for 4 timed
 steps) so the file stays fast; what is checked is the bookkeeping, and that every framework
-really trained (its loss fell). The ResNet-18 is only traced here (parameter counts, dtypes);
-the tests that run its step are marked slow.
+really trained (its loss fell). One ResNet-18 step runs here on 16x16 images
+(jaxnets and Flax agree); the bfloat16 training case is marked slow.
 """
 
 import dataclasses
@@ -347,11 +347,16 @@ def test_resnet18_case_trains_in_bfloat16(framework):
     assert record["step_flops"] > 4 * 100e6  # ~128 MFLOPs an image at 32x32 (XLA's count)
 
 
-@pytest.mark.slow
 def test_resnet18_jaxnets_and_flax_steps_agree_on_the_same_variables():
+    """The full ResNet-18 (every block, projection and batch norm) on 16x16 images, batch 3.
+
+    The cost is the two compiles, not the images: 16x16 still leaves a 2x2 map for stage 3's
+    stride-2 block and three values per channel for stage 4's batch statistics, so a block
+    computing e.g. relu(F(x)) + x instead of relu(F(x) + x) changes the loss.
+    """
     rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.standard_normal((4, 32, 32, 3), dtype=np.float32))
-    _same_step("resnet18", x, jnp.asarray([1, 2, 3, 4], jnp.int32))
+    x = jnp.asarray(rng.standard_normal((3, 16, 16, 3), dtype=np.float32))
+    _same_step("resnet18", x, jnp.asarray([1, 2, 3], jnp.int32))
 
 
 def test_step_flops_are_three_forward_passes_of_lenet5_connections():
