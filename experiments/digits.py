@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxnets import create_model, model_card
 from jaxnets.data import load_digits, random_shift
-from jaxnets.experiment import Claim, Run, format_table, parse_config
+from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.nn import get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
@@ -141,7 +141,7 @@ def main(cfg: Config) -> dict:
     run = Run("digits", cfg, root=cfg.out)
     steps = cfg.epochs * (len(splits.train) // cfg.batch_size)
     optimizer = make_optimizer("nesterov", cfg.learning_rate, schedule="cosine", total_steps=steps)
-    results, histories = {}, {}
+    results, histories, accuracies = {}, {}, {}
     for variant, (model, loss, augment, weight_decay) in _variants(cfg).items():
         trainer = Trainer(
             model,
@@ -150,7 +150,7 @@ def main(cfg: Config) -> dict:
             regularizer=make_regularizer("l2", weight_decay),
             augment=augment,
         )
-        tests, histories[variant] = [], []
+        histories[variant], rows = [], []
         for seed in range(cfg.seeds):
             state = trainer.init(jax.random.PRNGKey(seed), splits.train.x[:1])
             result = fit(
@@ -164,30 +164,40 @@ def main(cfg: Config) -> dict:
                 desc=f"{variant} seed {seed}",
             )
             histories[variant].append(result.history)
-            tests.append(evaluate(trainer, result.state, splits.test)["accuracy"])
+            rows.append(
+                {
+                    "test_accuracy": evaluate(trainer, result.state, splits.test)["accuracy"],
+                    "val_accuracy": result.history[-1]["val_accuracy"],
+                }
+            )
+        accuracies[variant] = [row["test_accuracy"] for row in rows]
         results[variant] = {
-            "test_accuracy": float(np.mean(tests)),
-            "test_accuracy_std": float(np.std(tests)),
-            "val_accuracy": result.history[-1]["val_accuracy"],
+            **mean_over_seeds(rows),
+            "test_accuracy_std": float(np.std(accuracies[variant])),
         }
         first = jax.tree.leaves(result.state.params)
         kernel = next(leaf for leaf in first if leaf.ndim == 2)
         _plot_first_layer(run, variant, np.asarray(kernel))
     _plot_curves(run, histories)
+    # one test example is about 0.28% of the 360 test digits: each margin asks every seed to clear
+    # its threshold by a few examples, so a rounding-level change of one prediction cannot
+    # flip the claim
     claims = [
         Claim(
-            f"softmax regression reaches 95% test accuracy on digits (mean of {cfg.seeds})",
+            "softmax regression reaches 95% test accuracy on digits",
             "test_accuracy",
-            results["softmax_regression"]["test_accuracy"],
+            accuracies["softmax_regression"],
             0.95,
             "above",
+            margin=0.005,
         ),
         Claim(
-            f"an MLP reaches 97% test accuracy on digits (mean of {cfg.seeds})",
+            "an MLP reaches 97% test accuracy on digits",
             "test_accuracy",
-            results["mlp"]["test_accuracy"],
+            accuracies["mlp"],
             0.97,
             "above",
+            margin=0.005,
         ),
     ]
     print(format_table(results, ["test_accuracy", "test_accuracy_std", "val_accuracy"]))
