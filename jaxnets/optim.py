@@ -55,9 +55,13 @@ def make_schedule(
     every = decay_every or (total_steps // 3 if total_steps else None)
     if not every:
         raise ValueError(f"schedule={schedule!r} needs decay_every or total_steps")
-    return optax.exponential_decay(
+    decay = optax.exponential_decay(
         learning_rate, transition_steps=every, decay_rate=decay_rate, staircase=schedule == "step"
     )
+    # Optax divides the int32 step count by transition_steps, which is float32 even with x64
+    # on: a float64 run got a float32-rounded rate (0.1 -> 0.10000000149). A float count
+    # computes the rate in the default float type (float32 runs are unchanged).
+    return lambda count: decay(count * 1.0)
 
 
 def make_optimizer(
