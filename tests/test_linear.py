@@ -198,12 +198,14 @@ def test_higher_degree_overfits_the_noisy_sine():
 # --- the perceptron -----------------------------------------------------------------------
 
 
-def _reference_perceptron(X, t, epochs):
-    """The lecture's pseudocode as a Python loop (index order): if z s <= 0, w += s x."""
+def _reference_perceptron(X, t, epochs, order=None):
+    """The lecture's pseudocode as a Python loop: if z s <= 0, w += s x. Epoch e visits the
+    examples in ``order(e)`` (index order by default)."""
     w, b, history = np.zeros(X.shape[1]), 0.0, []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         mistakes = 0
-        for x_i, t_i in zip(X, t, strict=True):
+        visits = range(len(X)) if order is None else order(epoch)
+        for x_i, t_i in ((X[i], t[i]) for i in visits):
             s = 2 * t_i - 1
             if s * (x_i @ w + b) <= 0:
                 w, b, mistakes = w + s * x_i, b + s, mistakes + 1
@@ -224,6 +226,38 @@ def test_perceptron_scan_equals_the_python_loop():
         assert int(result.epochs) == len(history) and bool(result.converged)
         np.testing.assert_array_equal(result.mistakes[: len(history)], history)
         assert np.all(np.asarray(result.mistakes[len(history) :]) == 0)
+
+
+def _perceptron_order(seed, n):
+    """The example order perceptron_train(..., seed, shuffle=True) uses in epoch e: a
+    permutation of 0..n-1 drawn with jax.random from the seed's key folded with e, a fresh
+    one each epoch."""
+    key = jax.random.key(seed)
+    return lambda epoch: np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+
+
+def test_perceptron_shuffle_visits_a_fresh_permutation_each_epoch():
+    """shuffle=True equals the Python loop run over each epoch's permutation; an ignored
+    shuffle (index order) or one permutation reused every epoch would give other weights."""
+    with jax.enable_x64(True):
+        data = make_linearly_separable(40, dim=2, margin=0.05, seed=2)
+        X, t = data.x.astype(np.float64), data.y
+        in_order = perceptron_train(X, t, max_epochs=50, shuffle=False)
+        seen = [np.append(in_order.weights, in_order.bias)]
+        for seed in (0, 1):
+            result = perceptron_train(X, t, max_epochs=50, seed=seed)
+            w, b, history = _reference_perceptron(X, t, 50, _perceptron_order(seed, len(X)))
+            assert len(history) >= 3  # several epochs with mistakes: each epoch's order counts
+            np.testing.assert_allclose(result.weights, w, atol=1e-12)
+            np.testing.assert_allclose(result.bias, b, atol=1e-12)
+            np.testing.assert_array_equal(result.mistakes[: len(history)], history)
+            assert bool(result.converged) and int(result.epochs) == len(history)
+            seen.append(np.append(result.weights, result.bias))
+        # index order and the two seeds' shuffles end at three different separating planes
+        assert min(np.abs(u - v).max() for i, u in enumerate(seen) for v in seen[i + 1 :]) > 1e-3
+        # without shuffling the seed plays no part
+        other_seed = perceptron_train(X, t, max_epochs=50, seed=1, shuffle=False)
+        np.testing.assert_array_equal(other_seed.weights, in_order.weights)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
