@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: install train test test-all test-gpu lint bench results readme clean
+.PHONY: install train test test-all test-gpu lint bench fingerprints results readme clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 	$(BIN)/python -m benchmarks.ensemble --out benchmarks/results
+
+# Record the output fingerprints of every registered model (tests/fingerprints.json), after an
+# intended change of a model's function; tests/test_models.py compares every model with them.
+fingerprints: $(STAMP)
+	$(BIN)/python tests/fingerprints.py
 
 # Record each experiment's newest full-size run (runs/<name>/<time>/summary.json) as the
 # committed experiments/results/<name>.json; `make results NAMES="digits xor"` records some.

@@ -2,7 +2,9 @@
 
 A model registered with ``register_model`` is picked up here automatically: it must build,
 give finite outputs of the right batch size, give every parameter a gradient, pass the
-float64 gradcheck, agree between jit and eager, and train without recompiling.
+float64 gradcheck, agree between jit and eager, train without recompiling, and compute
+the function recorded in ``tests/fingerprints.json`` (see ``tests/fingerprints.py``; an
+intended change is recorded with ``make fingerprints``).
 """
 
 import functools
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fingerprints
 import jaxnets
 from jaxnets import losses, registry
 from jaxnets.gradcheck import gradcheck, model_loss_at
@@ -36,19 +39,17 @@ def _distinct_tiny_models(names):
 DISTINCT = _distinct_tiny_models(MODELS)
 
 
-@functools.cache
-def _built(name):
-    """(card, model, variables, x, y) for the tiny config; cached across tests of one model."""
-    card = jaxnets.model_card(name)
-    model = jaxnets.create_model(name, **card.test_config)
-    k_x, k_init, k_drop, k_y = jax.random.split(jax.random.PRNGKey(0), 4)
-    x = registry.example_inputs(card, k_x, batch_size=8)
-    variables = jax.jit(functools.partial(model.init, train=False))(
-        {"params": k_init, "dropout": k_drop}, x
+FINGERPRINTS = fingerprints.recorded()
+
+
+def _check_fingerprint(name, key, actual):
+    assert name in FINGERPRINTS, f"{name} has no recorded fingerprint: run `make fingerprints`"
+    wrong = fingerprints.mismatches(name, actual, FINGERPRINTS[name][key], f"{key}.")
+    assert not wrong, (
+        f"{name} computes another function than the one recorded in tests/fingerprints.json: "
+        + "; ".join(wrong)
+        + f". If the change is intended: .venv/bin/python tests/fingerprints.py {name}"
     )
-    outputs = jax.jit(functools.partial(model.apply, train=False))(variables, x)
-    y = losses.random_targets(card.loss, k_y, outputs)
-    return card, model, variables, x, y
 
 
 def test_registry_is_populated():
@@ -67,19 +68,19 @@ def test_card_is_complete(name):
     losses.get_loss(card.loss)  # the default loss exists
 
 
+def test_every_registered_model_has_a_fingerprint_and_no_other_is_recorded():
+    assert sorted(FINGERPRINTS) == MODELS, "run `make fingerprints` after (un)registering"
+
+
 @pytest.mark.parametrize("name", MODELS)  # the full config differs between presets
-def test_builds_with_finite_outputs(name):
-    card, model, variables, x, _ = _built(name)
-    outputs = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+def test_builds_with_finite_outputs_equal_to_the_recorded_fingerprint(name):
+    _, _, variables, x, _, outputs = fingerprints.built(name)
     assert outputs.shape[0] == x.shape[0]
     assert bool(jnp.all(jnp.isfinite(outputs)))
-    # the default (non-tiny) config builds too, checked by shape only
-    full = jaxnets.create_model(name)
-    shape = jax.ShapeDtypeStruct((2, *card.input_shape), np.dtype(card.input_dtype))
-    jax.eval_shape(
-        lambda x: full.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x),
-        shape,
-    )
+    _check_fingerprint(name, "parameters", fingerprints.parameter_stats(variables))
+    _check_fingerprint(name, "eval_outputs", fingerprints.output_stats(outputs))
+    # the default (non-tiny) config builds too, checked by its parameter count
+    assert fingerprints.full_parameter_count(name) == FINGERPRINTS[name]["full_parameters"]
 
 
 @pytest.mark.parametrize("name", DISTINCT)
@@ -103,20 +104,19 @@ def test_gradcheck_float64_and_every_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", DISTINCT)
-def test_jit_equals_eager(name):
-    _, model, variables, x, _ = _built(name)
+def test_jit_equals_eager_and_the_recorded_training_mode_fingerprint(name):
+    _, model, variables, x, _, _ = fingerprints.built(name)
+    jitted = fingerprints.train_outputs(name, model, variables, x)
     key = {"dropout": jax.random.PRNGKey(3)}
-    jitted = jax.jit(
-        lambda v, x: model.apply(v, x, train=True, rngs=key, mutable=["batch_stats"])[0]
-    )(variables, x)
     with jax.disable_jit():
         eager = model.apply(variables, x, train=True, rngs=key, mutable=["batch_stats"])[0]
     np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-5)
+    _check_fingerprint(name, "train_outputs", fingerprints.output_stats(jitted))
 
 
 @pytest.mark.parametrize("name", DISTINCT)
 def test_train_step_runs_twice_without_recompiling(name):
-    card, model, _, x, y = _built(name)
+    card, model, _, x, y, _ = fingerprints.built(name)
     trainer = Trainer(
         model, card.loss, make_optimizer("sgd", 1e-2), per_example=card.per_example_grads
     )
@@ -130,7 +130,7 @@ def test_train_step_runs_twice_without_recompiling(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_wrong_input_shape_is_named(name):
-    card, *_ = _built(name)
+    card, *_ = fingerprints.built(name)
     wrong = np.zeros((2, *card.input_shape, 3), dtype=card.input_dtype)
     with pytest.raises(jaxnets.InputSpecError, match=f"model '{name}' expects input of shape"):
         registry.check_input(card, wrong)
@@ -141,7 +141,7 @@ def test_wrong_input_shape_is_named(name):
 @pytest.mark.parametrize("name", DISTINCT)
 def test_accelerator_matches_cpu(name):
     """On a GPU/TPU: the tiny model's outputs and gradients equal the CPU's (float32)."""
-    card, model, variables, x, y = _built(name)
+    card, model, variables, x, y, _ = fingerprints.built(name)
     loss = losses.get_loss(card.loss)
 
     def loss_and_grad(v):
