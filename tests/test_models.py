@@ -7,14 +7,12 @@ the function recorded in ``tests/fingerprints.json`` (see ``tests/fingerprints.p
 intended change is recorded with ``make fingerprints``).
 """
 
-import functools
-
+import fingerprints
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fingerprints
 import jaxnets
 from jaxnets import losses, registry
 from jaxnets.gradcheck import gradcheck, model_loss_at
