@@ -9,7 +9,16 @@ initialization ... in the middle of their dynamic range"; ReLUs "can die if z is
 negative").
 
 A small MLP is trained with plain SGD on a fixed stratified split of sklearn's 8x8 digits in
-nine variants, each a failure or its fix. Per variant the script measures, with
+nine variants, each a failure or its fix, from ``seeds`` initialisations (and shuffles) each;
+the claims are checked on every seed, the table shows means over seeds.
+
+The too-high learning rates are not fixed numbers but a clear multiple of the stability limit
+the lecture gives for gradient descent (Lecture 7 §4.5; on a quadratic, GD diverges once
+α > 2/λ_max, λ_max the largest eigenvalue of the cost's Hessian): λ_max of the full training
+loss at the initial parameters is estimated per seed by power iteration on Hessian-vector
+products, and α = ``too_high_lr_factor`` × 2/λ_max. A learning rate just above the limit (the
+old fixed α = 1 for tanh was about 2 × 2/λ_max) may or may not diverge, and rounding decides
+which; ten times the limit diverges on any machine. Per variant the script measures, with
 :mod:`jaxnets.diagnostics`: the first step's per-layer gradient norms and update/parameter
 ratio, and after training the dead and saturated unit fractions (on the training set) and the
 largest difference between hidden units' weights. It prints one table, checks the lecture's
@@ -46,8 +55,8 @@ from jaxnets.diagnostics import (
     step_norms,
     symmetry_check,
 )
-from jaxnets.experiment import Claim, Run, format_table, parse_config
-from jaxnets.train import Trainer, TrainState
+from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.train import Trainer, TrainState, batch_loss
 
 PyTree = Any
 
@@ -64,10 +73,11 @@ class Config:
     """MLP hidden widths: two or more layers, so the per-layer numbers can differ"""
     learning_rate: float = 0.1
     """the good learning rate"""
-    unstable_learning_rate: float = 1.0
-    """too high for the tanh net: the loss grows"""
-    killing_learning_rate: float = 3.0
-    """too high for the ReLU net: its units die"""
+    too_high_lr_factor: float = 10.0
+    """the too-high learning rate of the tanh and ReLU nets, in units of the stability limit
+    2/λ_max (λ_max: largest Hessian eigenvalue of the training loss at the initial parameters)"""
+    power_iterations: int = 30
+    """power-iteration steps that estimate λ_max"""
     dead_bias: float = -3.0
     """initial hidden bias that makes every ReLU dead from the start"""
     leaky_slope: float = 0.3
@@ -76,8 +86,10 @@ class Config:
     """factor on the default (LeCun normal) initial kernels that saturates tanh units"""
     constant_weight: float = 0.05
     """every weight of the constant-init variant (biases 0)"""
+    seeds: int = 3
+    """initialisations (and shuffles) per variant"""
     seed: int = 0
-    """parameter init and shuffling seed"""
+    """first seed (repetition i uses seed + i)"""
     split_seed: int = 0
     """seed of the stratified 60/20/20 train/val/test split"""
     smoke: bool = False
@@ -86,7 +98,7 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        for field in ("epochs", "batch_size"):
+        for field in ("epochs", "batch_size", "seeds", "power_iterations"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
         if len(self.hidden) < 2 or min(self.hidden) < 2:
@@ -94,7 +106,12 @@ class Config:
                 f"hidden must be at least 2 layers of at least 2 units (symmetry needs units to "
                 f"compare); got {self.hidden}"
             )
-        for field in ("learning_rate", "unstable_learning_rate", "killing_learning_rate"):
+        if self.too_high_lr_factor <= 2:
+            raise ValueError(
+                "too_high_lr_factor must be > 2 (clearly above the stability limit); got "
+                f"{self.too_high_lr_factor}"
+            )
+        for field in ("learning_rate",):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be > 0; got {getattr(self, field)}")
         if not 0 < self.leaky_slope < 1:
@@ -108,13 +125,14 @@ class Variant(NamedTuple):
 
     Attributes:
       activation: hidden-unit name (jaxnets.nn.ACTIVATIONS).
-      learning_rate: the SGD step size.
+      learning_rate: the SGD step size; ``None``: ``too_high_lr_factor`` × 2/λ_max of the
+        variant's own initial parameters.
       init: default (LeCun normal) params as numpy arrays -> this variant's initial params.
       lesson: what the run shows, printed next to its name.
     """
 
     activation: str
-    learning_rate: float
+    learning_rate: float | None
     init: Callable[[PyTree], PyTree]
     lesson: str
 
@@ -145,9 +163,7 @@ def _variants(cfg: Config) -> dict[str, Variant]:
     constant_kernel = functools.partial(np.full_like, fill_value=cfg.constant_weight)
     return {
         "tanh": Variant("tanh", lr, keep, "good learning rate and init scale (the fix)"),
-        "tanh_high_lr": Variant(
-            "tanh", cfg.unstable_learning_rate, keep, "too-high learning rate: the loss grows"
-        ),
+        "tanh_high_lr": Variant("tanh", None, keep, "too-high learning rate: the loss grows"),
         "tanh_large_init": Variant(
             "tanh",
             lr,
@@ -155,9 +171,7 @@ def _variants(cfg: Config) -> dict[str, Variant]:
             "large initial weights: saturated units",
         ),
         "relu": Variant("relu", lr, keep, "good learning rate, random init (the fix)"),
-        "relu_high_lr": Variant(
-            "relu", cfg.killing_learning_rate, keep, "too-high learning rate kills ReLUs"
-        ),
+        "relu_high_lr": Variant("relu", None, keep, "too-high learning rate kills ReLUs"),
         "relu_negative_bias": Variant(
             "relu", lr, _hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
         ),
@@ -187,26 +201,63 @@ def _trainer(cfg: Config, activation: str) -> Trainer:
 
 
 def _initial_state(trainer: Trainer, variant: Variant, seed: int, x: np.ndarray) -> TrainState:
+    """The variant's initial parameters and an SGD state (its learning rate set later)."""
     state = trainer.init(jax.random.PRNGKey(seed), x[:1])
     # on the host: numpy spares each little transform a compile
     params = jax.tree.map(jnp.asarray, variant.init(jax.device_get(state.params)))
-    opt_state = trainer.optimizer.init(params)
-    learning_rate = jnp.asarray(variant.learning_rate, jnp.float32)
-    opt_state = opt_state._replace(hyperparams={"learning_rate": learning_rate})
-    return state.replace(params=params, opt_state=opt_state)
+    return state.replace(params=params, opt_state=trainer.optimizer.init(params))
 
 
-def _train(run: Run, name: str, trainer: Trainer, state: TrainState, data, cfg: Config):
+def _with_learning_rate(state: TrainState, learning_rate: float) -> TrainState:
+    hyperparams = {"learning_rate": jnp.asarray(learning_rate, jnp.float32)}
+    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "iterations"))
+def top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iterations: int):
+    """λ_max of the Hessian of the mean training loss at ``params``, by power iteration.
+
+    Each step multiplies by the Hessian without forming it: a Hessian-vector product is the
+    forward-mode derivative of the gradient, ``jvp(grad(loss), (params,), (v,))``. The
+    Rayleigh quotient vᵀHv of the normalised iterate estimates the eigenvalue of largest
+    magnitude (the largest one, at an initialisation where the loss curves upward most).
+
+    x: (n, 64), y: (n,) the whole training set; key seeds the random start vector.
+    """
+
+    def loss(p):
+        return batch_loss(trainer.model, trainer.loss, p, {}, (x, y), key, train=False)[0]
+
+    def hvp(v):
+        return jax.jvp(jax.grad(loss), (params,), (v,))[1]
+
+    def normalise(v):
+        norm = jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(v)))
+        return jax.tree.map(lambda leaf: leaf / norm, v)
+
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    start = [
+        jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    v = normalise(jax.tree.unflatten(treedef, start))
+    v = jax.lax.fori_loop(0, iterations, lambda _, v: normalise(hvp(v)), v)
+    return sum(
+        jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hvp(v)), strict=True)
+    )
+
+
+def _train(run: Run, name: str, seed: int, trainer: Trainer, state: TrainState, data, cfg: Config):
     """Epochs of SGD, stopping at the first non-finite loss; returns (state, epoch losses)."""
     x, y = data
     losses = []
     for epoch in range(cfg.epochs):
         state, metrics = trainer.train_epoch(state, x, y, batch_size=cfg.batch_size)
         loss = float(np.mean(jax.device_get(metrics["loss"])))
-        run.log(variant=name, epoch=epoch + 1, train_loss=loss)
+        run.log(variant=name, seed=seed, epoch=epoch + 1, train_loss=loss)
         losses.append(loss)
         if not math.isfinite(loss):
-            print(f"{name}: the training loss became {loss} in epoch {epoch + 1}; stopped")
+            print(f"{name} seed {seed}: the loss became {loss} in epoch {epoch + 1}; stopped")
             break
     return state, losses
 
@@ -224,17 +275,30 @@ def _unit_fractions(activations: dict[str, jax.Array], activation: str, when: st
     return fractions
 
 
-def _diagnose(run: Run, name: str, variant: Variant, trainer: Trainer, cfg: Config, splits):
-    """Train one variant; returns its table row and what the figure needs."""
+def _diagnose(
+    run: Run, name: str, variant: Variant, trainer: Trainer, cfg: Config, splits, seed: int
+):
+    """Train one variant from one seed; returns its table row and what the figure needs."""
     first_batch = (splits.train.x[: cfg.batch_size], splits.train.y[: cfg.batch_size])
     x, y = jnp.asarray(splits.train.x), jnp.asarray(splits.train.y)
-    state = _initial_state(trainer, variant, cfg.seed, splits.train.x)
+    state = _initial_state(trainer, variant, seed, splits.train.x)
+    curvature = {}
+    learning_rate = variant.learning_rate
+    if learning_rate is None:
+        key = jax.random.PRNGKey(seed)
+        lambda_max = float(
+            top_hessian_eigenvalue(trainer, state.params, x, y, key, cfg.power_iterations)
+        )
+        learning_rate = cfg.too_high_lr_factor * 2 / lambda_max
+        curvature = {"lambda_max_at_init": lambda_max, "learning_rate": learning_rate}
+    state = _with_learning_rate(state, learning_rate)
     _, first_step = step_norms(trainer, state, first_batch)
     init_activations = hidden_activations(trainer.model, {"params": state.params}, x)
-    state, losses = _train(run, name, trainer, state, (x, y), cfg)
+    state, losses = _train(run, name, seed, trainer, state, (x, y), cfg)
     activations = hidden_activations(trainer.model, {"params": state.params}, x)
     test = trainer.evaluate(state, splits.test.x, splits.test.y, batch_size=len(splits.test))
     row = {
+        **curvature,
         "train_loss": losses[-1],  # mean minibatch loss of the last epoch
         "test_accuracy": float(test["accuracy"]),
         **_unit_fractions(init_activations, variant.activation, "at_init"),
@@ -302,31 +366,49 @@ def _plot(run: Run, results: dict, extras: dict) -> None:
     run.savefig(fig, "failure_modes")
 
 
-def _claims(results: dict, cfg: Config) -> list[Claim]:
-    """The lecture's claims, each read off one variant's row: (text, variant, metric, threshold,
-    direction)."""
+def _claims(per_seed: dict[str, list[dict]], cfg: Config) -> list[Claim]:
+    """The lecture's claims, each read off one variant's rows (one per seed): (text, variant,
+    metric, threshold, direction, margin). Each margin keeps every seed clearly on its side:
+    a few test examples (one is 1/359 = 0.28% of the test set), a few hidden units (one is
+    1/128 of them), and for the exact symmetries, half the threshold."""
+    too_high = f"{cfg.too_high_lr_factor:g} x the stability limit 2/λ_max"
     checks = [
         (
-            f"learning rate {cfg.unstable_learning_rate:g} makes the tanh net's training loss "
-            "grow above chance (ln 10)",
+            f"learning rate {too_high} makes the tanh net's training loss grow above "
+            "chance (ln 10)",
             "tanh_high_lr",
             "train_loss",
             math.log(10),
             "above",
+            10.0,
+        ),
+        # the fix is judged on what the instability ruins, the training loss, and on test
+        # accuracy at the 90% the leaky fix below is held to: this plain-SGD net generalises
+        # to about 96%, so a 95% threshold would sit within a test example or two of some
+        # seeds' accuracy
+        (
+            f"learning rate {cfg.learning_rate:g} trains the same net: training loss under 0.1",
+            "tanh",
+            "train_loss",
+            0.1,
+            "below",
+            0.05,
         ),
         (
-            f"learning rate {cfg.learning_rate:g} trains the same net to 95% test accuracy",
+            f"learning rate {cfg.learning_rate:g} trains the same net to 90% test accuracy",
             "tanh",
             "test_accuracy",
-            0.95,
+            0.9,
             "above",
+            0.03,
         ),
         (
-            f"learning rate {cfg.killing_learning_rate:g} kills over half of the ReLUs",
+            f"learning rate {too_high} kills over half of the ReLUs",
             "relu_high_lr",
             "dead_after",
             0.5,
             "above",
+            0.2,
         ),
         (
             f"learning rate {cfg.learning_rate:g} leaves under 10% of the ReLUs dead",
@@ -334,6 +416,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "dead_after",
             0.1,
             "below",
+            0.02,
         ),
         (
             f"hidden bias {cfg.dead_bias:g} leaves over 90% of the ReLUs dead after training",
@@ -341,6 +424,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "dead_after",
             0.9,
             "above",
+            0.05,
         ),
         (
             f"leaky ReLUs from the same bias {cfg.dead_bias:g} still reach 90% test accuracy",
@@ -348,6 +432,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "test_accuracy",
             0.9,
             "above",
+            0.02,
         ),
         (
             f"init scale x{cfg.saturating_scale:g} saturates over half of the tanh units",
@@ -355,6 +440,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "saturated_at_init",
             0.5,
             "above",
+            0.1,
         ),
         (
             "the default init saturates under 10% of the tanh units",
@@ -362,6 +448,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "saturated_at_init",
             0.1,
             "below",
+            0.05,
         ),
         (
             f"init scale x{cfg.saturating_scale:g} costs test accuracy: under 90%",
@@ -369,6 +456,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "test_accuracy",
             0.9,
             "below",
+            0.05,
         ),
         (
             "zero init leaves the hidden units identical",
@@ -376,6 +464,7 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "unit_difference",
             1e-6,
             "below",
+            5e-7,
         ),
         (
             "constant init leaves the hidden units identical",
@@ -383,40 +472,54 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             "unit_difference",
             1e-6,
             "below",
+            5e-7,
         ),
-        ("random init breaks the symmetry", "relu", "unit_difference", 1e-6, "above"),
+        ("random init breaks the symmetry", "relu", "unit_difference", 1e-6, "above", 0.1),
         (
             "zero init does not learn: test accuracy under 20%",
             "zero_init",
             "test_accuracy",
             0.2,
             "below",
+            0.05,
         ),
     ]
     return [
-        Claim(text, metric, results[variant][metric], threshold, direction)
-        for text, variant, metric, threshold, direction in checks
+        Claim(
+            text,
+            metric,
+            [row[metric] for row in per_seed[variant]],
+            threshold,
+            direction,
+            margin=margin,
+        )
+        for text, variant, metric, threshold, direction, margin in checks
     ]
 
 
 def main(cfg: Config) -> dict:
     if cfg.smoke:
-        cfg = dataclasses.replace(cfg, epochs=2)
+        cfg = dataclasses.replace(cfg, epochs=2, seeds=1)
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.test)} test; MLP {cfg.hidden}")
     run = Run("failure_modes", cfg, root=cfg.out)
     trainers: dict[str, Trainer] = {}
-    results, extras = {}, {}
+    per_seed, extras = {}, {}
     for name, variant in _variants(cfg).items():
         if variant.activation not in trainers:
             trainers[variant.activation] = _trainer(cfg, variant.activation)
         trainer = trainers[variant.activation]
-        results[name], extras[name] = _diagnose(run, name, variant, trainer, cfg, splits)
+        per_seed[name] = []
+        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
+            row, extra = _diagnose(run, name, variant, trainer, cfg, splits, seed)
+            per_seed[name].append(row)
+            extras.setdefault(name, extra)  # the figure shows the first seed
         print(f"{name:>20}: {variant.lesson}")
+    results = {name: mean_over_seeds(rows) for name, rows in per_seed.items()}
     _plot(run, results, extras)
     columns = list(dict.fromkeys(m for row in results.values() for m in row))
     print(format_table(results, columns))
-    return run.write_summary(results, _claims(results, cfg))
+    return run.write_summary(results, _claims(per_seed, cfg))
 
 
 if __name__ == "__main__":
