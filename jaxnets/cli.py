@@ -107,6 +107,19 @@ def _cmd_gradcheck(args) -> int:
     return 0
 
 
+def _relative_tolerance(text: str) -> float:
+    """argparse type for --tol: a relative error lies in [0, 1], so only 0 < tol < 1 can fail."""
+    try:
+        tol = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < tol < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} would accept any gradient; give a relative error in (0, 1), e.g. 1e-6"
+        )
+    return tol
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxnets", description="Browse and check the jaxnets model zoo."
@@ -126,7 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("name")
     p.add_argument("--mode", choices=("auto", "full", "directions"), default="auto")
-    p.add_argument("--tol", type=float, default=1e-6, help="largest accepted relative error")
+    p.add_argument(
+        "--tol",
+        type=_relative_tolerance,
+        default=1e-6,
+        help="largest accepted relative error, in (0, 1) (default 1e-6)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_gradcheck)
     args = parser.parse_args(argv)

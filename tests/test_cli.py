@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from jaxnets.cli import main
 
 
@@ -59,3 +61,12 @@ def test_console_entry_point_runs():
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("xor_mlp")
+
+
+@pytest.mark.parametrize("tol", ["inf", "1", "0", "-1e-6", "nan", "tight"])
+def test_gradcheck_tolerance_that_cannot_fail_is_a_usage_error(tol, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", "linear_regression", "--tol", tol])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --tol" in err and "Traceback" not in err
