@@ -60,7 +60,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
-    """ "Same": ``ceil(size / stride)`` outputs; the zeros they need, the odd one after."""
+    """Zeros before and after an axis for "same": ``ceil(size / stride)`` outputs, odd one after."""
     total = max((-(-size // stride) - 1) * stride + window - size, 0)
     return total // 2, total - total // 2
 
