@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: install train test test-all test-gpu lint bench fingerprints results readme clean
+.PHONY: install train test test-all test-gpu lint bench fingerprints mutate results readme clean
 
 install: $(STAMP)
 
@@ -49,6 +49,17 @@ bench: $(STAMP)
 # intended change of a model's function; tests/test_models.py compares every model with them.
 fingerprints: $(STAMP)
 	$(BIN)/python tests/fingerprints.py
+
+# Mutation testing (issue 15), not part of `make test`: mutmut 3 (pinned in pyproject's [mutate]
+# extra) mutates the core numeric modules and runs, per mutant, the tests that reach the mutated
+# function (pyproject [tool.mutmut]). Niced, two workers. Results are kept in mutants/: a rerun
+# only checks new mutants (rm -rf mutants to start afresh). Then the score (killed / non-
+# equivalent mutants, per module; fails under 90%) and each survivor's diff.
+mutate: $(STAMP)
+	@$(BIN)/python -c 'import importlib.metadata as m; assert m.version("mutmut")[:2] == "3."' \
+		2>/dev/null || $(BIN)/python -m pip install --quiet 'mutmut>=3,<4'
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/mutants/jax-cache nice -n 10 $(BIN)/mutmut run --max-children 2
+	$(BIN)/python tests/mutation_score.py
 
 # Record each experiment's newest full-size run (runs/<name>/<time>/summary.json) as the
 # committed experiments/results/<name>.json; `make results NAMES="digits xor"` records some.
