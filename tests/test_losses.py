@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,3 +90,163 @@ def test_negative_log_likelihood_ignores_the_target_and_random_targets_fit_each_
     assert none.shape == (4,) and not np.any(np.asarray(none))
     pixels = losses.random_targets("bernoulli_nll", key, jnp.ones((4, 3, 3, 1)))
     assert pixels.shape == (4, 3, 3, 1) and set(np.unique(np.asarray(pixels))) == {0.0, 1.0}
+
+
+# --- every registered loss against its lecture formula, in NumPy float64 ---------------------
+#
+# Written from the lecture's definitions (seed 004 §2.3, seed 003, Lecture 15), one example at
+# a time, with σ(z) = 1 / (1 + e^-z) and softmax computed directly: no shared code with the
+# stable forms in jaxnets.losses. Inputs are of order 1, so the direct forms are accurate.
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _np_softmax_ce(z, t):
+    p = np.exp(z) / np.sum(np.exp(z))
+    return -np.log(p[t])
+
+
+def _np_sequence(per_step, z, t):
+    """Mean over the valid steps (t >= 0) of per_step(z_s, t_s); 0 with none valid."""
+    valid = [s for s in range(len(t)) if t[s] >= 0]
+    return sum(per_step(z[s], t[s]) for s in valid) / len(valid) if valid else 0.0
+
+
+def _np_multiclass_hinge(z, t, margin=1.0):
+    return sum(max(0.0, z[j] - z[t] + margin) for j in range(len(z)) if j != t)
+
+
+def _np_zero_one(z, t):
+    prediction = int(np.argmax(z)) if z.size > 1 else int(z.reshape(()) > 0)
+    return float(prediction != int(t))
+
+
+NUMPY_LOSSES = {
+    "squared_error": lambda y, t: 0.5 * np.sum((y - t) ** 2),
+    "binary_cross_entropy": lambda z, t: (
+        -(t * np.log(_sigmoid(z)) + (1 - t) * np.log(1 - _sigmoid(z))).sum()
+    ),
+    "softmax_cross_entropy": _np_softmax_ce,
+    "sequence_cross_entropy": lambda z, t: _np_sequence(_np_softmax_ce, z, t),
+    "bernoulli_nll": lambda z, t: (
+        -np.sum(t * np.log(_sigmoid(z)) + (1 - t) * np.log(1 - _sigmoid(z)))
+    ),
+    "negative_log_likelihood": lambda log_p, t: -np.sum(log_p),
+    "binary_hinge": lambda z, t: max(0.0, 1.0 - (2 * t - 1) * z.sum()),
+    "multiclass_hinge": _np_multiclass_hinge,
+    "perceptron_criterion": lambda z, t: max(0.0, -(2 * t - 1) * z.sum()),
+}
+
+
+def _batch(target, output_shape, rng, batch=6):
+    """Outputs of order 1 (away from ties and hinge corners) and a target of each kind."""
+    z = rng.normal(0.0, 1.5, (batch, *output_shape))
+    if target == "class":
+        return z, rng.permutation(np.arange(batch) % output_shape[-1])
+    if target == "sequence":
+        t = rng.integers(0, output_shape[-1], (batch, output_shape[0]))
+        t[0, 1:] = -1  # padded tails, and one sequence with no valid step
+        t[1, -1] = -1
+        t[2, :] = -1
+        return z, t
+    if target == "binary":
+        return z, (np.arange(batch) % 2).astype(np.float64)
+    if target == "binary_array":
+        return z, rng.integers(0, 2, z.shape).astype(np.float64)
+    return z, rng.normal(size=z.shape)  # real; ignored by "none"
+
+
+def _per_example(fn, z, t):
+    """fn vmapped over the batch in float64, as the trainer applies a loss."""
+    with jax.enable_x64(True):
+        return np.asarray(jax.vmap(fn)(jnp.asarray(z), jnp.asarray(t)))
+
+
+# name -> the per-example output shapes tested (binary logits as (1,) and as ())
+OUTPUT_SHAPES = {
+    "squared_error": [(3,)],
+    "binary_cross_entropy": [(1,), ()],
+    "softmax_cross_entropy": [(4,)],
+    "sequence_cross_entropy": [(5, 4)],
+    "bernoulli_nll": [(2, 3)],
+    "negative_log_likelihood": [(), (1,)],
+    "binary_hinge": [(1,), ()],
+    "multiclass_hinge": [(4,)],
+    "perceptron_criterion": [(1,), ()],
+}
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_every_loss_and_its_accuracy_equal_the_numpy_formula_per_example(name):
+    """Each loss, vmapped over a batch as the trainer does, equals its lecture formula per
+    example; so does the accuracy the spec pairs with it (per valid step for sequences)."""
+    assert set(OUTPUT_SHAPES) == set(losses.LOSSES)
+    spec = losses.get_loss(name)
+    rng = np.random.default_rng(len(name))
+    for shape in OUTPUT_SHAPES[name]:
+        z, t = _batch(spec.target, shape, rng)
+        got = _per_example(spec.fn, z, t)
+        want = [NUMPY_LOSSES[name](z[i], t[i]) for i in range(len(z))]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"{name} {shape}")
+        if spec.target in ("class", "binary", "sequence"):  # the ones with an accuracy
+            got_accuracy = _per_example(spec.accuracy, z, t)
+        if spec.target == "sequence":
+            right = [
+                _np_sequence(lambda zs, ts: float(np.argmax(zs) == ts), *zt)
+                for zt in zip(z, t, strict=True)
+            ]
+            np.testing.assert_allclose(got_accuracy, right, rtol=1e-12)
+        elif spec.target in ("class", "binary"):
+            wrong = [_np_zero_one(z[i], t[i]) for i in range(len(z))]
+            np.testing.assert_array_equal(got_accuracy, 1.0 - np.asarray(wrong))
+            assert 0 < np.mean(wrong) < 1  # both right and wrong examples were checked
+
+
+def test_multiclass_hinge_margin_is_the_weston_watkins_delta():
+    """The margin Δ enters every term: Σ_{j≠t} max(0, z_j − z_t + Δ), checked at several Δ."""
+    z, t = _batch("class", (5,), np.random.default_rng(1))
+    for margin in (0.25, 2.0):
+        hinge = functools.partial(losses.multiclass_hinge, margin=margin)
+        got = _per_example(hinge, z, t)
+        want = [_np_multiclass_hinge(z[i], t[i], margin) for i in range(len(z))]
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"margin {margin}")
+
+
+def test_the_classification_losses_are_those_whose_target_is_a_label():
+    """The trainer reports accuracy exactly for the classifiers' losses (lecture: logistic,
+    softmax, hinge, perceptron; and per-step classes for sequences)."""
+    classifiers = {
+        "binary_cross_entropy",
+        "softmax_cross_entropy",
+        "sequence_cross_entropy",
+        "binary_hinge",
+        "multiclass_hinge",
+        "perceptron_criterion",
+    }
+    assert {n for n, spec in losses.LOSSES.items() if spec.is_classification} == classifiers
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_random_targets_are_valid_targets_of_each_loss(name):
+    """random_targets (used by the gradient checks of every model) draws targets of the loss's
+    kind: every class / label value, the outputs' dtype for real-valued ones, N(0, 1) reals."""
+    spec = losses.get_loss(name)
+    batch, shape = 64, OUTPUT_SHAPES[name][0]
+    outputs = jnp.ones((batch, *shape), jnp.float16)  # not a default dtype
+    t = losses.random_targets(name, jax.random.PRNGKey(3), outputs)
+    values = set(np.unique(np.asarray(t, np.float64)).tolist())
+    if spec.target in ("class", "sequence"):
+        assert t.shape == outputs.shape[:-1] and jnp.issubdtype(t.dtype, jnp.integer)
+        assert values == set(range(shape[-1]))
+    elif spec.target in ("binary", "binary_array"):
+        assert t.shape == (outputs.shape if spec.target == "binary_array" else (batch,))
+        assert t.dtype == outputs.dtype and values == {0.0, 1.0}
+    elif spec.target == "none":
+        assert t.shape == (batch,) and t.dtype == outputs.dtype and values == {0.0}
+    else:
+        assert spec.target == "real" and t.shape == outputs.shape and t.dtype == outputs.dtype
+        sample = np.asarray(t, np.float64)
+        assert abs(sample.mean()) < 0.3 and 0.8 < sample.std() < 1.2
+    assert np.all(np.isfinite(np.asarray(jax.vmap(spec.fn)(outputs, t), np.float64)))
