@@ -499,7 +499,7 @@ def _claims(per_seed: dict[str, list[dict]], cfg: Config) -> list[Claim]:
 
 def main(cfg: Config) -> dict:
     if cfg.smoke:
-        cfg = dataclasses.replace(cfg, epochs=2, seeds=1)
+        cfg = dataclasses.replace(cfg, epochs=2, seeds=1, hidden=(16, 16), power_iterations=5)
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.test)} test; MLP {cfg.hidden}")
     run = Run("failure_modes", cfg, root=cfg.out)

@@ -166,7 +166,7 @@ def _repetition(cfg: Config, run: Run, seed: int):
 
 def main(cfg: Config) -> dict:
     if cfg.smoke:
-        cfg = dataclasses.replace(cfg, n_test=50, max_degree=4, gd_steps=500)
+        cfg = dataclasses.replace(cfg, n_test=50, gd_steps=500)
     run = Run("linear_regression", cfg, root=cfg.out)
     top = f"degree {cfg.max_degree}"
     agreements, sweeps, bests = [], [], []

@@ -501,10 +501,11 @@ def main(cfg: Config) -> dict:
     if cfg.smoke:
         cfg = dataclasses.replace(
             cfg,
-            optimizers=("sgd", "momentum", "adam"),
+            optimizers=("sgd", "momentum"),
             steps=60,
             digits_steps=20,
-            eval_every=10,
+            eval_every=5,
+            hidden=(16,),
             seeds=1,
             batch_sizes=(0,),
         )

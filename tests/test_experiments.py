@@ -76,17 +76,6 @@ def test_mean_over_seeds_averages_the_metrics_every_seed_has():
         mean_over_seeds([])
 
 
-def test_digits_smoke(tmp_path):
-    digits = load_experiment("digits")
-    summary = digits.main(digits.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, "digits")
-    assert set(summary["results"]) == {"softmax_regression", "mlp"}
-    # two epochs of softmax regression already beat chance (10%) by far
-    assert summary["results"]["softmax_regression"]["test_accuracy"] > 0.8
-    rows = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(rows) == 4  # 2 variants x 1 seed x 2 epochs
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -130,28 +119,6 @@ def test_digits_script_runs_as_a_program(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "softmax_regression" in proc.stdout and (tmp_path / "digits").is_dir()
-
-
-def test_xor_smoke(tmp_path):
-    experiment = load_experiment("xor")
-    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path)))
-    _check_run_dir(summary, tmp_path, "xor")
-    results = summary["results"]
-    assert results["handset_relu"]["max_abs_error"] == 0.0
-    assert results["handset_hard_threshold"]["max_abs_error"] == 0.0
-    assert results["learned_8_hidden"]["seeds_at_100pct"] == 16
-    assert 0 < results["learned_2_hidden"]["seeds_at_100pct"] < 16
-
-
-def test_linear_regression_smoke(tmp_path):
-    experiment = load_experiment("linear_regression")
-    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path)))
-    _check_run_dir(summary, tmp_path, "linear_regression")
-    assert summary["results"]["closed_form_vs_gd"]["max_param_difference"] < 1e-5
-    rows = [summary["results"][f"degree {d}"] for d in range(5)]
-    # training error never increases with the degree (nested least-squares problems)
-    train = [r["train_mse"] for r in rows]
-    assert all(b <= a + 1e-12 for a, b in zip(train, train[1:], strict=False))
 
 
 @pytest.mark.slow  # its parts are tested in test_cnn.py and test_inspect.py
