@@ -311,3 +311,96 @@ def test_trainer_for_model_checks_inputs_against_the_card():
     state = trainer.init(jax.random.PRNGKey(0), images.reshape(4, 64))
     with pytest.raises(jaxnets.InputSpecError, match="got shape \\(4, 8, 8\\)"):
         fit(trainer, state, (images, np.zeros(4, np.int32)), epochs=1, batch_size=2, progress=False)
+
+
+# --- the step, its regularizer and augmentation, and per-example gradients, in closed form --
+#
+# For a linear softmax classifier z = x W + b with cross-entropy, the lecture's gradient is
+# dL/dz = p − onehot(y), so each example's gradient is dW = x ⊗ (p − e_y), db = p − e_y
+# (seed 004 §2.3, softmax regression). NumPy float64 below, no autodiff.
+
+
+class _Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(3)(x)
+
+
+def _np_softmax_regression(params, x, y):
+    """Per-example losses (n,), accuracies (n,) and gradients dW (n, 5, 3), db (n, 3)."""
+    w = np.asarray(params["Dense_0"]["kernel"], np.float64)
+    b = np.asarray(params["Dense_0"]["bias"], np.float64)
+    z = np.asarray(x, np.float64) @ w + b
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    rows = np.arange(len(y))
+    delta = p.copy()
+    delta[rows, y] -= 1.0
+    loss = -np.log(p[rows, y])
+    right = (np.argmax(z, axis=1) == y).astype(np.float64)
+    return loss, right, np.asarray(x, np.float64)[:, :, None] * delta[:, None, :], delta
+
+
+def test_step_with_regularizer_and_augmentation_equals_the_closed_form_sgd_step():
+    """One SGD step on the augmented batch with an L2 penalty: W <- W − lr (mean dW + λ W);
+    the reported loss and accuracy are the data terms on the augmented inputs."""
+    lam, lr = 0.3, 0.5
+    tr = Trainer(
+        _Linear(),
+        "softmax_cross_entropy",
+        make_optimizer("sgd", lr),
+        regularizer=lambda p: 0.5 * lam * jnp.sum(p["Dense_0"]["kernel"] ** 2),
+        augment=lambda key, x: 2.0 * x,
+    )
+    state = _state(tr)
+    x, y = _data(8)
+    params0 = jax.device_get(state.params)
+    loss, right, dw, db = _np_softmax_regression(params0, 2.0 * x, y)
+    new_state, metrics = tr.train_step(state, (jnp.asarray(x), jnp.asarray(y)))
+    w0 = params0["Dense_0"]["kernel"]
+    np.testing.assert_allclose(
+        new_state.params["Dense_0"]["kernel"], w0 - lr * (dw.mean(0) + lam * w0), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        new_state.params["Dense_0"]["bias"], params0["Dense_0"]["bias"] - lr * db.mean(0), rtol=1e-5
+    )
+    np.testing.assert_allclose(metrics["loss"], loss.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], right.mean())
+    assert 0 < right.mean() < 1 and int(new_state.step) == 1
+
+
+def test_per_example_gradients_and_their_norms_equal_the_closed_form():
+    """Each example's own gradient (no regularizer), and its global L2 norm over all leaves,
+    in chunks that do not divide the data (7 examples, chunks of 3)."""
+    tr = Trainer(
+        _Linear(),
+        "softmax_cross_entropy",
+        make_optimizer("sgd", 0.1),
+        regularizer=lambda p: 10.0 * jnp.sum(p["Dense_0"]["kernel"] ** 2),
+    )
+    state = _state(tr)
+    x, y = _data(7)
+    _, _, dw, db = _np_softmax_regression(jax.device_get(state.params), x, y)
+    grads = tr.per_example_grads(state, (jnp.asarray(x), jnp.asarray(y)))
+    np.testing.assert_allclose(grads["Dense_0"]["kernel"], dw, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads["Dense_0"]["bias"], db, rtol=1e-5, atol=1e-7)
+    norms = tr.per_example_grad_norms(state, jnp.asarray(x), jnp.asarray(y), batch_size=3)
+    expected = np.sqrt((dw**2).sum(axis=(1, 2)) + (db**2).sum(axis=1))
+    np.testing.assert_allclose(norms, expected, rtol=1e-5)
+    assert np.ptp(expected) > 0.1  # the examples' norms differ
+
+
+def test_for_model_passes_the_regularizer_augmentation_and_the_cards_per_example_setting():
+    def penalty(params):
+        return 0.0
+
+    def flip(key, x):
+        return x
+
+    trainer = Trainer.for_model(
+        "mlp", make_optimizer("sgd", 0.1), hidden=(8,), regularizer=penalty, augment=flip
+    )
+    assert trainer.regularizer is penalty and trainer.augment is flip and trainer.per_example
+    batch_norm = Trainer.for_model("vgg_small", make_optimizer("sgd", 0.1))
+    assert not batch_norm.per_example  # its card: batch norm couples the examples
+    with pytest.raises(ValueError, match="per-example gradients are not defined"):
+        batch_norm.per_example_grads  # noqa: B018
