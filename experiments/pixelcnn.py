@@ -81,7 +81,14 @@ class Config:
 
 
 # a few epochs of a tiny net already beat the baseline (the claim's direction), in seconds
-_SMOKE = {"features": 8, "layers": 1, "epochs": 15, "learning_rate": 1e-2, "num_samples": 4, "seeds": 2}
+_SMOKE = {
+    "features": 8,
+    "layers": 1,
+    "epochs": 15,
+    "learning_rate": 1e-2,
+    "num_samples": 4,
+    "seeds": 2,
+}
 
 
 def _train(cfg: Config, trainer: Trainer, data, run: Run, seed: int):

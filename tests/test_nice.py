@@ -231,23 +231,3 @@ def test_experiment_config_is_validated():
         experiment.Config(noises=(0.1,))
     with pytest.raises(ValueError, match="unknown data sets"):
         experiment.Config(datasets=("spirals",), noises=(0.1,))
-
-
-# ~15 s on the shared 2-core CPU (two data sets; compiles dominate); its parts are tested above:
-# the flow's inverse, log-determinants, density and sampling, the Gaussian baseline, the data.
-@pytest.mark.slow
-def test_experiment_smoke(tmp_path):
-    experiment = load_experiment("nice")
-    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path)))
-    run = next((tmp_path / "nice").iterdir())
-    assert {"summary.json", "metrics.jsonl", "nice_densities.png"} <= {
-        p.name for p in run.iterdir()
-    }
-    results = summary["results"]
-    assert set(results) == {"NICE two_moons", "Gaussian two_moons", "NICE rings", "Gaussian rings"}
-    for name in ("two_moons", "rings"):
-        assert results[f"NICE {name}"]["round_trip_error_float64"] < 1e-12
-        # standardised 2-D data: the ML Gaussian's average log-likelihood is near −(1 + log 2π)
-        assert -3.1 < results[f"Gaussian {name}"]["train_log_likelihood"] < -2.5
-    claims = {c["metric"] for c in summary["claims"]}
-    assert claims == {"test_log_likelihood", "round_trip_error_float64"}

@@ -1,13 +1,11 @@
 """PixelCNN: masks, causality through Jacobian sparsity, the Bernoulli baseline, sampling."""
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_experiments import load_experiment
 
 from jaxnets.data import load_digits
 from jaxnets.data.binarized import load_binarized_digits
@@ -225,27 +223,3 @@ def test_binarized_digits_threshold_the_ink():
     assert load_binarized_digits(threshold=0.0).x.mean() > data.x.mean()
     with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\)"):
         load_binarized_digits(threshold=1.0)
-
-
-# ~11 s of CPU, mostly compiles; its parts are tested above (masks, causality, the baseline,
-# sampling, the data)
-@pytest.mark.slow
-def test_experiment_smoke_run(tmp_path):
-    pixelcnn = load_experiment("pixelcnn")
-    config = pixelcnn.Config(smoke=True, out=str(tmp_path))
-    summary = pixelcnn.main(config)
-    (run,) = (tmp_path / "pixelcnn").iterdir()
-    files = {p.name for p in run.iterdir()}
-    assert {"config.json", "metrics.jsonl", "summary.json", "pixelcnn_samples.png"} <= files
-    on_disk = json.loads((run / "summary.json").read_text())
-    assert on_disk["results"] == summary["results"]
-    (claim,) = on_disk["claims"]
-    assert claim["holds"] == (claim["value"] <= claim["threshold"])
-    # the baseline's test bits/dim, recomputed here from the same split
-    data = load_binarized_digits(config.threshold).split(config.splits, seed=config.seed)
-    p = (data.train.x.sum(0) + 1.0) / (len(data.train) + 2.0)
-    nll_bits = -(data.test.x * np.log2(p) + (1 - data.test.x) * np.log2(1 - p))
-    baseline = summary["results"]["independent_bernoulli"]["test_bits_per_dim"]
-    np.testing.assert_allclose(baseline, nll_bits.mean(), rtol=1e-5)
-    assert claim["threshold"] == pytest.approx(baseline)
-    assert 0 < summary["results"]["pixelcnn"]["test_bits_per_dim"] < 2

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_experiments import load_experiment
 
 from jaxnets import model_card
 from jaxnets.data.audio import mu_law_decode, mu_law_encode, synthetic_audio
@@ -258,28 +257,3 @@ def test_sampling_errors():
         generate(model, variables, key, jnp.zeros((2, 1), jnp.int32), 3, temperature=-1.0)
     with pytest.raises(ValueError, match="length must be an int >= 0"):
         generate(model, variables, key, jnp.zeros((2, 1), jnp.int32), -1)
-
-
-# -- experiment ----------------------------------------------------------------------------------
-
-
-# ~12 s (a compile of every piece); its parts are tested above (causality and the measured
-# receptive field, sampling, mu-law, synthetic audio) and in test_models.py (training steps)
-@pytest.mark.slow
-def test_experiment_smoke(tmp_path):
-    wavenet = load_experiment("wavenet")
-    summary = wavenet.main(wavenet.Config(smoke=True, out=str(tmp_path)))
-    (run,) = (tmp_path / "wavenet").iterdir()
-    assert {"summary.json", "metrics.jsonl", "config.json", "generated_waveform.png"} <= {
-        p.name for p in run.iterdir()
-    }
-    row = summary["results"]["wavenet"]
-    assert row["receptive_field"] == row["measured_receptive_field"] == 4  # 1 + 1 + 2
-    for variant in summary["results"].values():
-        assert variant["test_bits_per_sample"] == pytest.approx(
-            variant["test_nll_nats"] / np.log(2)
-        )
-    # an untrained model is near uniform over 256 codes: about ln 256 nats
-    assert abs(row["test_nll_nats"] - np.log(256)) < 0.5
-    (claim,) = summary["claims"]
-    assert claim["holds"] == (claim["value"] <= claim["threshold"])
