@@ -128,8 +128,9 @@ def _train(run: Run, cfg: Config, label: str, card, model, epochs: int, splits) 
         per_example=card.per_example_grads,
     )
     tests, histories = [], []
+    init = jax.jit(trainer.init)  # one compile; eager flax init compiles op by op
     for seed in range(cfg.seeds):
-        state = trainer.init(jax.random.PRNGKey(seed), splits.train.x[:1])
+        state = init(jax.random.PRNGKey(seed), splits.train.x[:1])
         result = fit(
             trainer,
             state,
@@ -156,7 +157,8 @@ def _plot_filters_and_maps(run: Run, model, state, digit_HxWx1: np.ndarray) -> N
     run.savefig(fig, "c1_filters")
 
     variables = {"params": state.params, **state.model_state}
-    _, captured = model.apply(variables, jnp.asarray(digit_HxWx1)[None], capture_intermediates=True)
+    apply = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True))  # one compile
+    _, captured = apply(variables, jnp.asarray(digit_HxWx1)[None])
     maps = {
         k: np.asarray(captured["intermediates"][k]["__call__"][0][0]) for k in ("C1", "S2", "C3")
     }

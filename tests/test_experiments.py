@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnets.data import make_execution_task, most_common_answer_accuracy
+from jaxnets.data import make_execution_task
 from jaxnets.experiment import Claim, mean_over_seeds, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,23 +121,6 @@ def test_digits_script_runs_as_a_program(tmp_path):
     assert "softmax_regression" in proc.stdout and (tmp_path / "digits").is_dir()
 
 
-@pytest.mark.slow  # its parts are tested in test_cnn.py and test_inspect.py
-def test_cnn_smoke(tmp_path, capsys):
-    experiment = load_experiment("cnn")
-    summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path), resnet_epochs=1))
-    run = _check_run_dir(summary, tmp_path, "cnn")
-    assert {"c1_filters.png", "feature_maps.png", "lecture_filters.png"} <= {
-        p.name for p in run.iterdir()
-    }
-    claims = {c["metric"]: c for c in summary["claims"]}
-    assert claims["table1_mismatches"]["value"] == 0 and claims["table1_mismatches"]["holds"]
-    assert summary["results"]["lenet5"]["parameters"] == 61_706  # Table 1 weights + biases
-    # one epoch of LeNet-5 already beats chance (10%) by far
-    assert summary["results"]["lenet5"]["test_accuracy"] > 0.5
-    out = capsys.readouterr().out
-    assert "117,600" in out and "240,000" in out  # the printed layer table
-
-
 def test_cnn_table1_check_names_the_wrong_cell():
     experiment = load_experiment("cnn")
     from jaxnets import create_model
@@ -218,30 +201,6 @@ def test_readme_results_equal_what_the_committed_summaries_generate():
             )
 
 
-@pytest.mark.slow  # its parts are tested in test_rnn.py and test_recurrent.py
-def test_long_term_smoke(tmp_path, capsys):
-    long_term = load_experiment("long_term")
-    summary = long_term.main(long_term.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, "long_term")
-    assert set(summary["results"]) == {"lstm_T6", "lstm_T6_clip1"}
-    for row in summary["results"].values():
-        assert 0 < row["best_test_mse"] <= row["final_test_mse"]
-    assert {"adding_problem_curves.png", "gradient_flow.png"} <= {p.name for p in run.iterdir()}
-    assert "‖∂h_T/∂h_1‖ / ‖∂h_T/∂h_T‖ at T=6" in capsys.readouterr().out
-
-
-@pytest.mark.slow  # its parts are tested in test_rnn.py; `make test-all` runs it
-def test_char_rnn_smoke(tmp_path):
-    char_rnn = load_experiment("char_rnn")
-    summary = char_rnn.main(char_rnn.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, "char_rnn")
-    bits = {name: row["test_bits_per_char"] for name, row in summary["results"].items()}
-    # more context never hurts the n-grams on code; the untrained-ish LSTM is near uniform
-    assert bits["trigram (interpolated)"] < bits["bigram (add-1)"] < bits["unigram"]
-    assert 0 < bits["lstm"] < 8
-    assert (run / "samples.txt").read_text().count("--- temperature") == 2
-
-
 def test_seq2seq_teacher_forcing_arrays_shift_the_target_and_mask_padding():
     seq2seq = load_experiment("seq2seq_execute")
     task = make_execution_task(20, seed=1)
@@ -254,17 +213,6 @@ def test_seq2seq_teacher_forcing_arrays_shift_the_target_and_mask_padding():
     for row, answer in zip(y, task.answers, strict=True):
         assert (row[: len(answer) + 1] >= 0).all() and (row[len(answer) + 1 :] == -1).all()
         assert row[len(answer)] == task.vocab.eos_id
-
-
-@pytest.mark.slow  # its parts are tested in test_rnn.py; `make test-all` runs it
-def test_seq2seq_execute_smoke(tmp_path):
-    seq2seq = load_experiment("seq2seq_execute")
-    summary = seq2seq.main(seq2seq.Config(smoke=True, out=str(tmp_path)))
-    _check_run_dir(summary, tmp_path, "seq2seq_execute")
-    train, _, test = make_execution_task(300, seed=0).split((0.8, 0.1, 0.1), seed=0)
-    baseline = summary["results"]["most common answer"]["test_exact_match"]
-    assert baseline == most_common_answer_accuracy(train.answers, test.answers)
-    assert 0 <= summary["results"]["lstm seq2seq, reversed source"]["test_exact_match"] <= 1
 
 
 @pytest.mark.slow  # its parts are tested in test_nplm.py and test_words.py; `make test-all` runs it
@@ -289,17 +237,3 @@ def test_language_model_smoke(tmp_path):
     assert (run / "tsne_words.png").stat().st_size > 0
     assert len((run / "samples.txt").read_text().splitlines()) == 2
     assert (run / "neighbours.txt").read_text().count("cosine") == 2
-
-
-@pytest.mark.slow  # its parts are tested in test_ensemble.py; `make test-all` runs it
-def test_generalization_smoke(tmp_path):
-    generalization = load_experiment("generalization")
-    summary = generalization.main(generalization.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, "generalization")
-    results = summary["results"]
-    for variant in ("baseline", "early stopping", "dropout 0.5", "shifts of <= 1 px"):
-        assert 0 <= results[variant]["test_accuracy"] <= 1
-        assert results[variant]["test_loss"] > 0
-    search = results["flipped-label search"]
-    assert search["flipped"] == 15 and 0 <= search["flipped_in_top"] <= 15
-    assert {"capacity.png", "curves.png", "hardest_digits.png"} <= {p.name for p in run.iterdir()}
