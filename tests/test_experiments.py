@@ -230,10 +230,16 @@ def test_language_model_smoke(tmp_path):
         "NPLM K=1 (no direct)",
         "NPLM K=2",
         "NPLM K=2 (no direct)",
+        "NPLM chosen on validation",
     }
     # a 60-token vocabulary: every model is better than uniform, the interpolation beats unigram
     assert all(1 < p < 60 for p in perplexity.values())
     assert perplexity["trigram (interpolated)"] < perplexity["unigram (add-k)"]
+    (claim,) = summary["claims"]
+    assert len(claim["values"]) == summary["config"]["seeds"] == 2
+    assert claim["value"] == pytest.approx(
+        summary["results"]["NPLM chosen on validation"]["test_ratio_to_trigram"]
+    )
     assert (run / "tsne_words.png").stat().st_size > 0
     assert len((run / "samples.txt").read_text().splitlines()) == 2
     assert (run / "neighbours.txt").read_text().count("cosine") == 2
