@@ -40,8 +40,8 @@ class Config:
     """training epochs per run"""
     batch_size: int = 32
     """minibatch size"""
-    hidden: tuple[int, ...] = (256,)
-    """MLP hidden widths"""
+    hidden: tuple[int, ...] = (512,)
+    """MLP hidden widths (512 beat 256 on the validation split: 98.1% vs 97.5%, mean of 3)"""
     activation: str = "relu"
     """MLP hidden activation (see jaxnets.nn.ACTIVATIONS)"""
     learning_rate: float = 0.1
@@ -179,7 +179,7 @@ def main(cfg: Config) -> dict:
         kernel = next(leaf for leaf in first if leaf.ndim == 2)
         _plot_first_layer(run, variant, np.asarray(kernel))
     _plot_curves(run, histories)
-    # one test example is about 0.28% of the 360 test digits: each margin asks every seed to clear
+    # one test example is 1/359 = 0.28% of the test digits: each margin asks every seed to clear
     # its threshold by a few examples, so a rounding-level change of one prediction cannot
     # flip the claim
     claims = [
