@@ -1,11 +1,15 @@
 """The fast convolution and pooling against the lecture's definitions (seed 004, Lecture 9)."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxnets.nn.conv import (
+    PADDINGS,
+    POOLS,
     Pool,
     convolve,
     convolve_reference,
@@ -106,3 +110,61 @@ def test_max_pool_gradient_goes_to_the_maximum_only():
     x = jnp.array([[1.0, 4.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
     grad = jax.grad(lambda x: pool(x, 2, kind="max").sum())(x)
     np.testing.assert_array_equal(grad[0, ..., 0], [[0, 1], [0, 0]])
+
+
+def _np_pool(x, window, stride, kind, padding):
+    """Lecture 9 §4 by loops: the max or mean of each window (pooling group), windows spaced
+    by ``stride``; "same" pads so that out = ceil(n / stride), the extra position after (XLA's
+    convention), and a mean counts only the positions inside the input."""
+    n = x.shape[1:-1]
+    if padding == "same":
+        out = [-(-ni // s) for ni, s in zip(n, stride, strict=True)]
+        total = [
+            max((o - 1) * s + k - ni, 0) for o, s, k, ni in zip(out, stride, window, n, strict=True)
+        ]
+        lo = [p // 2 for p in total]
+    else:
+        out = [(ni - k) // s + 1 for ni, k, s in zip(n, window, stride, strict=True)]
+        lo = [0] * len(n)
+    result = np.zeros((x.shape[0], *out, x.shape[-1]))
+    for t in itertools.product(*map(range, out)):
+        group = tuple(
+            slice(max(ti * s - p, 0), min(ti * s - p + k, ni))
+            for ti, s, p, k, ni in zip(t, stride, lo, window, n, strict=True)
+        )
+        values = x[(slice(None), *group)].reshape(x.shape[0], -1, x.shape[-1])
+        result[(slice(None), *t)] = values.max(1) if kind == "max" else values.mean(1)
+    return result
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_pooling_with_per_axis_windows_and_strides_equals_the_loop(padding):
+    """Rectangular windows and per-axis strides (tuples), both kinds, against the loop; the
+    defaults are max pooling over non-overlapping windows (stride = window)."""
+    x = np.random.default_rng(4).normal(size=(2, 7, 8, 3))
+    for window, stride in [((2, 3), (1, 2)), ((3, 2), (2, 2)), ((2, 2), None)]:
+        for kind in POOLS:
+            got = pool(jnp.asarray(x, jnp.float32), window, stride, kind=kind, padding=padding)
+            want = _np_pool(x, window, stride or window, kind, padding)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{kind} {window}")
+    np.testing.assert_array_equal(pool(jnp.asarray(x), 2), pool(jnp.asarray(x), 2, 2, kind="max"))
+
+
+def test_filtering_with_per_axis_strides_and_full_padding_sizes():
+    """A stride per axis subsamples each axis of the stride-1 output by its own step, and the
+    output sizes follow output_size for every padding and stride."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(1, 9, 8, 2)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 2, 2, 4)), jnp.float32)
+    for padding in PADDINGS:
+        dense = filtering(x, kernel, padding=padding)
+        strided = filtering(x, kernel, stride=(2, 3), padding=padding)
+        if padding != "same":  # "same" centres the strided windows differently
+            np.testing.assert_allclose(strided, dense[:, ::2, ::3], rtol=1e-5, atol=1e-5)
+        sizes = [
+            output_size(n, k, s, padding) for n, k, s in zip((9, 8), (3, 2), (2, 3), strict=True)
+        ]
+        assert strided.shape == (1, *sizes, 4)
+        assert dense.shape[1:3] == tuple(
+            output_size(n, k, 1, padding) for n, k in zip((9, 8), (3, 2), strict=True)
+        )
