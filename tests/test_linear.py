@@ -290,3 +290,16 @@ def test_perceptron_input_errors():
         perceptron_train(table.x, table.y[:3])
     with pytest.raises(ValueError, match="does not separate"):
         perceptron_mistake_bound(table.x, table.y, np.array([1.0, 1.0]), -0.5)
+
+
+def test_perceptron_mistake_bound_is_novikoffs_radius_over_margin_squared():
+    """(R / γ)² in the augmented space x' = (x, 1), by a loop over the examples: R the largest
+    ‖x'_i‖, γ the smallest signed distance s_i (w·x_i + b) / ‖(w, b)‖ (Novikoff 1962)."""
+    X = np.array([[2.0, 1.0], [0.5, 3.0], [-1.0, -0.5], [-2.5, 0.5], [1.0, -1.5]])
+    t = np.array([1, 1, 0, 0, 1])
+    w, b = np.array([3.0, 1.0]), 0.5  # not a unit vector: the bound normalises (w, b)
+    norm = np.sqrt(w @ w + b * b)
+    radius = max(np.sqrt(x @ x + 1.0) for x in X)
+    gamma = min((2 * ti - 1) * (w @ x + b) / norm for x, ti in zip(X, t, strict=True))
+    assert gamma > 0
+    assert perceptron_mistake_bound(X, t, w, b) == pytest.approx((radius / gamma) ** 2, rel=1e-12)
