@@ -106,7 +106,7 @@ def test_failure_modes_smoke(tmp_path):
     assert high["grad_hidden_0"] == tanh["grad_hidden_0"]
     # two epochs already show the lecture's directions
     assert high["train_loss"] > math.log(10) > tanh["train_loss"]
-    assert results["relu_high_lr"]["dead_after"] > 0.5 > 0.1 > results["relu"]["dead_after"]
+    assert results["relu_high_lr"]["killed"] > 0.5 > 0.1 > results["relu"]["killed"]
     assert tanh["saturated_at_init"] < 0.1 < 0.5 < results["tanh_large_init"]["saturated_at_init"]
     assert results["relu_negative_bias"]["dead_at_init"] == 1.0
     assert results["relu_negative_bias"]["grad_hidden_0"] == 0.0  # dead units pass no gradient
