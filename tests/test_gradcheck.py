@@ -280,3 +280,42 @@ def test_tolerances_that_would_accept_anything_are_rejected(kwargs, message):
     loss = _tree_loss("scale", lambda g: -g)
     with pytest.raises(ValueError, match=message):
         gradcheck(loss, _tree_params(), **kwargs)
+
+
+# --- a registered model's loss as the gradient checks see it ----------------------------------
+
+
+def test_model_loss_at_is_the_mean_squared_error_of_a_fixed_float64_batch():
+    """linear_regression's tiny config (4 inputs -> 3 outputs) under its card's squared error:
+    float64 parameters, and the loss is the batch MEAN of ½‖x W + b − y‖², so along the bias
+    its second difference is exactly ‖δ‖² (the Hessian in b is the identity), whatever x and
+    y; the fixed batch depends on the seed only."""
+    from jaxnets.gradcheck import gradcheck_model, model_loss_at
+
+    loss_fn, params = model_loss_at("linear_regression", batch_size=5)
+    shapes = {k: (v.shape, v.dtype) for k, v in params["dense"].items()}
+    assert shapes == {"kernel": ((4, 3), np.float64), "bias": ((3,), np.float64)}
+    delta = np.array([0.3, -0.2, 0.5])
+    with jax.enable_x64(True):
+        at = jax.jit(
+            lambda s: loss_fn(
+                {"dense": {**params["dense"], "bias": params["dense"]["bias"] + s * delta}}
+            )
+        )
+        base = float(at(0.0))
+        second = float(at(1.0) + at(-1.0)) - 2 * base
+        other = float(model_loss_at("linear_regression", seed=1, batch_size=5)[0](params))
+        again = float(loss_fn(params))
+    assert second == pytest.approx(float(delta @ delta), rel=1e-9)
+    assert again == base and abs(other - again) > 1e-3
+    # gradcheck_model checks that loss at its seed, in the mode asked for
+    report = gradcheck_model("linear_regression", mode="directions", seed=1)
+    assert report.mode == "directions" and report.passed
+    assert [leaf.path for leaf in report.leaves] == ["dense/bias", "dense/kernel"]
+    with jax.enable_x64(True):
+        loss_1, params_1 = model_loss_at("linear_regression", seed=1)
+        grads = jax.grad(loss_1)(params_1)["dense"]
+    norms = [leaf.analytic_norm for leaf in report.leaves]
+    np.testing.assert_allclose(
+        norms, [np.linalg.norm(grads[k]) for k in ("bias", "kernel")], rtol=1e-12
+    )
