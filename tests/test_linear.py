@@ -303,3 +303,50 @@ def test_perceptron_mistake_bound_is_novikoffs_radius_over_margin_squared():
     gamma = min((2 * ti - 1) * (w @ x + b) / norm for x, ti in zip(X, t, strict=True))
     assert gamma > 0
     assert perceptron_mistake_bound(X, t, w, b) == pytest.approx((radius / gamma) ** 2, rel=1e-12)
+
+
+def _np_ridge_gd(X, t, lr, steps, l2):
+    """Seed 004 §2.1 Eq. 21 plus the ridge term, by a NumPy loop from zero: the cost
+    J = 1/(2N) Σ‖x W + b − t‖² + (l2/2)‖W‖² at each iterate, then W -= lr (Xᵀ(y − t)/N + l2 W),
+    b -= lr mean(y − t)."""
+    w, b, costs = np.zeros((X.shape[1], t.shape[1])), np.zeros(t.shape[1]), []
+    for _ in range(steps):
+        residual = X @ w + b - t
+        costs.append(0.5 * np.mean(np.sum(residual**2, axis=1)) + 0.5 * l2 * np.sum(w**2))
+        w, b = w - lr * (X.T @ residual / len(X) + l2 * w), b - lr * residual.mean(0)
+    return w, b, np.array(costs)
+
+
+def test_gradient_descent_steps_and_costs_equal_the_numpy_loop():
+    """Every iterate's cost and the final parameters, with and without the ridge term (l2
+    defaults to 0), on a shape no other test compiles."""
+    rng = np.random.default_rng(7)
+    X, t = rng.normal(size=(7, 2)), rng.normal(size=(7, 2))
+    with jax.enable_x64(True):
+        for l2 in (0.4, None):
+            kwargs = {} if l2 is None else {"l2": l2}
+            variables, costs = fit_linear_gd(X, t, lr=0.3, steps=5, **kwargs)
+            w, b, want = _np_ridge_gd(X, t, 0.3, 5, l2 or 0.0)
+            dense = variables["params"]["dense"]
+            np.testing.assert_allclose(costs, want, rtol=1e-12, err_msg=f"l2={l2}")
+            np.testing.assert_allclose(dense["kernel"], w, rtol=1e-12, err_msg=f"l2={l2}")
+            np.testing.assert_allclose(dense["bias"], b, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="^fit_linear_gd: l2 must be >= 0"):
+        fit_linear_gd(X, t, lr=0.1, steps=5, l2=-0.5)
+
+
+def test_perceptron_defaults_and_dtype():
+    """100 epochs by default (XOR never converges, so all of them run); inputs are promoted
+    to at least float32 (integers and float32 stay float32 even with x64 on, float64 stays)."""
+    table = xor_truth_table()
+    result = perceptron_train(table.x, table.y)
+    assert result.mistakes.shape == (100,) and int(result.epochs) == 100
+    with jax.enable_x64(True):
+        X = np.array([[2, 1], [-1, -2], [1, 3]])
+        t = np.array([1, 0, 1])
+        for dtype, want in [
+            (np.int32, jnp.float32),
+            (np.float32, jnp.float32),
+            (np.float64, jnp.float64),
+        ]:
+            assert perceptron_train(X.astype(dtype), t).weights.dtype == want
