@@ -92,12 +92,10 @@ class _Variant:
         return ", ".join(changed) or "baseline"
 
 
-def _train(cfg: Config, data, variant: _Variant, train_labels=None, members=None, seed=None):
-    """Train ``members`` nets of one variant (default: ``seeds`` x ``members``), member ``i``
-    from the ``i``-th key of ``seed`` (default ``cfg.seed``) whatever the variant; returns
-    (trainer, states, history)."""
-    members = members or cfg.seeds * cfg.members
-    train, val, _ = data
+@functools.cache
+def _trainer(cfg: Config, variant: _Variant) -> Trainer:
+    """One Trainer per variant, so that training it again (the flipped-label search, once per
+    seed) reuses its compiled programs."""
     model = create_model(
         "mlp", hidden=(variant.hidden or cfg.hidden,), dropout_rate=variant.dropout
     )
@@ -106,13 +104,22 @@ def _train(cfg: Config, data, variant: _Variant, train_labels=None, members=None
         if variant.augment
         else None
     )
-    trainer = Trainer(
+    return Trainer(
         model,
         "softmax_cross_entropy",
         make_optimizer("adam", cfg.learning_rate),
         regularizer=make_regularizer("l2", variant.weight_decay),
         augment=augment,
     )
+
+
+def _train(cfg: Config, data, variant: _Variant, train_labels=None, members=None, seed=None):
+    """Train ``members`` nets of one variant (default: ``seeds`` x ``members``), member ``i``
+    from the ``i``-th key of ``seed`` (default ``cfg.seed``) whatever the variant; returns
+    (trainer, states, history)."""
+    members = members or cfg.seeds * cfg.members
+    train, val, _ = data
+    trainer = _trainer(cfg, variant)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed if seed is None else seed), members)
     states = init_ensemble(trainer, keys, train.x[: cfg.batch_size])
     labels = train.y if train_labels is None else train_labels
