@@ -150,6 +150,7 @@ def _batch(target, output_shape, rng, batch=6):
         t[0, 1:] = -1  # padded tails, and one sequence with no valid step
         t[1, -1] = -1
         t[2, :] = -1
+        z[0, 0, t[0, 0]] += 10.0  # the lone valid step of sequence 0 is right: accuracy 1
         return z, t
     if target == "binary":
         return z, (np.arange(batch) % 2).astype(np.float64)
@@ -250,3 +251,47 @@ def test_random_targets_are_valid_targets_of_each_loss(name):
         sample = np.asarray(t, np.float64)
         assert abs(sample.mean()) < 0.3 and 0.8 < sample.std() < 1.2
     assert np.all(np.isfinite(np.asarray(jax.vmap(spec.fn)(outputs, t), np.float64)))
+
+
+# the losses written with last-axis operations, and the per-example output shape they take
+BROADCASTING = {
+    "squared_error": (3,),
+    "binary_cross_entropy": (1,),
+    "softmax_cross_entropy": (4,),
+    "binary_hinge": (1,),
+    "multiclass_hinge": (4,),
+    "perceptron_criterion": (1,),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_losses_broadcast_over_a_leading_batch_axis(batch):
+    """Called on a whole batch (no vmap), each last-axis loss and its accuracy give the
+    per-example values of the NumPy formulas, a batch of one included (which a squeeze of
+    every unit axis, not just the last, would collapse)."""
+    rng = np.random.default_rng(batch)
+    for name, shape in BROADCASTING.items():
+        spec = losses.get_loss(name)
+        z, t = _batch(spec.target, shape, rng, batch=batch)
+        with jax.enable_x64(True):
+            got = np.asarray(spec.fn(jnp.asarray(z), jnp.asarray(t)))
+            if spec.target != "real":
+                accuracy = np.asarray(spec.accuracy(jnp.asarray(z), jnp.asarray(t)))
+        want = [NUMPY_LOSSES[name](z[i], t[i]) for i in range(batch)]
+        assert got.shape == (batch,), name
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
+        if spec.target != "real":
+            right = [1.0 - _np_zero_one(z[i], t[i]) for i in range(batch)]
+            np.testing.assert_array_equal(accuracy, right, err_msg=name)
+
+
+def test_class_labels_stored_as_floats_index_the_same_class():
+    """Targets often come as a float array; a class index 2.0 is class 2 for every loss and
+    metric that takes class labels."""
+    z = jnp.array([0.3, -1.2, 2.0, 0.1])
+    for fn in (losses.softmax_cross_entropy, losses.multiclass_hinge, losses.zero_one):
+        for label in (0, 2):
+            assert float(fn(z, float(label))) == pytest.approx(float(fn(z, label)), rel=1e-6)
+    assert float(losses.multiclass_hinge(z, 2.0)) == pytest.approx(
+        _np_multiclass_hinge(np.asarray(z, np.float64), 2), rel=1e-6
+    )
