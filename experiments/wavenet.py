@@ -163,7 +163,7 @@ def main(cfg: Config) -> dict:
         cfg = dataclasses.replace(
             cfg,
             train_clips=64,
-            val_clips=2,
+            val_clips=4,
             test_clips=4,
             clip_length=65,
             channels=16,
