@@ -319,3 +319,58 @@ def test_model_loss_at_is_the_mean_squared_error_of_a_fixed_float64_batch():
     np.testing.assert_allclose(
         norms, [np.linalg.norm(grads[k]) for k in ("bias", "kernel")], rtol=1e-12
     )
+
+
+def test_norms_summing_to_exactly_atol_are_still_compared():
+    """atol is exclusive: only norms summing to LESS than atol count as agreement."""
+    analytic = [1e-10, 0.0]
+    atol = float(np.linalg.norm(analytic))  # + ‖numeric‖ = 0: the sum is exactly atol
+    with jax.enable_x64(True):
+        _, leaf = _check_leaf([0.0, 0.0], analytic, atol=atol, raise_on_failure=False)
+    assert leaf.rel_error == 1.0
+
+
+def test_full_mode_over_several_chunks_checks_every_coordinate_with_one_program():
+    """300 coordinates are differenced in chunks of 256, the last one padded: a wrong entry
+    in the padded chunk is caught, and the loss is traced as often as for a tiny tree (the
+    padded chunk has the shape of the others, so it reuses their program)."""
+    x = np.random.default_rng(5).uniform(-1, 1, 300)
+
+    def last_entry_doubled(g):
+        return g.at[-1].multiply(2.0)
+
+    traced = []
+
+    def loss(p, forward=_weighted_sin):
+        traced.append(None)
+        return forward(p["w"])
+
+    report = gradcheck(loss, {"w": x}, mode="full", raise_on_failure=False)
+    assert report.passed and report.worst.size == 300
+    traces = len(traced)
+    small = gradcheck(loss, {"w": x[:5]}, mode="full")
+    assert small.passed and len(traced) - traces == traces
+    wrong = _planted(_weighted_sin, last_entry_doubled)
+    report = gradcheck(lambda p: loss(p, wrong), {"w": x}, mode="full", raise_on_failure=False)
+    # one entry of 300, 2 (k + 1) cos x_k instead of (k + 1) cos x_k: rel ≈ |g_k| / 2‖g‖
+    assert not report.passed and report.worst.rel_error > 1e-3
+
+
+def test_leaves_in_lists_and_tuples_are_named_by_their_index():
+    params = {"layers": [np.ones(2), np.full(3, 0.5)], "pair": (np.zeros(1),)}
+    report = gradcheck(lambda p: sum(jnp.sum(jnp.tanh(v)) for v in jax.tree.leaves(p)), params)
+    assert [leaf.path for leaf in report.leaves] == ["layers/0", "layers/1", "pair/0"]
+
+
+def test_the_report_table_names_each_column_flags_failures_and_gives_the_verdict():
+    with jax.enable_x64(True):
+        bad, _ = _check_leaf([0.0, 1.0], [1.0, 0.0], raise_on_failure=False)
+        good, _ = _check_leaf([0.0, 1.0], [0.0, 1.0])
+    lines = str(bad).splitlines()
+    assert lines[0] == f"gradcheck (full, eps={bad.eps:g}, tol={bad.tol:g}, float64)"
+    assert lines[1].split() == ["leaf", "size", "rel", "error", "|grad|"]
+    assert lines[2].split()[0] == "w" and lines[2].endswith("FAIL")
+    # orthogonal unit vectors: rel = √2 / (1 + 1)
+    assert lines[-1] == f"worst: w ({np.sqrt(2) / 2:.2e}) -> FAIL"
+    good_lines = str(good).splitlines()
+    assert not good_lines[2].endswith("FAIL") and good_lines[-1].endswith("-> PASS")
