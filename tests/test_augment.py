@@ -222,3 +222,15 @@ def test_compose_splits_the_key_and_runs_under_jit():
     assert jitted.shape == images.shape and jitted.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-5)
     assert not np.allclose(np.asarray(jitted), np.asarray(jax.jit(augment)(k_flip, images)))
+
+
+def test_random_rotation_of_flattened_images_equals_rotation_of_the_image_batch():
+    """image_shape reaches the rotation: flattened images are rotated as the images they
+    flatten, by the same per-image angles for the same key."""
+    images = np.random.default_rng(8).uniform(size=(3, 6, 5, 2)).astype(np.float32)
+    key = jax.random.key(4)
+    shaped = random_rotation(key, jnp.asarray(images), max_degrees=30.0)
+    flat = random_rotation(key, jnp.asarray(images.reshape(3, -1)), 30.0, image_shape=(6, 5, 2))
+    assert flat.shape == (3, 60)
+    np.testing.assert_allclose(np.asarray(flat).reshape(images.shape), shaped, atol=1e-6)
+    assert not np.allclose(np.asarray(shaped), images, atol=1e-2)  # they were rotated
