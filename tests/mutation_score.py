@@ -28,6 +28,10 @@ _PROMOTES_EXACTLY = (
     "integers are exact in float64) before the product: the same sums"
 )
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "jaxnets.gradcheck.x_gradcheck__mutmut_171": (
+        "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
+        "zip reads strict as a truth value: None and False are both false",
+    ),
     "jaxnets.losses.x_random_targets__mutmut_17": (
         "return jax.random.randint(rng, (batch,), 0, outputs.shape[+1])",
         "a 'class' loss's outputs are (batch, num_classes): axis 1 is the last axis",
@@ -62,6 +66,16 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "jaxnets.nn.conv.x_pool__mutmut_50": (
         "return nn.avg_pool(x, window, stride, padding.lower(), count_include_pad=False)",
         "lax.padtype_to_pads upper-cases the padding string: 'same' and 'SAME' are one padding",
+    ),
+    "jaxnets.nn.recurrent.x_gradient_flow__mutmut_12": (
+        "return recurrent.cell.hidden_state(carry)[1]",
+        "the carry is a batch of one (x[None]) and JAX clamps an out-of-range index to the "
+        "last row, which is row 0",
+    ),
+    "jaxnets.train.step.xǁTrainerǁ_chunk_sums__mutmut_21": (
+        "self.model, state.params, state.model_state, xb, state.rng, train=None",
+        "train is only read for its truth value (`if train and ...`, `not train` in the "
+        "models' dropout and batch norm): None and False are both false",
     ),
     "jaxnets.train.step.xǁTrainerǁper_example_grad_norms__mutmut_1": (
         "self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int = 257",
