@@ -278,3 +278,17 @@ def test_bad_inputs_are_named():
         layer.apply(variables, X, jnp.array([1, 2]))
     with pytest.raises(ValueError, match="layers must be >= 1"):
         make_recurrent("gru", 4, layers=0)
+
+
+def test_under_x64_parameters_stay_float32_and_float32_sequences_keep_their_dtype():
+    """With x64 on (as in the gradient checks) the cells' parameters are float32 like Flax's
+    own (the GRU's recurrent bias included), and gradient_flow of a float32 sequence runs in
+    float32: the norms it gives without x64."""
+    layer = Recurrent(make_cell("gru", 2))
+    x = X[0, :3]
+    with jax.enable_x64(True):
+        variables = layer.init(jax.random.PRNGKey(0), x[None])
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
+        norms64 = np.asarray(gradient_flow(layer, variables, x))
+    assert dtypes == {np.dtype(np.float32)}
+    np.testing.assert_allclose(norms64, gradient_flow(layer, variables, x), rtol=1e-6)
