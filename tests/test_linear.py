@@ -350,3 +350,15 @@ def test_perceptron_defaults_and_dtype():
             (np.float64, jnp.float64),
         ]:
             assert perceptron_train(X.astype(dtype), t).weights.dtype == want
+
+
+def test_integer_data_are_fitted_in_floating_point():
+    """Integer X and t (counts, say) are promoted to at least float32 before solving: the fit
+    equals NumPy's least squares with a column of ones."""
+    X = np.array([[0, 1], [1, 0], [2, 1], [3, 2], [1, 3], [2, 2]])
+    t = np.array([1, 2, 4, 7, 5, 6])
+    dense = fit_least_squares(X, t)["params"]["dense"]
+    assert dense["kernel"].dtype == jnp.float32
+    coef = np.linalg.lstsq(np.c_[X, np.ones(len(X))], t.astype(np.float64), rcond=None)[0]
+    np.testing.assert_allclose(dense["kernel"][:, 0], coef[:2], rtol=1e-4)
+    np.testing.assert_allclose(dense["bias"][0], coef[2], rtol=1e-4)
