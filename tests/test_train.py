@@ -404,3 +404,34 @@ def test_for_model_passes_the_regularizer_augmentation_and_the_cards_per_example
     assert not batch_norm.per_example  # its card: batch norm couples the examples
     with pytest.raises(ValueError, match="per-example gradients are not defined"):
         batch_norm.per_example_grads  # noqa: B018
+
+
+class _BatchNormNet(nn.Module):
+    """Batch norm (momentum 0.9), dropout, then a linear softmax layer."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        h = nn.Dropout(0.5, deterministic=not train)(h)
+        return nn.Dense(3)(h)
+
+
+def test_batch_norm_steps_on_batch_statistics_and_evaluates_on_the_running_ones():
+    """A training step normalises with the batch's own mean and (biased) variance and moves
+    the running averages to 0.9 · old + 0.1 · batch (Ioffe & Szegedy 2015), with dropout on;
+    evaluation normalises with the running averages, in NumPy from the state's parameters."""
+    tr = Trainer(_BatchNormNet(), "softmax_cross_entropy", make_optimizer("sgd", 0.5))
+    x, y = _data(8)
+    state = _state(tr)
+    state, metrics = tr.train_step(state, (jnp.asarray(x), jnp.asarray(y)))
+    stats = state.model_state["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], 0.1 * x.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * x.var(0), rtol=1e-5)
+    assert np.isfinite(float(metrics["loss"]))
+    p = jax.device_get(state.params)
+    bn, dense = p["BatchNorm_0"], p["Dense_0"]
+    h = (x - np.asarray(stats["mean"])) / np.sqrt(np.asarray(stats["var"]) + 1e-5)
+    z = (h * bn["scale"] + bn["bias"]) @ dense["kernel"] + dense["bias"]
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    expected = -log_p[np.arange(8), y].mean()
+    np.testing.assert_allclose(tr.evaluate(state, x, y, batch_size=3)["loss"], expected, rtol=1e-5)
