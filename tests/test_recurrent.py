@@ -292,3 +292,16 @@ def test_under_x64_parameters_stay_float32_and_float32_sequences_keep_their_dtyp
         norms64 = np.asarray(gradient_flow(layer, variables, x))
     assert dtypes == {np.dtype(np.float32)}
     np.testing.assert_allclose(norms64, gradient_flow(layer, variables, x), rtol=1e-6)
+
+
+def test_a_bfloat16_gru_computes_in_bfloat16_with_float32_parameters():
+    """dtype=bfloat16 (mixed precision): parameters stay float32, the scan runs in bfloat16
+    (the recurrent bias cast to it too), close to the float32 layer."""
+    x = X[:, :4]
+    full = Recurrent(make_cell("gru", 3))
+    half = Recurrent(make_cell("gru", 3, dtype=jnp.bfloat16))
+    variables = full.init(jax.random.PRNGKey(0), x)
+    variables = jax.tree.map(lambda p: p + 0.1, variables)  # a nonzero recurrent bias
+    out, _ = half.apply(variables, x)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), full.apply(variables, x)[0], atol=0.05)
