@@ -295,3 +295,11 @@ def test_class_labels_stored_as_floats_index_the_same_class():
     assert float(losses.multiclass_hinge(z, 2.0)) == pytest.approx(
         _np_multiclass_hinge(np.asarray(z, np.float64), 2), rel=1e-6
     )
+
+
+def test_a_single_logit_of_exactly_zero_predicts_class_zero():
+    """The binary prediction is z > 0: on the boundary z = 0 the classifier says 0 (the
+    perceptron counts it a mistake either way: max(0, −s z) = 0 but s z <= 0)."""
+    assert float(losses.zero_one(jnp.array([0.0]), 0)) == 0.0
+    assert float(losses.zero_one(jnp.array(0.0), 1)) == 1.0
+    assert float(losses.accuracy(jnp.array([0.0]), 0)) == 1.0
