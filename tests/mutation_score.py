@@ -52,6 +52,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the class put at padded steps only keeps the index in range; their losses are "
         "replaced by 0 by the where that follows (forward and gradient)",
     ),
+    "jaxnets.losses.x_zero_one__mutmut_23": (
+        "return (prediction != jnp.asarray(t, )).astype(jnp.float32)",
+        "!= compares values: a class label stored as 2 or 2.0 gives the same answer (the int32 "
+        "cast would only truncate a non-integer label, which is no class)",
+    ),
     "jaxnets.nn.conv.x_convolve__mutmut_12": (
         "flipped = jnp.flip(w, )",
         "jnp.flip without an axis flips every axis, as axis=tuple(range(w.ndim)) does",
@@ -86,6 +91,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "self.model, state.params, state.model_state, xb, state.rng, train=None",
         "train is only read for its truth value (`if train and ...`, `not train` in the "
         "models' dropout and batch norm): None and False are both false",
+    ),
+    "jaxnets.train.step.xǁTrainerǁinit__mutmut_16": (
+        '{"params": params_rng, "XXdropoutXX": dropout_rng}, jnp.asarray(sample_x)',
+        "init runs the model with train=False, where dropout draws nothing: the dropout key "
+        "is never read",
     ),
     "jaxnets.train.step.xǁTrainerǁper_example_grad_norms__mutmut_1": (
         "self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int = 257",
