@@ -130,8 +130,8 @@ class BasicBlock(nn.Module):
         y = nn.relu(_batch_norm(train, self.dtype, "bn1")(y))
         y = _conv(self.features, 3, 1, self.dtype, "conv2")(y)
         y = _batch_norm(train, self.dtype, "bn2")(y)
-        residual = _shortcut(x, self.features, self.stride, self.shortcut, train, self.dtype)
-        return nn.relu(residual + y)
+        shortcut = _shortcut(x, self.features, self.stride, self.shortcut, train, self.dtype)
+        return nn.relu(shortcut + y)
 
 
 class BottleneckBlock(nn.Module):
@@ -159,8 +159,8 @@ class BottleneckBlock(nn.Module):
         y = nn.relu(_batch_norm(train, self.dtype, "bn2")(y))
         y = _conv(out, 1, 1, self.dtype, "conv3")(y)
         y = _batch_norm(train, self.dtype, "bn3")(y)
-        residual = _shortcut(x, out, self.stride, self.shortcut, train, self.dtype)
-        return nn.relu(residual + y)
+        shortcut = _shortcut(x, out, self.stride, self.shortcut, train, self.dtype)
+        return nn.relu(shortcut + y)
 
 
 class ResNet(nn.Module):
