@@ -110,7 +110,7 @@ def main(cfg: Config) -> dict:
     )
     keys = jnp.stack([jax.random.PRNGKey(cfg.seed + s) for s in range(cfg.seeds)])
     states = init_ensemble(trainer, keys, jnp.asarray(x_train[: cfg.batch_size]))
-    print(f"training {cfg.seeds} char LSTMs at once ({cfg.epochs} epochs of {steps} steps)")
+    print(f"training {cfg.seeds} char LSTMs at once ({cfg.epochs} epochs, {steps} steps)")
     states, history = train_ensemble(
         trainer,
         states,

@@ -141,7 +141,9 @@ def main(cfg: Config) -> dict:
         )
         trainer = Trainer(model, "sequence_cross_entropy", optimizer)
         keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
-        states = init_ensemble(trainer, keys, x_train[0, : cfg.batch_size])
+        # one compiled init (eagerly, flax would compile and run it op by op)
+        init = jax.jit(lambda k, x, t=trainer: init_ensemble(t, k, x))
+        states = init(keys, x_train[0, : cfg.batch_size])
         # every seed trains on its own split: one vmapped epoch, then one vmapped evaluation
         epoch = jax.jit(
             jax.vmap(lambda s, x, y, t=trainer: t.train_epoch(s, x, y, batch_size=cfg.batch_size))
