@@ -224,3 +224,24 @@ def test_the_pinned_cases_tell_the_rules_apart():
     for i, a in enumerate(cases):
         for b in cases[i + 1 :]:
             assert np.abs(finals[a] - finals[b]).max() > 1e-3, (a, b)
+
+
+def test_decay_rate_defaults_to_a_tenth_per_period():
+    """Without decay_rate, the step schedule multiplies the rate by 0.1 every decay_every steps
+    (lr · 0.1^floor(t / every)), in make_schedule and through make_optimizer."""
+    schedule = make_schedule(2.0, "step", decay_every=3)
+    np.testing.assert_allclose([float(schedule(t)) for t in (0, 2, 3, 7)], [2.0, 2.0, 0.2, 0.02])
+    opt = make_optimizer("sgd", 1.0, schedule="exponential", decay_every=1)
+    state = opt.init(jnp.zeros(1))
+    _, state = opt.update(jnp.ones(1), state)
+    updates, _ = opt.update(jnp.ones(1), state)  # the second update: lr · 0.1^1
+    np.testing.assert_allclose(updates, [-0.1], rtol=1e-6)
+
+
+def test_unknown_names_are_explained_with_at_most_two_close_matches():
+    with pytest.raises(
+        ValueError, match=r"unknown optimizer 'rmsadam' — did you mean 'adam', 'adamw'\? \("
+    ):
+        make_optimizer("rmsadam", 0.1)
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosin' — did you mean 'cosine'"):
+        make_schedule(0.1, "cosin")
