@@ -294,14 +294,21 @@ def test_under_x64_parameters_stay_float32_and_float32_sequences_keep_their_dtyp
     np.testing.assert_allclose(norms64, gradient_flow(layer, variables, x), rtol=1e-6)
 
 
-def test_a_bfloat16_gru_computes_in_bfloat16_with_float32_parameters():
-    """dtype=bfloat16 (mixed precision): parameters stay float32, the scan runs in bfloat16
-    (the recurrent bias cast to it too), close to the float32 layer."""
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_a_bfloat16_cell_computes_in_bfloat16_with_float32_parameters(kind):
+    """dtype=bfloat16 (mixed precision): parameters stay float32, the projection, the carry
+    (the LSTM's c and h) and the scan run in bfloat16 (the GRU's recurrent bias cast to it
+    too), close to the float32 layer."""
     x = X[:, :4]
-    full = Recurrent(make_cell("gru", 3))
-    half = Recurrent(make_cell("gru", 3, dtype=jnp.bfloat16))
+    full = Recurrent(make_cell(kind, 3))
+    half = Recurrent(make_cell(kind, 3, dtype=jnp.bfloat16))
     variables = full.init(jax.random.PRNGKey(0), x)
     variables = jax.tree.map(lambda p: p + 0.1, variables)  # a nonzero recurrent bias
-    out, _ = half.apply(variables, x)
-    assert out.dtype == jnp.bfloat16
+    out, carry = half.apply(variables, x)
+    assert {a.dtype for a in jax.tree.leaves((out, carry))} == {jnp.dtype(jnp.bfloat16)}
     np.testing.assert_allclose(np.asarray(out, np.float32), full.apply(variables, x)[0], atol=0.05)
+
+
+def test_unknown_cells_are_explained_with_loosely_close_matches():
+    with pytest.raises(ValueError, match=r"unknown cell 'elman' — did you mean 'relu_rnn', 'lstm'"):
+        make_cell("elman", 2)
