@@ -374,3 +374,16 @@ def test_the_report_table_names_each_column_flags_failures_and_gives_the_verdict
     assert lines[-1] == f"worst: w ({np.sqrt(2) / 2:.2e}) -> FAIL"
     good_lines = str(good).splitlines()
     assert not good_lines[2].endswith("FAIL") and good_lines[-1].endswith("-> PASS")
+
+
+def test_gradcheck_model_is_gradcheck_of_model_loss_at_with_the_same_seed_and_options():
+    """Same seed for the batch and the random directions (0 by default), options passed on:
+    the report equals the one of gradcheck on model_loss_at, leaf for leaf."""
+    from jaxnets.gradcheck import gradcheck_model, model_loss_at
+
+    for seed in (None, 2):
+        kwargs = {} if seed is None else {"seed": seed}
+        report = gradcheck_model("linear_regression", mode="directions", tol=0.5, **kwargs)
+        loss_fn, params = model_loss_at("linear_regression", seed=seed or 0)
+        direct = gradcheck(loss_fn, params, mode="directions", tol=0.5, seed=seed or 0)
+        assert report == direct and report.tol == 0.5
