@@ -282,13 +282,14 @@ def test_bad_inputs_are_named():
 
 def test_under_x64_parameters_stay_float32_and_float32_sequences_keep_their_dtype():
     """With x64 on (as in the gradient checks) the cells' parameters are float32 like Flax's
-    own (the GRU's recurrent bias included), and gradient_flow of a float32 sequence runs in
-    float32: the norms it gives without x64."""
+    own (the GRU's recurrent bias and the LSTM's forget-gate bias included), and
+    gradient_flow of a float32 sequence runs in float32: the norms it gives without x64."""
     layer = Recurrent(make_cell("gru", 2))
     x = X[0, :3]
     with jax.enable_x64(True):
         variables = layer.init(jax.random.PRNGKey(0), x[None])
-        dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
+        lstm = Recurrent(make_cell("lstm", 2)).init(jax.random.PRNGKey(0), x[None])
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves((variables, lstm))}
         norms64 = np.asarray(gradient_flow(layer, variables, x))
     assert dtypes == {np.dtype(np.float32)}
     np.testing.assert_allclose(norms64, gradient_flow(layer, variables, x), rtol=1e-6)
