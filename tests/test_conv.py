@@ -104,6 +104,8 @@ def test_max_and_mean_pooling_with_stride():
     np.testing.assert_array_equal(layer.apply({}, x), pool(x, 2, kind="mean"))
     with pytest.raises(ValueError, match="unknown pooling 'min'"):
         pool(x, 2, kind="min")
+    with pytest.raises(ValueError, match="pooling supports padding 'valid' or 'same'"):
+        pool(x, 2, padding="full")
 
 
 def test_max_pool_gradient_goes_to_the_maximum_only():
