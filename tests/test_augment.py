@@ -234,3 +234,13 @@ def test_random_rotation_of_flattened_images_equals_rotation_of_the_image_batch(
     assert flat.shape == (3, 60)
     np.testing.assert_allclose(np.asarray(flat).reshape(images.shape), shaped, atol=1e-6)
     assert not np.allclose(np.asarray(shaped), images, atol=1e-2)  # they were rotated
+
+
+def test_shape_errors_name_the_augmentation_that_was_called():
+    flat = jnp.zeros((2, 64))
+    with pytest.raises(ValueError, match=r"^random_flip: x of shape \(2, 64\)"):
+        random_flip(jax.random.key(0), flat)
+    with pytest.raises(ValueError, match=r"^shift_images: expected flattened images"):
+        shift_images(flat[:, :60], np.zeros((2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"^rotate_images: x holds images"):
+        rotate_images(jnp.zeros((2, 5, 5)), 10.0, image_shape=(4, 4))
