@@ -362,3 +362,8 @@ def test_integer_data_are_fitted_in_floating_point():
     coef = np.linalg.lstsq(np.c_[X, np.ones(len(X))], t.astype(np.float64), rcond=None)[0]
     np.testing.assert_allclose(dense["kernel"][:, 0], coef[:2], rtol=1e-4)
     np.testing.assert_allclose(dense["bias"][0], coef[2], rtol=1e-4)
+    with jax.enable_x64(True):  # at least float32, not the default float: still float32
+        assert fit_least_squares(X, t)["params"]["dense"]["kernel"].dtype == jnp.float32
+        assert fit_linear_gd(X, t, lr=0.01, steps=1)[1].dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"^fit_linear_gd: t must be"):
+        fit_linear_gd(X, t[:5], lr=0.1, steps=1)
