@@ -34,6 +34,42 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "ones stay independent and uniform on [-max_shift, max_shift] per image; which shift "
         "a given key draws changes",
     ),
+    "jaxnets.data.augment.x_compose__mutmut_9": (
+        "for augmentation, key in zip(augmentations, keys, strict=None):",
+        "keys is split into exactly len(augmentations) keys: zip's strict check never fires",
+    ),
+    "jaxnets.data.augment.x_shift_images__mutmut_12": (
+        "offsets_Bx2 = jnp.asarray(offsets_Bx2, None)",
+        "offsets are integers (documented): without the cast they keep their integer dtype, "
+        "which indexes the same slice",
+    ),
+    "jaxnets.data.augment.x_shift_images__mutmut_28": (
+        "offsets_Bx2 = jnp.clip(offsets_Bx2, -pad, )",
+        "an offset above pad puts the slice start below 0, which lax.dynamic_slice clamps to "
+        "0: the same blank image as the clipped offset",
+    ),
+    "jaxnets.gradcheck.x__map_in_chunks__mutmut_12": (
+        "padded = jnp.concatenate([xs, jnp.repeat(xs[:1], pad, axis=0)]) if (pad) or True else xs",
+        "with pad = 0 the concatenation appends nothing: the same array",
+    ),
+    "jaxnets.gradcheck.x_gradcheck__mutmut_107": (
+        "for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)",
+        "offsets[:-1] and offsets[1:] always have the same length: strict never fires",
+    ),
+    "jaxnets.gradcheck.x_model_loss_at__mutmut_14": (
+        "keys = jax.random.split(jax.random.PRNGKey(seed), )",
+        "equivalent by contract only: two keys, and JAX clamps keys[2], keys[3] to keys[1]; "
+        "the batch, dropout and targets are still fixed by the seed, only their draws change",
+    ),
+    "jaxnets.gradcheck.x_model_loss_at__mutmut_28": (
+        "x = registry.example_inputs(card, keys[0], batch_size, )",
+        "equivalent by contract: a float32 batch is another fixed random batch, promoted "
+        "exactly to float64 against the float64 parameters; only its draw changes",
+    ),
+    "jaxnets.gradcheck.x_model_loss_at__mutmut_56": (
+        "lambda v: v.astype(None) if jnp.issubdtype(v.dtype, jnp.floating) else v,",
+        "inside enable_x64(True), astype(None) casts to the default float, float64",
+    ),
     "jaxnets.gradcheck.x_gradcheck__mutmut_171": (
         "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
         "zip reads strict as a truth value: None and False are both false",
@@ -51,6 +87,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "per_step = softmax_cross_entropy(z, jnp.where(valid, t, 1))",
         "the class put at padded steps only keeps the index in range; their losses are "
         "replaced by 0 by the where that follows (forward and gradient)",
+    ),
+    "jaxnets.losses.x_zero_one__mutmut_21": (
+        "return (prediction != jnp.asarray(t, None)).astype(jnp.float32)",
+        "!= compares values: a class label stored as 2 or 2.0 gives the same answer",
     ),
     "jaxnets.losses.x_zero_one__mutmut_23": (
         "return (prediction != jnp.asarray(t, )).astype(jnp.float32)",
