@@ -74,6 +74,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
         "zip reads strict as a truth value: None and False are both false",
     ),
+    "jaxnets.losses.x__logit__mutmut_4": (
+        "return jnp.squeeze(z, axis=None) if z.ndim and z.shape[-1] == 1 else z",
+        "differs only for a batch of one, (1, 1) -> () instead of (1,), and the loss then "
+        "broadcasts against the (1,) targets back to (1,) with the same value",
+    ),
+    "jaxnets.losses.x_multiclass_hinge__mutmut_13": (
+        "z_t = jnp.take_along_axis(z, t[..., None], )",
+        "jnp.take_along_axis's axis defaults to -1",
+    ),
     "jaxnets.losses.x_random_targets__mutmut_17": (
         "return jax.random.randint(rng, (batch,), 0, outputs.shape[+1])",
         "a 'class' loss's outputs are (batch, num_classes): axis 1 is the last axis",
