@@ -190,6 +190,7 @@ def main(cfg: Config) -> dict:
             cfg,
             lengths=(6,),
             cells=("lstm",),
+            clip_norms=(1.0,),
             hidden=4,
             steps=20,
             eval_every=10,
