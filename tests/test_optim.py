@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnets.optim import OPTIMIZERS, make_optimizer, make_schedule
+from jaxnets.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 
 
 def _run(opt, steps=200):
@@ -245,3 +245,10 @@ def test_unknown_names_are_explained_with_at_most_two_close_matches():
         make_optimizer("rmsadam", 0.1)
     with pytest.raises(ValueError, match=r"unknown schedule 'cosin' — did you mean 'cosine'"):
         make_schedule(0.1, "cosin")
+
+
+def test_a_zero_learning_rate_is_rejected():
+    """learning_rate must be > 0: zero would silently train nothing."""
+    for schedule in SCHEDULES:
+        with pytest.raises(ValueError, match="learning_rate must be > 0; got 0.0"):
+            make_schedule(0.0, schedule, total_steps=9)
