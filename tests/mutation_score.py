@@ -70,6 +70,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "lambda v: v.astype(None) if jnp.issubdtype(v.dtype, jnp.floating) else v,",
         "inside enable_x64(True), astype(None) casts to the default float, float64",
     ),
+    "jaxnets.gradcheck.x_gradcheck__mutmut_8": (
+        "seed: int = 1,",
+        "equivalent by contract: any fixed default seed gives reproducible random unit "
+        "directions; only which directions the default draws changes",
+    ),
     "jaxnets.gradcheck.x_gradcheck__mutmut_171": (
         "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
         "zip reads strict as a truth value: None and False are both false",
@@ -130,6 +135,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "jaxnets.nn.recurrent.xǁGRUCellǁupdate__mutmut_24": (
         "h_r, h_z, h_n = jnp.split(recurrent, 3, axis=+1)",
         "the scan steps on (batch, 3H) arrays: axis 1 is the last axis",
+    ),
+    "jaxnets.nn.recurrent.x_make_recurrent__mutmut_23": (
+        "Bidirectional(direction(None), direction(True)) if bidirectional else direction(False)",
+        "Recurrent reads reverse for its truth value only: None and False are both false",
     ),
     "jaxnets.nn.recurrent.x_gradient_flow__mutmut_12": (
         "return recurrent.cell.hidden_state(carry)[1]",
