@@ -313,3 +313,11 @@ def test_a_bfloat16_cell_computes_in_bfloat16_with_float32_parameters(kind):
 def test_unknown_cells_are_explained_with_loosely_close_matches():
     with pytest.raises(ValueError, match=r"unknown cell 'elman' — did you mean 'relu_rnn', 'lstm'"):
         make_cell("elman", 2)
+
+
+def test_one_hidden_unit_is_a_valid_cell_and_zero_is_not():
+    """H = 1 (the lecture's hand-built running-sum RNNs have one unit) builds; H = 0 is named."""
+    variables = Recurrent(make_cell("rnn", 1)).init(jax.random.PRNGKey(0), X)
+    assert variables["params"]["cell"]["hidden_to_hidden"].shape == (1, 1)
+    with pytest.raises(ValueError, match="hidden must be >= 1; got 0"):
+        Recurrent(make_cell("rnn", 0)).init(jax.random.PRNGKey(0), X)
