@@ -316,7 +316,7 @@ def test_unknown_cells_are_explained_with_loosely_close_matches():
 
 
 def test_one_hidden_unit_is_a_valid_cell_and_zero_is_not():
-    """H = 1 (the lecture's hand-built running-sum RNNs have one unit) builds; H = 0 is named."""
+    """A single hidden unit (H = 1) is a valid cell; H = 0 is rejected by name."""
     variables = Recurrent(make_cell("rnn", 1)).init(jax.random.PRNGKey(0), X)
     assert variables["params"]["cell"]["hidden_to_hidden"].shape == (1, 1)
     with pytest.raises(ValueError, match="hidden must be >= 1; got 0"):
