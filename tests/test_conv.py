@@ -170,3 +170,10 @@ def test_filtering_with_per_axis_strides_and_full_padding_sizes():
         assert dense.shape[1:3] == tuple(
             output_size(n, k, 1, padding) for n, k in zip((9, 8), (3, 2), strict=True)
         )
+
+
+def test_a_window_as_large_as_the_axis_fits_once():
+    """valid: floor((n − k) / s) + 1 = 1 when k = n, the span 0 being the one position."""
+    assert output_size(5, 5) == 1 and output_size(5, 5, 3) == 1
+    x = jnp.ones((1, 5, 2))
+    assert filtering(x, jnp.ones((5, 2, 3))).shape == (1, 1, 3)
