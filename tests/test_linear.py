@@ -367,3 +367,12 @@ def test_integer_data_are_fitted_in_floating_point():
         assert fit_linear_gd(X, t, lr=0.01, steps=1)[1].dtype == jnp.float32
     with pytest.raises(ValueError, match=r"^fit_linear_gd: t must be"):
         fit_linear_gd(X, t[:5], lr=0.1, steps=1)
+
+
+def test_the_fit_computes_in_the_wider_dtype_of_x_and_t():
+    """float64 inputs with float32 targets (or the other way round) are fitted in float64."""
+    X, t = _regression_problem(n=20, d=2)
+    with jax.enable_x64(True):
+        for xd, td in [(np.float64, np.float32), (np.float32, np.float64)]:
+            kernel = fit_least_squares(X.astype(xd), t.astype(td))["params"]["dense"]["kernel"]
+            assert kernel.dtype == jnp.float64, (xd, td)
