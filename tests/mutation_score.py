@@ -75,6 +75,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "equivalent by contract: any fixed default seed gives reproducible random unit "
         "directions; only which directions the default draws changes",
     ),
+    "jaxnets.data.augment.x_compose__mutmut_12": (
+        "for augmentation, key in zip(augmentations, keys, ):",
+        "keys is split into exactly len(augmentations) keys: zip's strict check never fires",
+    ),
+    "jaxnets.gradcheck.x_gradcheck__mutmut_176": (
+        "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=True)",
+        "paths, sizes and pairs have one entry per leaf: strict never fires",
+    ),
     "jaxnets.gradcheck.x_gradcheck__mutmut_171": (
         "for path, size, (a, n, grad) in zip(paths, sizes, pairs, strict=None)",
         "zip reads strict as a truth value: None and False are both false",
@@ -131,6 +139,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "jaxnets.nn.conv.x_pool__mutmut_50": (
         "return nn.avg_pool(x, window, stride, padding.lower(), count_include_pad=False)",
         "lax.padtype_to_pads upper-cases the padding string: 'same' and 'SAME' are one padding",
+    ),
+    "jaxnets.nn.recurrent.xǁGRUCellǁupdate__mutmut_14": (
+        "x_r, x_z, x_n = jnp.split(projected_t, 3, axis=+1)",
+        "the scan steps on (batch, 3H) arrays: axis 1 is the last axis",
     ),
     "jaxnets.nn.recurrent.xǁGRUCellǁupdate__mutmut_24": (
         "h_r, h_z, h_n = jnp.split(recurrent, 3, axis=+1)",
