@@ -110,6 +110,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the class put at padded steps only keeps the index in range; their losses are "
         "replaced by 0 by the where that follows (forward and gradient)",
     ),
+    "jaxnets.losses.x_zero_one__mutmut_14": (
+        "prediction = (_logit(z) > 0).astype(None)",
+        "the prediction 0/1 as a float instead of an int32: != against the label compares "
+        "the same values",
+    ),
     "jaxnets.losses.x_zero_one__mutmut_21": (
         "return (prediction != jnp.asarray(t, None)).astype(jnp.float32)",
         "!= compares values: a class label stored as 2 or 2.0 gives the same answer",
