@@ -331,7 +331,7 @@ def test_norms_summing_to_exactly_atol_are_still_compared():
 
 
 def test_full_mode_over_several_chunks_checks_every_coordinate_with_one_program():
-    """300 coordinates are differenced in chunks of 256, the last one padded: a wrong entry
+    """300 coordinates are differenced in chunks of 16, the last one padded: a wrong entry
     in the padded chunk is caught, and the loss is traced as often as for a tiny tree (the
     padded chunk has the shape of the others, so it reuses their program)."""
     x = np.random.default_rng(5).uniform(-1, 1, 300)
