@@ -138,6 +138,25 @@ def test_rotation_by_right_angles_is_rot90():
     )  # 0 degrees reads every pixel exactly at its own centre
 
 
+def test_float64_images_turn_by_the_float32_angle_in_float64():
+    """A float32 angle of 90 is exact; cast to float64 first, π/2 is good to 1e-16, and the
+    turn is np.rot90 to ~1e-14 (radians computed in float32 would miss by ~4e-8)."""
+    image = np.arange(9.0).reshape(3, 3) ** 2
+    with jax.enable_x64(True):
+        got = rotate_images(jnp.asarray(image[None]), np.array([90.0], np.float32))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got[0]), np.rot90(image), rtol=0, atol=1e-12)
+
+
+def test_a_bfloat16_image_at_0_degrees_keeps_its_pixels_up_to_256():
+    """bfloat16 holds the integers up to 256 exactly, so each pixel position up to 256 is
+    read at its own centre, as in float32 (257 rounds to 256 in bfloat16)."""
+    image = np.random.default_rng(3).uniform(size=(1, 258, 258))
+    image = jnp.asarray(image, jnp.bfloat16)
+    got = np.asarray(rotate_images(image, 0.0), np.float32)
+    np.testing.assert_array_equal(got[:, :257, :257], np.asarray(image, np.float32)[:, :257, :257])
+
+
 def test_rotation_matches_scipy_on_a_non_square_image():
     image = np.zeros((12, 10), np.float32)
     image[3:9, 3:7] = np.random.default_rng(3).uniform(size=(6, 4))

@@ -177,3 +177,35 @@ def test_a_window_as_large_as_the_axis_fits_once():
     assert output_size(5, 5) == 1 and output_size(5, 5, 3) == 1
     x = jnp.ones((1, 5, 2))
     assert filtering(x, jnp.ones((5, 2, 3))).shape == (1, 1, 3)
+
+
+def test_output_size_takes_a_window_or_stride_of_one_and_rejects_zero():
+    """valid: (n − 1) / 1 + 1 = n for a 1-wide window; 0 for either is an error."""
+    assert output_size(5, 1) == 5 and output_size(5, 1, 2) == 3
+    assert output_size(4, 1, padding="full") == 4
+    with pytest.raises(ValueError, match="must be >= 1"):
+        output_size(5, 0)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        output_size(5, 2, 0)
+
+
+def test_convolve_rejects_three_axes_and_mixed_ranks():
+    with pytest.raises(ValueError, match="convolve takes"):
+        convolve(jnp.ones((2, 2, 2)), jnp.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="convolve takes"):
+        convolve(jnp.ones((3,)), jnp.ones((2, 2)))
+
+
+def test_filtering_rejects_a_kernel_of_another_rank_or_no_spatial_axis():
+    """C matches (2, then 3) but the number of spatial axes does not: 1 vs 2, and 0."""
+    with pytest.raises(ValueError, match="filtering needs"):
+        filtering(jnp.ones((1, 8, 2)), jnp.ones((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match="filtering needs"):
+        filtering(jnp.ones((4, 3)), jnp.ones((3, 5)))
+
+
+def test_filter_reference_defaults_to_valid():
+    """(x ⋆ w)[t] = x[t] w[0] + x[t + 1] w[1] with x = 1, 2, 3 and w = 1, 10: 21, 32."""
+    x = np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1)
+    kernel = np.array([1.0, 10.0]).reshape(2, 1, 1)
+    np.testing.assert_array_equal(filter_reference(x, kernel)[0, :, 0], [21.0, 32.0])

@@ -305,6 +305,13 @@ def test_perceptron_mistake_bound_is_novikoffs_radius_over_margin_squared():
     assert perceptron_mistake_bound(X, t, w, b) == pytest.approx((radius / gamma) ** 2, rel=1e-12)
 
 
+def test_perceptron_mistake_bound_rejects_a_hyperplane_through_an_example():
+    """γ = 0 (the origin lies on x_1 + x_2 = 0) is no separation: R / γ would be infinite."""
+    X = np.array([[1.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="does not separate"):
+        perceptron_mistake_bound(X, np.array([1, 1]), np.array([1.0, 1.0]), 0.0)
+
+
 def _np_ridge_gd(X, t, lr, steps, l2):
     """Seed 004 §2.1 Eq. 21 plus the ridge term, by a NumPy loop from zero: the cost
     J = 1/(2N) Σ‖x W + b − t‖² + (l2/2)‖W‖² at each iterate, then W -= lr (Xᵀ(y − t)/N + l2 W),

@@ -83,6 +83,15 @@ def test_bernoulli_nll_sums_the_per_pixel_log_likelihoods():
     np.testing.assert_allclose(bits, 1.0, rtol=1e-6)
 
 
+def test_bernoulli_nll_computes_in_the_logits_dtype():
+    """float32 targets do not promote bfloat16 logits: the loss stays bfloat16."""
+    z = np.array([1.0, -2.0, 0.5, 3.0])  # exact in bfloat16
+    t = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
+    loss = losses.bernoulli_nll(jnp.asarray(z, jnp.bfloat16), t)
+    assert loss.dtype == jnp.bfloat16
+    np.testing.assert_allclose(float(loss), np.sum(np.logaddexp(0.0, z) - t * z), rtol=2e-2)
+
+
 def test_negative_log_likelihood_ignores_the_target_and_random_targets_fit_each_kind():
     assert float(losses.negative_log_likelihood(jnp.array(-3.5), jnp.array(7.0))) == 3.5
     key = jax.random.PRNGKey(0)
