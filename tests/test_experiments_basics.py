@@ -92,6 +92,9 @@ def test_linear_regression_smoke_matches_numpy_polyfit(tmp_path):
     assert all(c["holds"] for c in summary["claims"])  # degree 9 on 10 points overfits
 
 
+# 10 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the
+# curvature estimate is tested fast in test_failure_modes.py
+@pytest.mark.slow
 def test_failure_modes_smoke(tmp_path):
     summary, run, cfg = _smoke("failure_modes", tmp_path)
     results = summary["results"]
@@ -120,6 +123,9 @@ def test_failure_modes_smoke(tmp_path):
     assert rows == [(v, s, e) for v in results for s in seeds for e in (1, 2)]
 
 
+# 12 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the
+# 2-D trajectories are tested fast in test_landscapes.py
+@pytest.mark.slow
 def test_optimizers_smoke(tmp_path):
     # a target the short smoke run crosses, so steps to target are measured, not the budget
     summary, run, cfg = _smoke("optimizers", tmp_path, target_loss=2.2)

@@ -94,6 +94,9 @@ def test_pixelcnn_smoke(tmp_path):
     )
 
 
+# 11 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); NICE's
+# layers and likelihood are tested fast in test_nice.py and test_references_generative.py
+@pytest.mark.slow
 def test_nice_smoke(tmp_path):
     _, config, summary, run = _run("nice", tmp_path)
     assert config["seeds"] >= 2

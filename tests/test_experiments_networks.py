@@ -24,6 +24,9 @@ def _smoke(name, tmp_path, **overrides):
     return summary, run, {c["metric"]: c for c in summary["claims"]}
 
 
+# 11 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); LeNet-5's
+# layer table and the CNN blocks are tested fast in test_cnn.py and test_references_cnn.py
+@pytest.mark.slow
 def test_cnn_smoke(tmp_path, capsys):
     summary, run, claims = _smoke("cnn", tmp_path)
     assert {"c1_filters.png", "feature_maps.png", "lecture_filters.png"} <= {
@@ -40,6 +43,9 @@ def test_cnn_smoke(tmp_path, capsys):
     assert "117,600" in out and "240,000" in out  # the printed layer table
 
 
+# 18 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the
+# vmapped ensemble and per-example gradient norms are tested fast in test_ensemble.py
+@pytest.mark.slow
 def test_generalization_smoke(tmp_path):
     summary, run, claims = _smoke("generalization", tmp_path)
     results = summary["results"]
