@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnets.gradcheck import GradcheckError, gradcheck
+from jaxnets.gradcheck import GradcheckError, GradcheckReport, LeafCheck, gradcheck
 
 
 @jax.custom_vjp
@@ -387,3 +387,18 @@ def test_gradcheck_model_is_gradcheck_of_model_loss_at_with_the_same_seed_and_op
         loss_fn, params = model_loss_at("linear_regression", seed=seed or 0)
         direct = gradcheck(loss_fn, params, mode="directions", tol=0.5, seed=seed or 0)
         assert report == direct and report.tol == 0.5
+
+
+def test_a_leaf_exactly_at_the_tolerance_is_flagged_and_passing_leaves_carry_no_flag():
+    """tol is exclusive: rel_error == tol fails (``passed`` is rel_error < tol), and the
+    table flags exactly the failing rows."""
+    report = GradcheckReport(
+        (LeafCheck("ok", 2, 1e-9, 1.0, 1.0), LeafCheck("edge", 3, 1e-6, 2.0, 2.0)),
+        "full",
+        1e-5,
+        1e-6,
+    )
+    rows = str(report).splitlines()
+    assert not report.passed
+    assert rows[2].startswith("ok") and rows[2].endswith("1.000e+00")
+    assert rows[3].startswith("edge") and rows[3].endswith("2.000e+00  FAIL")

@@ -321,3 +321,17 @@ def test_one_hidden_unit_is_a_valid_cell_and_zero_is_not():
     assert variables["params"]["cell"]["hidden_to_hidden"].shape == (1, 1)
     with pytest.raises(ValueError, match="hidden must be >= 1; got 0"):
         Recurrent(make_cell("rnn", 0)).init(jax.random.PRNGKey(0), X)
+
+
+def test_make_recurrent_defaults_to_one_forward_layer_and_passes_the_cell_fields_on():
+    """One forward layer stepping once per scan iteration unless asked otherwise; the cell's
+    own fields (here the LSTM's forget bias) reach every direction of every layer."""
+    single = make_recurrent("lstm", 3, forget_bias=2.5)
+    assert isinstance(single, recurrent.Recurrent)
+    assert (single.reverse, single.unroll, single.cell.forget_bias) == (False, 1, 2.5)
+    stacked = make_recurrent("lstm", 3, layers=2, bidirectional=True, unroll=4, forget_bias=2.5)
+    directions = [d for layer in stacked.layers for d in (layer.forward, layer.backward)]
+    assert [(d.reverse, d.unroll, d.cell.forget_bias) for d in directions] == [
+        (False, 4, 2.5),
+        (True, 4, 2.5),
+    ] * 2

@@ -133,10 +133,12 @@ def test_python_epoch_takes_the_same_steps_as_the_scan(trainer):
         scanned.params,
         stepped.params,
     )
-    for mode in (trainer, looped):  # evaluation too, with a remainder chunk (40 = 3 * 13 + 1)
-        metrics = mode.evaluate(scanned, x, y, batch_size=13)
-        outputs = trainer.predict(scanned, x)
-        np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(outputs, -1) == y))
+    outputs = trainer.predict(scanned, x)
+    for mode in (trainer, looped):
+        # evaluation too: with a remainder chunk (40 = 3 * 13 + 1), and all in one chunk
+        for batch_size in (13, 40):
+            metrics = mode.evaluate(scanned, x, y, batch_size=batch_size)
+            np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(outputs, -1) == y))
     with pytest.raises(ValueError, match="unknown epoch_mode 'fast'; expected one of auto"):
         dataclasses.replace(trainer, epoch_mode="fast")
 
