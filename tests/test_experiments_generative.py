@@ -74,6 +74,9 @@ def test_wavenet_smoke(tmp_path):
         assert row["test_bits_per_sample"] == pytest.approx(row["test_nll_nats"] / np.log(2))
 
 
+# 8 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the masked
+# convolutions and the model are tested fast in test_pixelcnn.py and test_references_generative.py
+@pytest.mark.slow
 def test_pixelcnn_smoke(tmp_path):
     _, config, summary, run = _run("pixelcnn", tmp_path)
     assert config["seeds"] >= 2
