@@ -25,7 +25,7 @@ def load_experiment(name):
     return module
 
 
-def _check_run_dir(summary, out, experiment):
+def check_run_dir(summary, out, experiment):
     runs = list((out / experiment).iterdir())
     assert len(runs) == 1
     files = {p.name for p in runs[0].iterdir()}
@@ -219,7 +219,7 @@ def test_seq2seq_teacher_forcing_arrays_shift_the_target_and_mask_padding():
 def test_language_model_smoke(tmp_path):
     language_model = load_experiment("language_model")
     summary = language_model.main(language_model.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, "language_model")
+    run = check_run_dir(summary, tmp_path, "language_model")
     perplexity = {name: row["test_perplexity"] for name, row in summary["results"].items()}
     assert set(perplexity) == {
         "unigram (add-k)",

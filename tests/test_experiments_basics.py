@@ -2,7 +2,7 @@
 failure_modes and optimizers.
 
 Each test runs the script's ``main`` on its tiny ``--smoke`` config, checks the run directory
-(``_check_run_dir``: files, the summary on disk, every claim's ``holds`` recomputed from its
+(``check_run_dir``: files, the summary on disk, every claim's ``holds`` recomputed from its
 per-seed values and margin), and checks that the tiny run already points the way the lecture
 says, or, where a number has a closed form or a NumPy equivalent, that it equals it. The full
 claims, with their margins over 3 seeds, are checked by the default runs whose summaries are
@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from test_experiments import _check_run_dir, load_experiment
+from test_experiments import check_run_dir, load_experiment
 
 from jaxnets.data import make_polynomial_regression
 
@@ -23,7 +23,7 @@ def _smoke(name, out, **overrides):
     """Run ``name``'s smoke config; returns (summary, run directory, config as run)."""
     experiment = load_experiment(name)
     summary = experiment.main(experiment.Config(smoke=True, out=str(out), **overrides))
-    run = _check_run_dir(summary, out, name)
+    run = check_run_dir(summary, out, name)
     return summary, run, summary["config"]
 
 

@@ -5,7 +5,7 @@ business), and the baselines against a NumPy computation of their own from the s
 
 import numpy as np
 import pytest
-from test_experiments import _check_run_dir, load_experiment
+from test_experiments import check_run_dir, load_experiment
 
 from jaxnets.data import standardize
 from jaxnets.data.audio import synthetic_audio
@@ -17,7 +17,7 @@ def _run(name, tmp_path):
     """(module, smoke config as run, summary, run directory) of one experiment's smoke run."""
     module = load_experiment(name)
     summary = module.main(module.Config(smoke=True, out=str(tmp_path)))
-    run = _check_run_dir(summary, tmp_path, name)
+    run = check_run_dir(summary, tmp_path, name)
     return module, summary["config"], summary, run
 
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from test_experiments import _check_run_dir, load_experiment
+from test_experiments import check_run_dir, load_experiment
 
 from jaxnets.data import load_char_corpus, make_execution_task, most_common_answer_accuracy
 
@@ -20,7 +20,7 @@ def _smoke(name, tmp_path, **overrides):
     claims by metric)."""
     experiment = load_experiment(name)
     summary = experiment.main(experiment.Config(smoke=True, out=str(tmp_path), **overrides))
-    run = _check_run_dir(summary, tmp_path, name)
+    run = check_run_dir(summary, tmp_path, name)
     return summary, run, {c["metric"]: c for c in summary["claims"]}
 
 
