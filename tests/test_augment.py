@@ -263,3 +263,59 @@ def test_shape_errors_name_the_augmentation_that_was_called():
         shift_images(flat[:, :60], np.zeros((2, 2), np.int32))
     with pytest.raises(ValueError, match=r"^rotate_images: x holds images"):
         rotate_images(jnp.zeros((2, 5, 5)), 10.0, image_shape=(4, 4))
+
+
+def test_an_image_shape_that_agrees_with_an_image_batch_is_accepted(digits):
+    """image_shape=None is the way to pass image-shaped batches, but an image_shape equal to
+    the batch's image shape is accepted and changes nothing: the (8, 8) default of the shifts
+    takes a (batch, 8, 8) batch of digit images, and an explicit (height, width, channels)
+    describes a channels-last batch."""
+    images = digits.x[:8].reshape(8, 8, 8)
+    offsets = np.array([[1, -2], [-1, 0], [0, 0], [2, 1], [-3, 3], [0, 1], [1, 0], [8, 0]])
+    shifted = np.asarray(shift_images(jnp.asarray(images), offsets))  # the (8, 8) default
+    for got, image, (dy, dx) in zip(shifted, images, offsets, strict=True):
+        np.testing.assert_array_equal(got, _reference_shift(image, dy, dx))
+    images = np.random.default_rng(10).uniform(size=(3, 7, 7, 2)).astype(np.float32)
+    rotated = rotate_images(jnp.asarray(images), jnp.array([90.0, -90.0, 180.0]), (7, 7, 2))
+    for got, image, turns in zip(np.asarray(rotated), images, (1, -1, 2), strict=True):
+        np.testing.assert_allclose(got, np.rot90(image, turns, axes=(0, 1)), atol=1e-5)
+
+
+def test_unsigned_offsets_shift_as_the_same_signed_offsets():
+    """Offsets of any integer dtype are taken by value: uint8 offsets (as a NumPy pipeline may
+    hand over) shift like the int offsets, where clipping them to [-pad, pad] in uint8 would
+    wrap -pad to 256 - pad and turn every offset into pad, a blank image."""
+    images = np.random.default_rng(11).uniform(size=(2, 6, 5)).astype(np.float32)
+    offsets = np.array([[1, 2], [0, 3]], np.uint8)
+    shifted = np.asarray(shift_images(jnp.asarray(images), offsets, image_shape=None))
+    for got, image, (dy, dx) in zip(shifted, images, offsets.astype(int), strict=True):
+        np.testing.assert_array_equal(got, _reference_shift(image, dy, dx))
+
+
+def test_channel_images_shift_in_float64_with_x64_on():
+    """With x64 on, channels-last images (image-shaped or flattened with (h, w, c)) shift as
+    in float32 and stay float64 (the slice start of the channel axis is an int64 there)."""
+    images = np.random.default_rng(13).uniform(size=(2, 5, 4, 3))
+    offsets = np.array([[1, -2], [-3, 0]])
+    with jax.enable_x64(True):
+        shaped = shift_images(jnp.asarray(images), offsets, image_shape=None)
+        flat = shift_images(jnp.asarray(images.reshape(2, -1)), offsets, (5, 4, 3))
+    assert shaped.dtype == flat.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(flat).reshape(images.shape), shaped)
+    for got, image, (dy, dx) in zip(np.asarray(shaped), images, offsets, strict=True):
+        np.testing.assert_array_equal(got, _reference_shift(image, dy, dx))
+
+
+def test_the_default_distortions_are_one_pixel_and_ten_degrees(digits):
+    """Without max_shift and max_degrees, the augmentations are the lecture's slight ones: a
+    shift of at most one pixel and a rotation of at most 10 degrees either way, the same
+    draws as passing max_shift=1 and max_degrees=10 with the same key."""
+    key, x = jax.random.key(12), jnp.asarray(digits.x[:8])
+    np.testing.assert_array_equal(
+        np.asarray(random_shift(key, x)), np.asarray(random_shift(key, x, max_shift=1))
+    )
+    images = jnp.asarray(np.random.default_rng(12).uniform(size=(3, 6, 5, 2)), jnp.float32)
+    np.testing.assert_array_equal(
+        np.asarray(random_rotation(key, images)),
+        np.asarray(random_rotation(key, images, max_degrees=10.0)),
+    )

@@ -102,7 +102,9 @@ def shift_images(
       the shifted images, same shape and dtype as ``x``.
     """
     images = _as_images(x, image_shape, "shift_images")
-    offsets_Bx2 = jnp.asarray(offsets_Bx2, jnp.int32)
+    # The default integer type, as the Python-int channel start of _shift_one: with x64 on,
+    # int32 offsets beside it made the batched slice of channel images fail.
+    offsets_Bx2 = jnp.asarray(offsets_Bx2, int)
     pad = max(images.shape[1], images.shape[2])  # enough that every offset stays in bounds
     offsets_Bx2 = jnp.clip(offsets_Bx2, -pad, pad)
     shifted = jax.vmap(_shift_one, in_axes=(0, 0, None))(images, offsets_Bx2, pad)
