@@ -1,6 +1,8 @@
 """Optimizers and schedules: convergence on a quadratic, and their first steps pinned to the update
 equations written out in NumPy."""
 
+import difflib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -252,3 +254,56 @@ def test_a_zero_learning_rate_is_rejected():
     for schedule in SCHEDULES:
         with pytest.raises(ValueError, match="learning_rate must be > 0; got 0.0"):
             make_schedule(0.0, schedule, total_steps=9)
+
+
+def test_the_default_schedule_is_constant():
+    """make_schedule(lr) without a schedule name keeps lr at every step."""
+    schedule = make_schedule(0.3)
+    np.testing.assert_allclose([float(schedule(t)) for t in (0, 7, 10**6)], [0.3] * 3, rtol=1e-7)
+
+
+def test_the_decay_period_defaults_to_a_third_of_total_steps_rounded_down():
+    """Without decay_every, the step and exponential schedules decay every total_steps // 3
+    steps: total_steps=10 gives a period of 3 (not 10/3), so the rate halves at step 3.
+    Without either, or with a period that rounds down to 0, they ask for one."""
+    step = make_schedule(1.0, "step", total_steps=10, decay_rate=0.5)
+    np.testing.assert_allclose([float(step(t)) for t in (2, 3, 5, 6)], [1.0, 0.5, 0.5, 0.25])
+    smooth = make_schedule(1.0, "exponential", total_steps=10, decay_rate=0.5)
+    np.testing.assert_allclose([float(smooth(t)) for t in (3, 6)], [0.5, 0.25], rtol=1e-6)
+    for schedule in ("step", "exponential"):
+        for total_steps in (None, 0, 2):
+            with pytest.raises(ValueError, match=f"schedule='{schedule}' needs decay_every or"):
+                make_schedule(1.0, schedule, total_steps=total_steps)
+
+
+def test_a_clip_norm_of_zero_or_less_is_rejected():
+    """clip_norm must be > 0: clipping to norm 0 would zero every update."""
+    for clip_norm in (0, 0.0, -1.0):
+        with pytest.raises(ValueError, match=f"clip_norm must be > 0; got {clip_norm}"):
+            make_optimizer("sgd", 0.1, clip_norm=clip_norm)
+
+
+def test_hints_name_loose_matches_and_are_left_out_when_nothing_is_close():
+    """The hint takes names with a difflib ratio >= 0.4 (looser than difflib's 0.6 default),
+    so abbreviations and near relatives get one; a name close to nothing gets the plain
+    message, with no empty or placeholder hint."""
+    ratio = lambda a, b: difflib.SequenceMatcher(None, a, b).ratio()  # noqa: E731
+    assert 0.4 <= ratio("adagrad", "adamw") < ratio("adagrad", "adam") < 0.6
+    assert 0.4 <= ratio("exp", "exponential") < ratio("exp", "step") < 0.6
+    assert max(ratio("lbfgs", name) for name in OPTIMIZERS) < 0.4
+    every_optimizer = "(choose one of sgd, momentum, nesterov, rmsprop, adam, adamw)"
+    every_schedule = "(choose one of constant, step, exponential, cosine)"
+    for make, message in [
+        (
+            lambda: make_optimizer("adagrad", 0.1),
+            f"unknown optimizer 'adagrad' — did you mean 'adam', 'adamw'? {every_optimizer}",
+        ),
+        (
+            lambda: make_schedule(0.1, "exp"),
+            f"unknown schedule 'exp' — did you mean 'step', 'exponential'? {every_schedule}",
+        ),
+        (lambda: make_optimizer("lbfgs", 0.1), f"unknown optimizer 'lbfgs' {every_optimizer}"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            make()
+        assert str(error.value) == message
