@@ -126,13 +126,18 @@ def test_ridge_matches_sklearn_and_leaves_the_bias_unpenalised():
         assert np.linalg.norm(heavier) < 0.5 * np.linalg.norm(params["kernel"])
 
 
-def test_fit_errors_name_the_problem():
+def test_fit_errors_name_the_function_and_the_problem():
+    """Each message starts with the name of the function called, then says what is wrong."""
     X, t = _regression_problem(n=10)
-    with pytest.raises(ValueError, match=r"t must be \(n,\) or \(n, K\) with n = 10"):
+    with pytest.raises(
+        ValueError, match=r"^fit_least_squares: t must be \(n,\) or \(n, K\) with n = 10"
+    ):
         fit_least_squares(X, t[:9])
-    with pytest.raises(ValueError, match="design matrix"):
+    with pytest.raises(ValueError, match=r"^fit_least_squares: X must be a \(n, D\) design matrix"):
         fit_least_squares(X[:, 0], t)
-    with pytest.raises(ValueError, match="l2 must be >= 0"):
+    with pytest.raises(ValueError, match="^fit_least_squares: l2 must be >= 0"):
+        fit_least_squares(X, t, l2=-1.0)
+    with pytest.raises(ValueError, match="^fit_linear_gd: l2 must be >= 0"):
         fit_linear_gd(X, t, lr=0.1, steps=5, l2=-1.0)
 
 
@@ -280,6 +285,23 @@ def test_perceptron_never_converges_on_xor():
     result = perceptron_train(table.x, table.y, max_epochs=30, seed=0)
     assert not bool(result.converged) and int(result.epochs) == 30
     assert np.all(np.asarray(result.mistakes) >= 1)  # every epoch misclassifies something
+
+
+def test_perceptron_single_epoch_with_the_default_seed():
+    """max_epochs=1, the fewest allowed (0 is refused), runs exactly one epoch, and an omitted
+    seed is seed 0: the result is the Python loop over seed 0's permutation for one epoch.
+    On XOR one epoch's order matters: seed 1's epoch ends at other weights."""
+    table = xor_truth_table()
+    X, t = np.asarray(table.x, np.float64), np.asarray(table.y)
+    result = perceptron_train(table.x, table.y, max_epochs=1)
+    w, b, history = _reference_perceptron(X, t, 1, _perceptron_order(0, len(X)))
+    np.testing.assert_array_equal(result.weights, w)
+    assert float(result.bias) == b and int(result.epochs) == 1 and not bool(result.converged)
+    np.testing.assert_array_equal(result.mistakes, history)
+    seed_1 = perceptron_train(table.x, table.y, max_epochs=1, seed=1)
+    assert np.abs(np.append(seed_1.weights - w, seed_1.bias - b)).max() > 0.5
+    with pytest.raises(ValueError, match="^perceptron_train: max_epochs must be >= 1; got 0"):
+        perceptron_train(table.x, table.y, max_epochs=0)
 
 
 def test_perceptron_input_errors():

@@ -1,3 +1,4 @@
+import difflib
 import functools
 
 import jax
@@ -70,6 +71,33 @@ def test_losses_vmap_over_batch():
 def test_unknown_loss_lists_close_matches():
     with pytest.raises(KeyError, match="did you mean 'softmax_cross_entropy'"):
         losses.get_loss("softmax_crossentropy")
+
+
+def _unknown_loss_message(name):
+    with pytest.raises(KeyError) as info:
+        losses.get_loss(name)
+    return info.value.args[0]
+
+
+def test_unknown_loss_message_suggests_at_most_three_names_similar_by_at_least_0_4():
+    """The hint lists up to three registered names, best first, whose difflib similarity
+    2·matches / (len(a) + len(b)) is at least 0.4, joined by ", "; with none it is left out.
+    "hinge" shares its 5 letters with binary_hinge (10/17 = 0.59) and multiclass_hinge
+    (10/21 = 0.48): both are offered although under difflib's default cutoff of 0.6. For
+    "class_entropy" four names pass 0.4 (the three cross-entropies and multiclass_hinge)
+    but only the best three are listed."""
+    known = "(known: " + ", ".join(losses.LOSSES) + ")"
+    assert known.startswith("(known: squared_error, binary_cross_entropy, softmax_cross")
+    assert _unknown_loss_message("hinge") == (
+        f"unknown loss 'hinge' — did you mean 'binary_hinge', 'multiclass_hinge'? {known}"
+    )
+    fourth = difflib.SequenceMatcher(None, "class_entropy", "multiclass_hinge").ratio()
+    assert 0.4 < fourth < 0.6  # a fourth candidate the limit of three leaves out
+    assert _unknown_loss_message("class_entropy") == (
+        "unknown loss 'class_entropy' — did you mean 'binary_cross_entropy', "
+        f"'softmax_cross_entropy', 'sequence_cross_entropy'? {known}"
+    )
+    assert _unknown_loss_message("zzz") == f"unknown loss 'zzz' {known}"
 
 
 def test_bernoulli_nll_sums_the_per_pixel_log_likelihoods():
@@ -273,24 +301,30 @@ BROADCASTING = {
 }
 
 
-@pytest.mark.parametrize("batch", [1, 5])
-def test_losses_broadcast_over_a_leading_batch_axis(batch):
+@pytest.mark.parametrize("batch_shape", [(1,), (5,), (2, 1)])
+def test_losses_broadcast_over_leading_batch_axes(batch_shape):
     """Called on a whole batch (no vmap), each last-axis loss and its accuracy give the
-    per-example values of the NumPy formulas, a batch of one included (which a squeeze of
-    every unit axis, not just the last, would collapse)."""
-    rng = np.random.default_rng(batch)
+    per-example values of the NumPy formulas with the batch's shape: a batch of one, and two
+    leading axes the second of which has size 1 (say 2 sequences of 1 step), included. A
+    squeeze of every unit axis, not just the last, would go unseen with a batch of one (its
+    () broadcasts back against the (1,) targets) but turns (2, 1) into a (2, 2) table of
+    every output against every target."""
+    rng = np.random.default_rng(len(batch_shape) * 10 + batch_shape[0])
+    batch = int(np.prod(batch_shape))
     for name, shape in BROADCASTING.items():
         spec = losses.get_loss(name)
         z, t = _batch(spec.target, shape, rng, batch=batch)
+        zb, tb = z.reshape(*batch_shape, *shape), t.reshape(*batch_shape, *t.shape[1:])
         with jax.enable_x64(True):
-            got = np.asarray(spec.fn(jnp.asarray(z), jnp.asarray(t)))
+            got = np.asarray(spec.fn(jnp.asarray(zb), jnp.asarray(tb)))
             if spec.target != "real":
-                accuracy = np.asarray(spec.accuracy(jnp.asarray(z), jnp.asarray(t)))
-        want = [NUMPY_LOSSES[name](z[i], t[i]) for i in range(batch)]
-        assert got.shape == (batch,), name
+                accuracy = np.asarray(spec.accuracy(jnp.asarray(zb), jnp.asarray(tb)))
+        want = np.reshape([NUMPY_LOSSES[name](z[i], t[i]) for i in range(batch)], batch_shape)
+        assert got.shape == batch_shape, name
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
         if spec.target != "real":
-            right = [1.0 - _np_zero_one(z[i], t[i]) for i in range(batch)]
+            right = np.reshape([1.0 - _np_zero_one(z[i], t[i]) for i in range(batch)], batch_shape)
+            assert accuracy.shape == batch_shape, name
             np.testing.assert_array_equal(accuracy, right, err_msg=name)
 
 
@@ -312,3 +346,23 @@ def test_a_single_logit_of_exactly_zero_predicts_class_zero():
     assert float(losses.zero_one(jnp.array([0.0]), 0)) == 0.0
     assert float(losses.zero_one(jnp.array(0.0), 1)) == 1.0
     assert float(losses.accuracy(jnp.array([0.0]), 0)) == 1.0
+
+
+def test_zero_one_is_a_float32_scalar_argmax_for_two_or_more_classes():
+    """Two logits are a two-class softmax output: the prediction is their argmax (not a
+    per-logit z > 0), and like one logit or four it gives one () float32 value in {0, 1},
+    whatever the logits' dtype (bfloat16, or float64 with x64 on)."""
+    cases = [  # (logits, label), both signs of the logits so "z > 0" is not the argmax
+        ([-0.5, -2.0], 0),
+        ([-0.5, -2.0], 1),
+        ([1.5, 3.0], 1),
+        ([0.25], 1),
+        ([0.5, -1.0, 2.0, 0.0], 2),
+        ([0.5, -1.0, 2.0, 0.0], 0),
+    ]
+    with jax.enable_x64(True):
+        for dtype in (jnp.bfloat16, jnp.float64):
+            for z, label in cases:
+                got = losses.zero_one(jnp.asarray(z, dtype), label)
+                assert got.shape == () and got.dtype == jnp.float32, (z, dtype)
+                assert float(got) == _np_zero_one(np.asarray(z), label), (z, label, dtype)
