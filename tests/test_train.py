@@ -1,14 +1,17 @@
 """The training engine: pure steps, compiled epochs, callbacks, checkpoints, guards."""
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxnets
+from jaxnets.losses import LossSpec
 from jaxnets.optim import make_optimizer
 from jaxnets.train import EarlyStopping, NonFiniteLossError, Trainer, evaluate, fit
 
@@ -257,8 +260,6 @@ def test_resume_after_kill_gives_the_same_final_parameters(trainer, tmp_path):
 
 
 def test_non_finite_loss_stops_at_the_named_step_and_keeps_the_checkpoint(tmp_path):
-    import optax
-
     from jaxnets.checkpoint import Checkpointer
 
     x, y = _data(64)
@@ -437,3 +438,159 @@ def test_batch_norm_steps_on_batch_statistics_and_evaluates_on_the_running_ones(
     log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
     expected = -log_p[np.arange(8), y].mean()
     np.testing.assert_allclose(tr.evaluate(state, x, y, batch_size=3)["loss"], expected, rtol=1e-5)
+
+
+# --- what the surviving mutants of jaxnets/train/step.py showed untested (issue 15) ----------
+
+
+class _Wrapped(nn.Module):
+    """A 3x3 convolution (or, with ``conv=False``, a ReLU) run through the JAX transformation
+    ``wrap``, which puts it in an inner jaxpr of the forward pass: jit and checkpoint hold it as
+    a ClosedJaxpr and a plain Jaxpr respectively; ReLU adds its own custom_jvp inner jaxpr."""
+
+    wrap: Callable
+    conv: bool = True
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], 2))
+
+        def layer(x, kernel):
+            if self.conv:
+                return jax.lax.conv_general_dilated(
+                    x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
+            return jax.nn.relu(x) * jnp.sum(kernel)
+
+        return jnp.mean(self.wrap(layer)(x, kernel), axis=(1, 2))
+
+
+def test_auto_epoch_mode_finds_convolutions_inside_inner_jaxprs_and_only_on_the_cpu(monkeypatch):
+    """``"auto"`` loops from Python on the CPU for any forward pass that contains a convolution,
+    also one nested in a jit, a checkpoint or both; inner jaxprs without a convolution do not
+    count; on any other backend it never loops from Python (the module docstring's rule)."""
+    x = jnp.zeros((2, 6, 6, 1))
+
+    def python_loops(wrap, conv=True):
+        model = _Wrapped(wrap, conv)
+        return Trainer(
+            model, "softmax_cross_entropy", make_optimizer("sgd", 0.1)
+        ).uses_python_loops(x)
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert python_loops(jax.jit) and python_loops(jax.checkpoint)
+    assert python_loops(lambda f: jax.jit(jax.checkpoint(f)))
+    assert not python_loops(jax.jit, conv=False)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not python_loops(jax.jit)
+
+
+def test_weight_decay_step_equals_the_closed_form_and_the_step_counter_is_int32():
+    """make_optimizer's L2 weight decay reads the parameters the step hands the optimizer:
+    W <- W − lr (mean dW + wd W), b <- b − lr (mean db + wd b), in NumPy. The state's step is the
+    documented () int32 counter, from 0 (a float32 one would stop counting at 2**24)."""
+    lr, wd = 0.5, 0.2
+    tr = Trainer(_Linear(), "softmax_cross_entropy", make_optimizer("sgd", lr, weight_decay=wd))
+    state = _state(tr)
+    assert state.step.dtype == jnp.int32 and state.step.shape == () and int(state.step) == 0
+    x, y = _data(8)
+    params0 = jax.device_get(state.params)["Dense_0"]
+    _, _, dw, db = _np_softmax_regression({"Dense_0": params0}, x, y)
+    new_state, _ = tr.train_step(state, (jnp.asarray(x), jnp.asarray(y)))
+    for name, grad in (("kernel", dw), ("bias", db)):
+        expected = params0[name] - lr * (grad.mean(0) + wd * params0[name])
+        np.testing.assert_allclose(new_state.params["Dense_0"][name], expected, rtol=1e-5)
+    assert new_state.step.dtype == jnp.int32 and int(new_state.step) == 1
+
+
+def test_augmentation_draws_new_noise_at_each_step_and_the_same_from_the_same_state():
+    """The augmentation gets a PRNG key that changes with the step and is fixed by the state.
+    With a zero update (the parameters never move) and Gaussian noise added to the inputs,
+    two consecutive steps report different losses, and a fresh state repeats the first one."""
+
+    def noisy(key, x):
+        return x + jax.random.normal(key, x.shape)
+
+    tr = Trainer(_Linear(), "softmax_cross_entropy", optax.set_to_zero(), augment=noisy)
+    x, y = map(jnp.asarray, _data(8))
+    state, first = tr.train_step(_state(tr), (x, y))
+    _, second = tr.train_step(state, (x, y))
+    _, again = tr.train_step(_state(tr), (x, y))
+    assert float(first["loss"]) == float(again["loss"])
+    assert abs(float(first["loss"]) - float(second["loss"])) > 1e-3
+
+
+class _NoisyLinear(nn.Module):
+    """Input noise from the ``dropout`` stream, drawn at evaluation too (``train`` is ignored),
+    before the weights of the same scope are created."""
+
+    noise: float
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.noise:
+            x = x + self.noise * jax.random.normal(self.make_rng("dropout"), x.shape)
+        return x @ self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3))
+
+
+def test_init_gives_the_same_weights_whether_or_not_the_model_draws_noise():
+    """init hands the model a ``dropout`` key of its own, apart from the ``params`` key: a model
+    that draws noise while it is initialized starts, for the same seed, from the same weights as
+    without the noise, so a noise on/off comparison is a controlled one."""
+    kernels = [
+        Trainer(_NoisyLinear(noise), "softmax_cross_entropy", make_optimizer("sgd", 0.1))
+        .init(jax.random.PRNGKey(0), jnp.ones((2, 5)))
+        .params["kernel"]
+        for noise in (0.0, 0.5)
+    ]
+    np.testing.assert_array_equal(*kernels)
+
+
+class _Tokens(nn.Module):
+    """Integer tokens (batch, time) -> logits (batch, time, 4): an embedding, then Dense."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(4)(nn.Embed(5, 3)(x))
+
+
+def _indexed_nll(z, t):
+    """A user's sequence loss that indexes with its integer targets: mean_t −log softmax(z_t)[t_t]
+    for z (time, 4), t (time,)."""
+    return -jnp.mean(jax.nn.log_softmax(z)[jnp.arange(t.shape[0]), t])
+
+
+def test_evaluate_pads_integer_tokens_and_sequence_targets_in_their_own_dtype_and_shape():
+    """Chunked evaluation (7 sequences in chunks of 3: two padding rows) hands the model integer
+    tokens (an embedding rejects floats) and the loss (time,) integer targets (it indexes with
+    them) as they are; the mean loss and accuracy equal NumPy's. Padding is to whole chunks
+    only, zeros with weight 0. Inside jax.enable_x64 the float32 model's loss stays float32,
+    the dtype of its training metrics (the padding weight does not promote it)."""
+    tr = Trainer(
+        _Tokens(), LossSpec("indexed_nll", _indexed_nll, "sequence"), make_optimizer("sgd", 1)
+    )
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, size=(7, 3)).astype(np.int32)
+    y = rng.integers(0, 4, size=(7, 3)).astype(np.int32)
+    state = tr.init(jax.random.PRNGKey(0), x[:2])
+    p = jax.device_get(state.params)
+    embedded = np.asarray(p["Embed_0"]["embedding"], np.float64)[x]
+    z = embedded @ np.asarray(p["Dense_0"]["kernel"], np.float64) + p["Dense_0"]["bias"]
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected_loss = -np.take_along_axis(log_p, y[..., None], -1).mean()
+    expected_accuracy = (z.argmax(-1) == y).mean()
+    assert 0 < expected_accuracy < 1
+    metrics = tr.evaluate(state, x, y, batch_size=3)
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], expected_accuracy, rtol=1e-6)
+    with jax.enable_x64(True):
+        in_x64 = tr.evaluate(state, x, y, batch_size=3)
+    assert in_x64["loss"].dtype == jnp.float32
+    np.testing.assert_allclose(in_x64["loss"], expected_loss, rtol=1e-5)
+
+    x_pad, y_pad, weight, chunks = Trainer._padded(jnp.asarray(x), jnp.asarray(y), 3)
+    assert chunks == 3 and x_pad.dtype == y_pad.dtype == jnp.int32
+    zeros = np.zeros((2, 3), np.int32)
+    np.testing.assert_array_equal(x_pad, np.concatenate([x, zeros]))
+    np.testing.assert_array_equal(y_pad, np.concatenate([y, zeros]))
+    np.testing.assert_array_equal(weight, [1, 1, 1, 1, 1, 1, 1, 0, 0])
