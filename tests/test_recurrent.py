@@ -158,8 +158,10 @@ def test_initialisations_irnn_identity_lstm_forget_bias_orthogonal_blocks():
     params = layer.init(jax.random.PRNGKey(0), X)["params"]["cell"]
     np.testing.assert_array_equal(params["hidden_to_hidden"], np.eye(H))
     lstm = Recurrent(make_cell("lstm", H)).init(jax.random.PRNGKey(0), X)["params"]["cell"]
-    np.testing.assert_array_equal(lstm["input_to_hidden"]["bias"][H : 2 * H], 1.0)
-    np.testing.assert_array_equal(lstm["input_to_hidden"]["bias"][:H], 0.0)
+    # gates (i, f, g, o): the forget bias is 1, the input, candidate and output biases 0
+    np.testing.assert_array_equal(
+        lstm["input_to_hidden"]["bias"], np.concatenate([np.zeros(H), np.ones(H), np.zeros(2 * H)])
+    )
     for block in np.split(np.asarray(lstm["hidden_to_hidden"]), 4, axis=1):
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
 
@@ -311,8 +313,86 @@ def test_a_bfloat16_cell_computes_in_bfloat16_with_float32_parameters(kind):
 
 
 def test_unknown_cells_are_explained_with_loosely_close_matches():
+    """The hint names at most the two closest cells, best first ('rn' is loosely close to four:
+    rnn, irnn, relu_rnn, gru), and a name close to none gets no hint at all."""
     with pytest.raises(ValueError, match=r"unknown cell 'elman' — did you mean 'relu_rnn', 'lstm'"):
         make_cell("elman", 2)
+    choices = "(choose one of rnn, relu_rnn, irnn, lstm, gru)"
+    for kind, hint in [("rn", " — did you mean 'rnn', 'irnn'?"), ("xyz", "")]:
+        with pytest.raises(ValueError) as error:
+            make_cell(kind, 2)
+        assert str(error.value) == f"unknown cell {kind!r}{hint} {choices}"
+
+
+def test_identity_init_is_scale_times_the_identity_in_the_dtype_asked_for():
+    """``identity_init()`` is I (scale 1 by default), ``identity_init(s)`` is s·I, built in the
+    dtype the caller passes (Flax's initializer signature), and a non-square shape is refused."""
+    key = jax.random.PRNGKey(0)
+    eye = recurrent.identity_init()(key, (3, 3))
+    assert eye.dtype == jnp.float32
+    np.testing.assert_array_equal(eye, np.eye(3))
+    half = recurrent.identity_init(0.5)(key, (2, 2), jnp.bfloat16)
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(half, np.float32), [[0.5, 0.0], [0.0, 0.5]])
+    with pytest.raises(ValueError, match=r"needs a square matrix; got shape \(2, 3\)"):
+        recurrent.identity_init()(key, (2, 3))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_cell_steps_a_batch_with_several_leading_axes(kind):
+    """``project`` takes x (..., time, F) and ``initial_carry`` any batch_shape, so a cell
+    stepped by hand on a (2, 3) batch must equal the cell equations on the 6 flattened
+    sequences: the gates are split along the last (gate) axis, whatever the batch rank."""
+    layer, variables = _layer(kind)
+    cell = layer.cell.bind({"params": variables["params"]["cell"]})
+    x = jax.random.normal(jax.random.PRNGKey(6), (2, 3, 3, F))  # (2, 3) batch, 3 steps
+    projected = cell.project(x)
+    weights = cell.recurrent_weights()
+    carry, outputs = cell.initial_carry((2, 3)), []
+    for t in range(x.shape[2]):
+        carry, h = cell.step(weights, carry, projected[:, :, t])
+        outputs.append(h)
+    expected = _numpy_loop(kind, variables["params"], np.reshape(x, (6, 3, F)))
+    np.testing.assert_allclose(
+        np.stack(outputs, axis=2), expected.reshape(2, 3, 3, H), rtol=1e-5, atol=1e-5
+    )
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr, those of its sub-jaxprs (scan bodies, custom rules) too."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    yield from _equations(sub)
+
+
+def test_each_weight_gradient_is_one_matmul_over_all_rows_with_its_transpose_materialised():
+    """The speed design of the module docstring, read off the gradient's jaxpr (traced, not
+    compiled): the gradient of the input kernel U (F, 4H) and of the recurrent W (H, 4H) is
+    each ONE dot over all B·T rows, (F or H, B·T) @ (B·T, 4H), whose left operand is a
+    transpose materialised by an optimization barrier, never a dot contracting its left
+    operand's leading axis (what plain autodiff of nn.Dense or of a scan writes)."""
+    layer = Recurrent(make_cell("lstm", H))
+    shapes = jax.eval_shape(layer.init, jax.random.PRNGKey(0), X)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda v: jnp.sum(layer.apply(v, X)[0])))(shapes).jaxpr
+    equations = list(_equations(jaxpr))
+    barriers = {
+        v for e in equations if e.primitive.name == "optimization_barrier" for v in e.outvars
+    }
+    for rows in (F, H):
+        dots = [
+            e
+            for e in equations
+            if e.primitive.name == "dot_general" and e.outvars[0].aval.shape == (rows, 4 * H)
+        ]
+        assert len(dots) == 1, rows
+        lhs, rhs = (v.aval.shape for v in dots[0].invars)
+        assert (lhs, rhs) == ((rows, B * T), (B * T, 4 * H))
+        assert dots[0].params["dimension_numbers"] == (((1,), (0,)), ((), ()))
+        assert dots[0].invars[0] in barriers
 
 
 def test_one_hidden_unit_is_a_valid_cell_and_zero_is_not():
