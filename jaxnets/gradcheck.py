@@ -57,7 +57,8 @@ class GradcheckReport:
 
     @property
     def worst(self) -> LeafCheck:
-        return max(self.leaves, key=lambda leaf: leaf.rel_error)
+        # a NaN error (a non-finite gradient or difference) ranks above every number
+        return max(self.leaves, key=lambda leaf: (np.isnan(leaf.rel_error), leaf.rel_error))
 
     @property
     def passed(self) -> bool:
@@ -70,7 +71,7 @@ class GradcheckReport:
             f"{'leaf':<{width}}  {'size':>7}  {'rel error':>10}  {'|grad|':>10}",
         ]
         for leaf in self.leaves:
-            flag = "  FAIL" if leaf.rel_error >= self.tol else ""
+            flag = "" if leaf.rel_error < self.tol else "  FAIL"
             lines.append(
                 f"{leaf.path:<{width}}  {leaf.size:>7}  {leaf.rel_error:>10.2e}  "
                 f"{leaf.analytic_norm:>10.3e}{flag}"
@@ -105,7 +106,8 @@ def _rel_error(a: np.ndarray, n: np.ndarray, atol: float) -> float:
     denom = np.linalg.norm(a) + np.linalg.norm(n)
     # Both below the differences' rounding noise: an exactly-zero gradient (e.g. a hinge
     # bias whose margin violators cancel) agrees with its ~1e-14 numerical estimate.
-    return 0.0 if denom < atol else float(np.linalg.norm(a - n) / denom)
+    # (denom == 0 as well: with atol = 0, two exactly-zero gradients agree, not 0 / 0)
+    return 0.0 if denom < atol or denom == 0 else float(np.linalg.norm(a - n) / denom)
 
 
 def _leaf_name(path) -> str:

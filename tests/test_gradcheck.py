@@ -1,11 +1,21 @@
 """Gradcheck passes on correct gradients and catches a planted wrong one."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnets.gradcheck import GradcheckError, GradcheckReport, LeafCheck, gradcheck
+from jaxnets.gradcheck import (
+    GradcheckError,
+    GradcheckReport,
+    LeafCheck,
+    _map_in_chunks,
+    gradcheck,
+    gradcheck_model,
+    model_loss_at,
+)
 
 
 @jax.custom_vjp
@@ -71,8 +81,16 @@ def test_float32_differences_would_not_be_precise_enough():
 
 
 def test_auto_mode_switches_on_size():
+    """ "auto" is full for trees of at most ``max_full_size`` entries (4096 by default): the
+    bound itself is full, one entry more is directions."""
+    size = sum(leaf.size for leaf in jax.tree.leaves(_params()))  # 3·4 + 4 + 4·2 = 24
     assert gradcheck(_loss, _params(), max_full_size=10).mode == "directions"
+    assert gradcheck(_loss, _params(), max_full_size=size).mode == "full"
+    assert gradcheck(_loss, _params(), max_full_size=size - 1).mode == "directions"
     assert gradcheck(_loss, _params()).mode == "full"
+    # 4097 entries under the default bound: directions (in full mode: 4097 differences)
+    big = {"w": np.linspace(-1.0, 1.0, 4097)}
+    assert gradcheck(lambda p: jnp.sum(jnp.sin(p["w"])), big).mode == "directions"
 
 
 @pytest.mark.parametrize("mode", ["full", "directions"])
@@ -252,12 +270,21 @@ def test_relative_error_on_random_vectors_is_the_formula():
 
 def test_gradients_below_atol_agree_and_above_it_are_compared():
     """The atol branch: an analytic 1e-10 against an exact zero difference is rounding-level
-    agreement under the default atol 1e-9, and a total disagreement (rel 1) under 1e-11."""
+    agreement under the default atol 1e-9, and a total disagreement (rel 1) under 1e-11; an
+    analytic 1e-8 is one under the default too (the default is no looser than 1e-8). atol = 0
+    is allowed (every nonzero gradient is compared) and two exactly-zero gradients still
+    agree there (rel 0, not 0 / 0)."""
     with jax.enable_x64(True):
         report, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0])
         assert leaf.rel_error == 0.0 and report.passed
         _, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0], atol=1e-11, raise_on_failure=False)
         assert leaf.rel_error == pytest.approx(1.0)
+        _, leaf = _check_leaf([0.0, 0.0], [1e-8, 0.0], raise_on_failure=False)
+        assert leaf.rel_error == pytest.approx(1.0)
+        _, leaf = _check_leaf([0.0, 0.0], [1e-100, 0.0], atol=0.0, raise_on_failure=False)
+        assert leaf.rel_error == pytest.approx(1.0)
+        report, leaf = _check_leaf([0.0, 0.0], [0.0, 0.0], atol=0.0)
+        assert leaf.rel_error == 0.0 and report.passed
 
 
 @pytest.mark.parametrize(
@@ -289,9 +316,8 @@ def test_model_loss_at_is_the_mean_squared_error_of_a_fixed_float64_batch():
     """linear_regression's tiny config (4 inputs -> 3 outputs) under its card's squared error:
     float64 parameters, and the loss is the batch MEAN of ½‖x W + b − y‖², so along the bias
     its second difference is exactly ‖δ‖² (the Hessian in b is the identity), whatever x and
-    y; the fixed batch depends on the seed only."""
-    from jaxnets.gradcheck import gradcheck_model, model_loss_at
-
+    y; the fixed batch depends on the seed only. In W the Hessian is (XᵀX / B) ⊗ I₃, of rank
+    3·min(B, 4): 9 of 12 for the default batch of B = 3 examples."""
     loss_fn, params = model_loss_at("linear_regression", batch_size=5)
     shapes = {k: (v.shape, v.dtype) for k, v in params["dense"].items()}
     assert shapes == {"kernel": ((4, 3), np.float64), "bias": ((3,), np.float64)}
@@ -315,6 +341,10 @@ def test_model_loss_at_is_the_mean_squared_error_of_a_fixed_float64_batch():
     with jax.enable_x64(True):
         loss_1, params_1 = model_loss_at("linear_regression", seed=1)
         grads = jax.grad(loss_1)(params_1)["dense"]
+        kernel_hessian = jax.hessian(
+            lambda kernel: loss_1({"dense": {**params_1["dense"], "kernel": kernel}})
+        )(params_1["dense"]["kernel"])
+    assert np.linalg.matrix_rank(np.asarray(kernel_hessian).reshape(12, 12), tol=1e-10) == 9
     norms = [leaf.analytic_norm for leaf in report.leaves]
     np.testing.assert_allclose(
         norms, [np.linalg.norm(grads[k]) for k in ("bias", "kernel")], rtol=1e-12
@@ -356,10 +386,27 @@ def test_full_mode_over_several_chunks_checks_every_coordinate_with_one_program(
     assert not report.passed and report.worst.rel_error > 1e-3
 
 
+class _Affine(NamedTuple):
+    weight: np.ndarray
+    shift: np.ndarray
+
+
 def test_leaves_in_lists_and_tuples_are_named_by_their_index():
-    params = {"layers": [np.ones(2), np.full(3, 0.5)], "pair": (np.zeros(1),)}
+    """Dict keys and list/tuple indices name a leaf; a named tuple's leaves by their field
+    (JAX's attribute key, printed ".field"), so two fields never share a name."""
+    params = {
+        "layers": [np.ones(2), np.full(3, 0.5)],
+        "pair": (np.zeros(1),),
+        "affine": _Affine(np.ones(2), np.zeros(2)),
+    }
     report = gradcheck(lambda p: sum(jnp.sum(jnp.tanh(v)) for v in jax.tree.leaves(p)), params)
-    assert [leaf.path for leaf in report.leaves] == ["layers/0", "layers/1", "pair/0"]
+    assert [leaf.path for leaf in report.leaves] == [
+        "affine/.weight",
+        "affine/.shift",
+        "layers/0",
+        "layers/1",
+        "pair/0",
+    ]
 
 
 def test_the_report_table_names_each_column_flags_failures_and_gives_the_verdict():
@@ -378,15 +425,14 @@ def test_the_report_table_names_each_column_flags_failures_and_gives_the_verdict
 
 def test_gradcheck_model_is_gradcheck_of_model_loss_at_with_the_same_seed_and_options():
     """Same seed for the batch and the random directions (0 by default), options passed on:
-    the report equals the one of gradcheck on model_loss_at, leaf for leaf."""
-    from jaxnets.gradcheck import gradcheck_model, model_loss_at
-
-    for seed in (None, 2):
-        kwargs = {} if seed is None else {"seed": seed}
-        report = gradcheck_model("linear_regression", mode="directions", tol=0.5, **kwargs)
-        loss_fn, params = model_loss_at("linear_regression", seed=seed or 0)
-        direct = gradcheck(loss_fn, params, mode="directions", tol=0.5, seed=seed or 0)
+    the report equals the one of gradcheck on model_loss_at, leaf for leaf. The default mode
+    is "auto": full for this 15-parameter model."""
+    for kwargs in ({}, {"mode": "directions", "seed": 2}):
+        report = gradcheck_model("linear_regression", tol=0.5, **kwargs)
+        loss_fn, params = model_loss_at("linear_regression", seed=kwargs.get("seed", 0))
+        direct = gradcheck(loss_fn, params, tol=0.5, **kwargs)
         assert report == direct and report.tol == 0.5
+        assert report.mode == kwargs.get("mode", "full")
 
 
 def test_a_leaf_exactly_at_the_tolerance_is_flagged_and_passing_leaves_carry_no_flag():
@@ -402,3 +448,73 @@ def test_a_leaf_exactly_at_the_tolerance_is_flagged_and_passing_leaves_carry_no_
     assert not report.passed
     assert rows[2].startswith("ok") and rows[2].endswith("1.000e+00")
     assert rows[3].startswith("edge") and rows[3].endswith("2.000e+00  FAIL")
+
+
+@pytest.mark.parametrize("num_directions", [None, 20])
+def test_directions_mode_probes_each_leaf_along_num_directions_unit_vectors(num_directions):
+    """A one-entry leaf has two unit directions, ±1: its k directional derivatives are ±g, so
+    the numeric norm is √k |g|, k = 6 by default (unit per direction; normalized over all
+    k directions at once they would give |g|). 20 directions run as a padded second chunk
+    of 16 (a (20, n) array of directions), and the other leaf still checks out."""
+    params = {"b": np.array([0.4]), "w": np.array([0.3, -0.7, 1.1])}
+
+    def loss(p):
+        return 3.0 * jnp.sum(jnp.sin(p["b"])) + jnp.sum(jnp.tanh(p["w"]) ** 2)
+
+    kwargs = {} if num_directions is None else {"num_directions": num_directions}
+    report = gradcheck(loss, params, mode="directions", **kwargs)
+    b = {leaf.path: leaf for leaf in report.leaves}["b"]
+    g = 3.0 * np.cos(0.4)
+    assert b.analytic_norm == pytest.approx(g, rel=1e-12)
+    assert b.numeric_norm == pytest.approx(np.sqrt(num_directions or 6) * g, rel=1e-8)
+    assert report.passed and report.worst.rel_error < 1e-8
+
+
+def test_map_in_chunks_calls_the_batched_function_on_chunks_of_16_rows():
+    """The documented chunk size (16: XLA:CPU runs per-example convolution kernels slowly in
+    larger batches): 37 rows of (37, 3) are 3 calls on (16, 3), the last one padded with
+    copies of row 0, and the result is the function of each row, in order, unpadded."""
+    xs = jnp.asarray(np.arange(111.0).reshape(37, 3))
+    seen = []
+
+    def batched(chunk):
+        seen.append(chunk.shape)
+        return jnp.sum(chunk**2, axis=1)
+
+    out = _map_in_chunks(batched, xs)
+    assert seen == [(16, 3)] * 3
+    np.testing.assert_array_equal(out, np.sum(np.asarray(xs) ** 2, axis=1))
+
+
+def test_a_non_finite_gradient_fails_whatever_the_leaf_order():
+    """√w at w = 0: an infinite analytic gradient, NaN differences, so a NaN relative error.
+    It fails and is named even when it is not the first leaf (NaN compares false both ways:
+    ranked by plain max it was never the worst, and the report passed)."""
+
+    def loss(p):
+        return jnp.sum(p["a"] ** 2) + jnp.sum(jnp.sqrt(p["b"]))
+
+    params = {"a": np.ones(2), "b": np.zeros(1)}
+    with pytest.raises(GradcheckError, match="parameter 'b'") as info:
+        gradcheck(loss, params)
+    rows = str(info.value).split("\n")[3:-1]
+    assert [row.split()[0] for row in rows if row.endswith("FAIL")] == ["b"]
+
+
+# --- model_loss_at / gradcheck_model defaults ---------------------------------------------
+
+
+def test_model_loss_at_is_the_training_mode_loss_with_a_fixed_dropout_key():
+    """The loss is taken in training mode: an MLP whose dropout drops every hidden unit
+    (rate 1) has an output that ignores the hidden layer, so the hidden kernel's gradient is
+    exactly zero (in evaluation mode dropout is the identity and it is not). At rate 0.5 the
+    dropout mask comes from a fixed key: the loss is a deterministic function of the params."""
+    loss_fn, params = model_loss_at("mlp_regression", overrides={"dropout_rate": 1.0})
+    with jax.enable_x64(True):
+        grads = jax.grad(loss_fn)(params)
+    assert np.all(np.asarray(grads["hidden_0"]["kernel"]) == 0)
+    assert np.any(np.asarray(grads["out"]["bias"]) != 0)
+    loss_fn, params = model_loss_at("mlp_regression", overrides={"dropout_rate": 0.5})
+    with jax.enable_x64(True):
+        first, second = float(loss_fn(params)), float(loss_fn(params))
+    assert first == second and np.isfinite(first)
