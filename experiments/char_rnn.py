@@ -155,7 +155,7 @@ def main(cfg: Config) -> dict:
         )
         samples[temperature] = cfg.prompt + corpus.vocab.decode(np.asarray(ids[0]))
         print(f"--- sample at temperature {temperature} ---\n{samples[temperature]}\n")
-    (run.dir / "samples.txt").write_text(
+    run.write_text("samples.txt",
         "".join(f"--- temperature {t} ---\n{s}\n\n" for t, s in samples.items())
     )
     _plot_curve(run, history.val_loss, steps // cfg.epochs, results)

@@ -261,8 +261,8 @@ def main(cfg: Config) -> dict:
     samples = _samples(cfg, corpus, model, variables)
     print(f"\npassages sampled from {best} at temperature {cfg.temperature}:")
     print("\n".join(f"  {text}" for text in samples))
-    (run.dir / "neighbours.txt").write_text("\n".join(neighbour_lines) + "\n")
-    (run.dir / "samples.txt").write_text("\n".join(samples) + "\n")
+    run.write_text("neighbours.txt", "\n".join(neighbour_lines) + "\n")
+    run.write_text("samples.txt", "\n".join(samples) + "\n")
 
     ids = _map_words(corpus, cfg.map_words)
     fig, _ = tsne_map(

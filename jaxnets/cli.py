@@ -1,4 +1,5 @@
-"""The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``.
+"""The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``,
+``launch -n P SCRIPT [ARGS...]`` (:mod:`jaxnets.launch`).
 
 ``info`` prints the model card, the parameter shapes and the per-layer table of seed 004,
 Lecture 10 §3 (Table 1 at line 2446: units, connections and weights per layer), with receptive
@@ -147,6 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_gradcheck)
+    sub.add_parser(
+        "launch",
+        add_help=False,
+        help="run a script as P local processes of one jax.distributed run "
+        "(jaxnets launch -n P [--devices-per-process K] SCRIPT [ARGS...])",
+    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["launch"]:  # the script's own arguments pass through untouched
+        from jaxnets import launch
+
+        return launch.main(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.run(args)

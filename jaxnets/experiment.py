@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from jaxnets import distributed
+
 __all__ = [
     "Claim",
     "mean_over_seeds",
@@ -142,31 +144,45 @@ def mean_over_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 class Run:
-    """A run directory ``<root>/<experiment>/<timestamp>/`` and the files in it."""
+    """A run directory ``<root>/<experiment>/<timestamp>/`` and the files in it.
+
+    In a multi-process run only process 0 has a run directory: on the others (``writes`` is
+    False) every method that writes or prints does nothing, so a run writes one directory.
+    """
 
     def __init__(self, experiment: str, config: Any, root: str | Path = "runs"):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.experiment = experiment
         self.config = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
         self.dir = Path(root) / experiment / stamp
-        self.dir.mkdir(parents=True, exist_ok=False)
-        dump_json(self.dir / "config.json", self.config)
+        self.writes = distributed.is_main_process()
+        if self.writes:
+            self.dir.mkdir(parents=True, exist_ok=False)
+            dump_json(self.dir / "config.json", self.config)
 
     @property
-    def metrics_path(self) -> Path:
-        return self.dir / "metrics.jsonl"
+    def metrics_path(self) -> Path | None:
+        """``metrics.jsonl`` of this run (None on processes that do not write)."""
+        return self.dir / "metrics.jsonl" if self.writes else None
 
     def log(self, **row: Any) -> None:
         """Append one JSON row to ``metrics.jsonl`` (``fit`` appends its epochs there too)."""
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row, default=_jsonable) + "\n")
+        if self.writes:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(row, default=_jsonable) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write ``<run>/<name>`` (samples, neighbour lists)."""
+        if self.writes:
+            (self.dir / name).write_text(text)
 
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<run>/<name>.png`` and close it."""
         import matplotlib.pyplot as plt
 
         path = self.dir / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        if self.writes:
+            fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         return path
 
@@ -181,10 +197,11 @@ class Run:
             "results": results,
             "claims": [c.as_dict() for c in claims],
         }
-        dump_json(self.dir / "summary.json", summary)
-        for claim in claims:
-            print(claim)
-        print(f"run directory: {self.dir}")
+        if self.writes:
+            dump_json(self.dir / "summary.json", summary)
+            for claim in claims:
+                print(claim)
+            print(f"run directory: {self.dir}")
         return summary
 
 
@@ -206,21 +223,55 @@ def format_table(results: dict[str, dict[str, float]], metrics: list[str] | None
     return "\n".join(lines)
 
 
+_DEVICE_HELP = """
+Devices and processes (read before the configuration, see jaxnets.distributed):
+  --devices N          train data-parallel on N devices (on a CPU host: N virtual CPU
+                       devices); the numbers equal the 1-device run to float32 rounding
+  --coordinator H:P    join a multi-process run whose process 0 listens on H:P
+  --num-processes P    ... of P processes
+  --process-id I       ... as process I (jaxnets launch -n P sets all three)
+"""
+
+
+def _device_arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Split the device and process flags off ``args``: (their values, the rest)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--devices", type=int)
+    parser.add_argument("--coordinator")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
+    known, rest = parser.parse_known_args(args)
+    return vars(known), rest
+
+
 def parse_config(
     config_cls: Callable[..., ConfigT],
     args: list[str] | None = None,
     description: str | None = None,
 ) -> ConfigT:
-    """Build ``config_cls`` (a frozen dataclass) from the command line with tyro.
+    """Build ``config_cls`` (a frozen dataclass) from the command line with tyro, after
+    setting up devices and processes from ``--devices`` and friends
+    (:func:`jaxnets.distributed.configure`, before JAX starts).
 
-    ``--help`` lists every field with its default and docstring. A ValueError raised by the
-    dataclass' ``__post_init__`` (an invalid value) is printed as one line and exits with 2,
-    like any other usage error.
+    ``--help`` lists every field with its default and docstring, and the device flags. A
+    ValueError raised by the dataclass' ``__post_init__`` (an invalid value), or by an
+    impossible device set-up, is printed as one line and exits with 2, like any other usage
+    error.
     """
     import tyro  # experiments only: the library itself must not need tyro
 
+    args = sys.argv[1:] if args is None else list(args)
     try:
-        return tyro.cli(config_cls, args=args, description=description)
+        devices, args = _device_arguments(args)
+        distributed.configure(**devices)
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    text = description or (config_cls.__doc__ or "")
+    try:
+        return tyro.cli(config_cls, args=args, description=text + _DEVICE_HELP)
     except ValueError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.train.state import TrainState
-from jaxnets.train.step import Batch, Trainer, _model_outputs
+from jaxnets.train.step import Batch, Trainer, model_outputs
 
 __all__ = [
     "EnsembleHistory",
@@ -90,8 +90,8 @@ def _train_epochs(trainer, states, x, y, val, epochs, batch_size, val_batch_size
     """All epochs of all members in one program: a scan over epochs of the vmapped epoch, with
     the validation loss after each and, per member, the best state so far."""
     members = jax.tree.leaves(states)[0].shape[0]
-    epoch_fn = jax.vmap(trainer._epoch, in_axes=(0, None, None, None))
-    evaluate = jax.vmap(trainer._evaluate, in_axes=(0, None, None, None))
+    epoch_fn = jax.vmap(trainer.epoch, in_axes=(0, None, None, None))
+    evaluate = jax.vmap(trainer.pure_evaluate, in_axes=(0, None, None, None))
 
     def one_epoch(carry, epoch):
         states, best, best_loss, best_epoch = carry
@@ -173,7 +173,7 @@ def ensemble_probabilities(trainer: Trainer, states: TrainState, x: jax.Array) -
     (softmax of a classifier's logits, in evaluation mode)."""
 
     def member(state):
-        logits, _ = _model_outputs(
+        logits, _ = model_outputs(
             trainer.model, state.params, state.model_state, x, state.rng, train=False
         )
         return jax.nn.softmax(logits)

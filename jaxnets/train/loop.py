@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import distributed
 from jaxnets.checkpoint import Checkpointer
 from jaxnets.train.callbacks import Callback, JSONLLogger, ProgressBar
 from jaxnets.train.state import TrainState
@@ -47,12 +47,16 @@ class FitResult:
     stopped_early: bool = False
 
 
-def _arrays(data: Any, name: str) -> tuple[jax.Array, jax.Array]:
+def _arrays(data: Any, name: str, trainer: Trainer) -> tuple[Any, Any]:
+    """(x, y) of ``data``: on the device, or on the host for a Trainer with a mesh (which
+    sends each epoch's minibatches split over the mesh)."""
     x, y = (data.x, data.y) if hasattr(data, "x") else data
     if len(x) == 0:
         raise ValueError(f"{name} data is empty (0 examples); fit needs at least one batch")
     if len(x) != len(y):
         raise ValueError(f"{name} data has {len(x)} inputs but {len(y)} targets")
+    if trainer.mesh is not None:
+        return np.asarray(x), np.asarray(y)
     return jnp.asarray(x), jnp.asarray(y)  # device arrays pass through without a copy
 
 
@@ -61,10 +65,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean loss (and accuracy for classifiers) of ``state`` on ``data`` ((x, y) or a dataset
     with ``.x``/``.y``), in evaluation mode; keys get ``prefix`` (e.g. ``"test_"``)."""
-    x, y = _arrays(data, "evaluation")
+    x, y = _arrays(data, "evaluation", trainer)
     trainer.check_input(x)
     metrics = trainer.evaluate(state, x, y, batch_size=min(batch_size, len(x)))
-    return {prefix + k: float(v) for k, v in metrics.items()}
+    return {prefix + k: float(v) for k, v in distributed.to_host(metrics).items()}
 
 
 def fit(
@@ -98,28 +102,31 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
-    x, y = _arrays(train, "training")
+    x, y = _arrays(train, "training", trainer)
     trainer.check_input(x)
     if not 1 <= batch_size <= len(x):
         raise ValueError(
             f"batch_size must be in [1, {len(x)}] (the training set size); got {batch_size}"
         )
-    val_arrays = _arrays(val, "validation") if val is not None else None
+    trainer.check_batch_size(batch_size)
+    val_arrays = _arrays(val, "validation", trainer) if val is not None else None
     if val_arrays is not None:
         trainer.check_input(val_arrays[0])
     steps_per_epoch = len(x) // batch_size
 
     checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
     start_epoch = 0
+    state = trainer.place(state)  # restored below onto the same shardings
     if checkpointer is not None and checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(like=state)
         start_epoch = int(meta["epoch"])
 
     run = FitResult(state=state, epochs=epochs, start_epoch=start_epoch)
     all_callbacks = list(callbacks)
-    if progress:
+    main_process = distributed.is_main_process()  # the others train silently
+    if progress and main_process:
         all_callbacks.insert(0, ProgressBar(desc))
-    if metrics_path is not None:
+    if metrics_path is not None and main_process:
         all_callbacks.append(JSONLLogger(metrics_path))
     for cb in all_callbacks:
         cb.on_fit_start(run)
@@ -128,7 +135,7 @@ def fit(
             first_step = int(run.state.step)
             t0 = time.perf_counter()
             run.state, step_metrics = trainer.train_epoch(run.state, x, y, batch_size=batch_size)
-            step_metrics = jax.device_get(step_metrics)  # one transfer; numpy from here on
+            step_metrics = distributed.to_host(step_metrics)  # one transfer; numpy from here on
             step_losses = step_metrics["loss"]
             seconds = time.perf_counter() - t0
             _guard_finite(step_losses, first_step, epoch, checkpointer)
