@@ -114,6 +114,7 @@ def configure(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    cluster: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> Mesh | None:
     """Set up devices and processes before JAX starts, and return the default mesh.
@@ -125,8 +126,10 @@ def configure(
         processes (then every device they have).
       coordinator, num_processes, process_id: join a multi-process run (``host:port`` of
         process 0). Each falls back to the variable of :data:`LAUNCH_ENV` that ``jaxnets
-        launch`` sets; where neither is given but JAX detects a cluster (SLURM, Open MPI,
-        Kubernetes, TPU pods), :func:`jax.distributed.initialize` finds them itself.
+        launch`` sets. Under SLURM with several tasks, :func:`jax.distributed.initialize`
+        finds them itself.
+      cluster: join the multi-process run that JAX's own cluster detection finds (Open MPI,
+        Kubernetes, Cloud TPU slices, SLURM): ``--cluster`` on every host.
       env: the environment to read (default ``os.environ``).
     Returns:
       The mesh now returned by :func:`default_mesh`, or None for a single-device run.
@@ -140,7 +143,9 @@ def configure(
     num_processes = num_processes or _env_int(env, "num_processes")
     process_id = process_id if process_id is not None else _env_int(env, "process_id")
     per_process = _env_int(env, "devices_per_process")
-    request = dict(devices=devices, coordinator=coordinator, num_processes=num_processes)
+    request = dict(
+        devices=devices, coordinator=coordinator, num_processes=num_processes, cluster=cluster
+    )
     if _CONFIGURED == request:  # configured so already: nothing to do
         return _DEFAULT_MESH
     multi_process = coordinator is not None or num_processes is not None
@@ -166,7 +171,7 @@ def configure(
             ) from None
     if _CONFIGURED is not None:
         raise RuntimeError(f"jaxnets.distributed is already configured as {_CONFIGURED}")
-    cluster = _cluster_detected(env)
+    cluster = cluster or _slurm_tasks(env)
     if multi_process or cluster:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         if multi_process:
@@ -186,9 +191,9 @@ def configure(
     return _DEFAULT_MESH
 
 
-def _cluster_detected(env: Mapping[str, str]) -> bool:
-    """Whether a cluster scheduler started this process as one of several tasks (SLURM);
-    JAX's own cluster detection then supplies the coordinator and ids."""
+def _slurm_tasks(env: Mapping[str, str]) -> bool:
+    """Whether SLURM started this process as one of several tasks; JAX's own cluster
+    detection then supplies the coordinator and ids."""
     return int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in env
 
 

@@ -230,6 +230,8 @@ Devices and processes (read before the configuration, see jaxnets.distributed):
   --coordinator H:P    join a multi-process run whose process 0 listens on H:P
   --num-processes P    ... of P processes
   --process-id I       ... as process I (jaxnets launch -n P sets all three)
+  --cluster            join the multi-process run JAX detects (Open MPI, Kubernetes, Cloud
+                       TPU); under SLURM with several tasks this is automatic
 """
 
 
@@ -242,6 +244,7 @@ def _device_arguments(args: list[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--coordinator")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
+    parser.add_argument("--cluster", action="store_true")
     known, rest = parser.parse_known_args(args)
     return vars(known), rest
 
@@ -269,9 +272,9 @@ def parse_config(
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    text = description or (config_cls.__doc__ or "")
+    text = (description or config_cls.__doc__ or "").rstrip()
     try:
-        return tyro.cli(config_cls, args=args, description=text + _DEVICE_HELP)
+        return tyro.cli(config_cls, args=args, description=f"{text}\n{_DEVICE_HELP}")
     except ValueError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)
         raise SystemExit(2) from None
