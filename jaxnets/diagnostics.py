@@ -44,7 +44,7 @@ from flax import traverse_util
 
 from jaxnets.nn.activations import get_activation
 from jaxnets.train.state import TrainState
-from jaxnets.train.step import Trainer, batch_loss
+from jaxnets.train.step import Trainer
 
 __all__ = [
     "SATURATION_BOUNDS",
@@ -258,7 +258,8 @@ class StepNorms:
     """Norms of one training step, per layer (see :func:`step_norms`).
 
     Attributes:
-      loss: the minibatch objective before the step (data loss + regularizer).
+      loss: the minibatch objective before the step (data loss + regularizer), on the batch
+        the step trained on.
       grad: layer -> ||dL/dtheta_l||.
       update: layer -> ||theta_l(after) - theta_l(before)||.
       param: layer -> ||theta_l(before)||.
@@ -281,27 +282,16 @@ class StepNorms:
         }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _step_with_grads(trainer: Trainer, state: TrainState, batch: tuple[jax.Array, jax.Array]):
-    rng = jax.random.fold_in(state.rng, state.step)  # the step's own dropout key
-
-    def objective(params):
-        return batch_loss(
-            trainer.model,
-            trainer.loss,
-            params,
-            state.model_state,
-            batch,
-            rng,
-            train=True,
-            regularizer=trainer.regularizer,
-        )[0]
-
-    loss, grads = jax.value_and_grad(objective)(state.params)
-    new_state, _ = trainer.step(state, batch)
+@functools.partial(jax.jit, static_argnums=0)  # compiled once per Trainer (hashed by identity)
+def _measured_step(trainer: Trainer, state: TrainState, batch: tuple[jax.Array, jax.Array]):
+    """The engine's step with the gradients it applied, and the norms of the step."""
+    new_state, metrics, grads = trainer.step_with_grads(state, batch)
+    objective = metrics["loss"]  # the mean data loss; the objective adds the regularizer
+    if trainer.regularizer is not None:
+        objective = objective + trainer.regularizer(state.params)
     updates = jax.tree.map(jnp.subtract, new_state.params, state.params)
     norms = (_norm_arrays(grads), _norm_arrays(updates), _norm_arrays(state.params))
-    return new_state, loss, norms
+    return new_state, objective, norms
 
 
 def step_norms(
@@ -309,18 +299,19 @@ def step_norms(
 ) -> tuple[TrainState, StepNorms]:
     """Take one training step and measure it per layer: gradient, update and parameter norms.
 
-    The gradient is ``jax.grad`` of the step's objective (:func:`~jaxnets.train.batch_loss`
-    with the step's dropout key ``fold_in(rng, step)``); the update is the parameter change of
-    :meth:`Trainer.step` (for plain SGD, ``lr * grad``). With ``trainer.augment`` set, the step
-    trains on an augmented batch while the gradient here is of the batch as given. ``state``
-    is not donated and stays valid.
+    The gradient is the one the step applied, returned by :meth:`Trainer.step_with_grads`:
+    ``jax.grad`` of the step's objective (:func:`~jaxnets.train.batch_loss` plus the
+    regularizer, with the step's dropout key and, when ``trainer.augment`` is set, on the
+    step's augmented batch), before the optimizer's transform; the update is the parameter
+    change of that same step (for plain SGD, ``lr * grad``). ``state`` is not donated and
+    stays valid.
 
     Args:
       batch: ``(x, y)`` with x (batch, *input_shape) and y (batch, ...).
     Returns:
       ``(state after the step, StepNorms)``.
     """
-    new_state, loss, (grad, update, param) = _step_with_grads(trainer, state, batch)
+    new_state, loss, (grad, update, param) = _measured_step(trainer, state, batch)
     norms = StepNorms(float(loss), _as_floats(grad), _as_floats(update), _as_floats(param))
     return new_state, norms
 

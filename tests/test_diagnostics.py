@@ -183,6 +183,44 @@ def test_update_norm_is_measured_from_the_actual_step(batch):
     assert norms.update["out"] != pytest.approx(lr * norms.grad["out"], rel=0.1)
 
 
+def test_step_norms_measure_the_gradient_of_the_augmented_regularized_step(batch):
+    """The gradient is the one the step applied: of the data loss on the augmented batch plus
+    the penalty, written out here and differentiated by jax.grad (the batch as given, or the
+    data loss alone, give other norms); the loss is that objective."""
+    lam, lr = 0.2, 0.1
+    trainer = Trainer(
+        MLP(hidden=(4, 3), num_outputs=3),
+        "softmax_cross_entropy",
+        optax.sgd(lr),
+        regularizer=lambda p: lam * jnp.sum(p["out"]["kernel"] ** 2),
+        augment=lambda key, x: x[:, ::-1] + 1.0,  # reverse and shift the features
+    )
+    state = trainer.init(jax.random.PRNGKey(8), batch[0])
+    x, y = batch
+
+    def objective(params):
+        return _manual_loss(params, x[:, ::-1] + 1.0, y) + lam * jnp.sum(
+            params["out"]["kernel"] ** 2
+        )
+
+    loss, grads = jax.jit(jax.value_and_grad(objective))(state.params)
+    plain = jax.jit(jax.grad(_manual_loss))(state.params, x, y)
+    new_state, norms = step_norms(trainer, state, batch)
+    assert norms.loss == pytest.approx(float(loss), rel=1e-6)
+    for layer in ("hidden_0", "hidden_1", "out"):
+        g = np.concatenate([np.ravel(leaf) for leaf in grads[layer].values()])
+        other = np.concatenate([np.ravel(leaf) for leaf in plain[layer].values()])
+        assert norms.grad[layer] == pytest.approx(np.linalg.norm(g), rel=1e-5)
+        assert norms.grad[layer] != pytest.approx(np.linalg.norm(other), rel=1e-3)
+        assert norms.update[layer] == pytest.approx(lr * norms.grad[layer], rel=1e-5)
+    expected = jax.tree.map(lambda p, g: p - lr * g, state.params, grads)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        new_state.params,
+        expected,
+    )
+
+
 def _train(trainer, state, batch, steps):
     for _ in range(steps):
         state, _ = trainer.train_step(state, batch)

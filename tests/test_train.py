@@ -594,3 +594,59 @@ def test_evaluate_pads_integer_tokens_and_sequence_targets_in_their_own_dtype_an
     np.testing.assert_array_equal(x_pad, np.concatenate([x, zeros]))
     np.testing.assert_array_equal(y_pad, np.concatenate([y, zeros]))
     np.testing.assert_array_equal(weight, [1, 1, 1, 1, 1, 1, 1, 0, 0])
+
+
+# --- fit(on_non_finite="stop"): a diverging run ends without raising -----------------------
+
+
+class _Scalar(nn.Module):
+    """s = w x + b on one input feature."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(1)(x)
+
+
+def test_fit_stops_after_the_epoch_of_the_first_non_finite_loss(tmp_path):
+    """Squared error ½ s² on identical examples x = 1, t = 0 (so every minibatch is the same):
+    with w = 1, b = 0 and SGD at lr, s is multiplied by 1 − 2 lr = −10⁴ each step, so the loss
+    grows 10⁸-fold per step until it overflows float32. NumPy (float64) finds that step; fit
+    ends after its epoch, without raising, keeps that epoch's logs and saves no checkpoint
+    after the last finite epoch."""
+    from jaxnets.checkpoint import Checkpointer
+
+    lr, n, batch_size = 5000.5, 8, 2  # 4 steps per epoch
+    s, np_losses = 1.0, []
+    for _ in range(20):
+        np_losses.append(0.5 * s**2)
+        s *= 1 - 2 * lr  # ds/dw = ds/db = 1 at x = 1: s <- s − lr (s + s)
+    limit = float(np.finfo(np.float32).max)
+    expected = next(k for k, loss in enumerate(np_losses, 1) if loss > limit)
+    assert np_losses[expected - 1] > 10 * limit and np_losses[expected - 2] < limit / 10
+    assert expected == 6  # in epoch 2, a clear overflow and not at the epoch's first step
+
+    tr = Trainer(_Scalar(), "squared_error", make_optimizer("sgd", lr))
+    x, y = np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)
+
+    def start():
+        state = tr.init(jax.random.PRNGKey(0), x[:1])
+        params = {"Dense_0": {"kernel": jnp.ones((1, 1)), "bias": jnp.zeros((1,))}}
+        return state.replace(params=params, opt_state=tr.optimizer.init(params))
+
+    common = dict(batch_size=batch_size, progress=False, on_non_finite="stop")
+    finite = fit(tr, start(), (x, y), epochs=1, **common)
+    assert finite.non_finite_step is None and len(finite.history) == 1
+
+    result = fit(tr, start(), (x, y), epochs=5, checkpoint_dir=tmp_path / "ckpt", **common)
+    assert result.non_finite_step == expected and not result.stopped_early
+    assert [logs["epoch"] for logs in result.history] == [1, 2]
+    assert result.history[0]["train_loss"] == pytest.approx(np.mean(np_losses[:4]), rel=1e-5)
+    assert not np.isfinite(result.history[1]["train_loss"])
+    assert int(result.state.step) == 8
+    assert Checkpointer(tmp_path / "ckpt").latest_step() == 4  # epoch 1 only
+
+
+def test_fit_rejects_an_unknown_non_finite_policy(trainer):
+    x, y = _data(8)
+    with pytest.raises(ValueError, match="on_non_finite must be 'raise' .* or 'stop' .*got 'skip'"):
+        fit(trainer, _state(trainer), (x, y), epochs=1, batch_size=4, on_non_finite="skip")

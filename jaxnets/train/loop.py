@@ -24,6 +24,10 @@ from jaxnets.train.step import Trainer
 
 __all__ = ["fit", "evaluate", "FitResult", "NonFiniteLossError"]
 
+# What fit does at the first NaN/inf loss: raise NonFiniteLossError, or end training after
+# that epoch and report the step in FitResult.non_finite_step.
+ON_NON_FINITE = ("raise", "stop")
+
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the message names the step and the last good checkpoint."""
@@ -38,6 +42,9 @@ class FitResult:
       history: one logs dict per epoch run in this call.
       epochs: the number of epochs asked for; start_epoch: the epoch this call began at
         (> 0 when it resumed from a checkpoint).
+      non_finite_step: with ``on_non_finite="stop"``, the 1-based global step whose loss was
+        the first NaN/inf (training ended after its epoch, whose logs are the last in
+        ``history``); None when every loss was finite.
     """
 
     state: TrainState
@@ -45,6 +52,7 @@ class FitResult:
     start_epoch: int = 0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
+    non_finite_step: int | None = None
 
 
 def _arrays(data: Any, name: str, trainer: Trainer) -> tuple[Any, Any]:
@@ -85,6 +93,7 @@ def fit(
     metrics_path: str | Path | None = None,
     progress: bool = True,
     desc: str = "train",
+    on_non_finite: str = "raise",
 ) -> FitResult:
     """Train ``state`` for ``epochs`` epochs of shuffled minibatches; each epoch is one
     compiled ``lax.scan`` over ``len(train) // batch_size`` steps.
@@ -96,12 +105,22 @@ def fit(
         directory already holds one, training resumes from it and continues exactly as the
         uninterrupted run would have (same shuffles, same dropout keys).
       metrics_path: append each epoch's logs to this JSONL file.
+      on_non_finite: at the first NaN/inf step loss, ``"raise"`` NonFiniteLossError, or
+        ``"stop"``: finish that epoch's logs and callbacks, then return with
+        ``FitResult.non_finite_step`` set (e.g. to study a diverging learning rate). Either
+        way nothing after the last good checkpoint is saved.
     Raises:
-      NonFiniteLossError: a step's loss was NaN/inf; the message names the first such step.
-        Nothing after the last good checkpoint is saved.
+      NonFiniteLossError: with ``on_non_finite="raise"``, a step's loss was NaN/inf; the
+        message names the first such step.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1; got {epochs}")
+    if on_non_finite not in ON_NON_FINITE:
+        raise ValueError(
+            f"on_non_finite must be 'raise' (NonFiniteLossError at the first NaN/inf loss) or "
+            f"'stop' (end after that epoch, FitResult.non_finite_step names the step); got "
+            f"{on_non_finite!r}"
+        )
     x, y = _arrays(train, "training", trainer)
     trainer.check_input(x)
     if not 1 <= batch_size <= len(x):
@@ -138,7 +157,9 @@ def fit(
             step_metrics = distributed.to_host(step_metrics)  # one transfer; numpy from here on
             step_losses = step_metrics["loss"]
             seconds = time.perf_counter() - t0
-            _guard_finite(step_losses, first_step, epoch, checkpointer)
+            run.non_finite_step = _first_non_finite_step(
+                step_losses, first_step, epoch, checkpointer, raise_error=on_non_finite == "raise"
+            )
             logs = {"epoch": epoch + 1, "step": int(run.state.step)}
             logs.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
             if val_arrays is not None:
@@ -146,10 +167,12 @@ def fit(
             logs["steps_per_s"] = steps_per_epoch / seconds
             logs["seconds"] = seconds
             run.history.append(logs)
-            if checkpointer is not None and (epoch + 1) % checkpoint_every == 0:
+            finite = run.non_finite_step is None
+            if finite and checkpointer is not None and (epoch + 1) % checkpoint_every == 0:
                 checkpointer.save(int(run.state.step), run.state, {"epoch": epoch + 1})
             if any([bool(cb.on_epoch_end(run, logs)) for cb in all_callbacks]):
                 run.stopped_early = True
+            if run.stopped_early or not finite:
                 break
     finally:
         for cb in all_callbacks:
@@ -159,13 +182,25 @@ def fit(
     return run
 
 
-def _guard_finite(
-    step_losses: np.ndarray, first_step: int, epoch: int, checkpointer: Checkpointer | None
-) -> None:
+def _first_non_finite_step(
+    step_losses: np.ndarray,
+    first_step: int,
+    epoch: int,
+    checkpointer: Checkpointer | None,
+    *,
+    raise_error: bool,
+) -> int | None:
+    """The 1-based global step of the epoch's first NaN/inf loss, None if all are finite.
+
+    step_losses: (steps,) of the 0-based ``epoch`` whose steps follow step ``first_step``.
+    With ``raise_error``, a non-finite loss raises NonFiniteLossError naming the step and the
+    last good checkpoint instead."""
     bad = np.flatnonzero(~np.isfinite(step_losses))
     if bad.size == 0:
-        return
+        return None
     step = first_step + int(bad[0]) + 1
+    if not raise_error:
+        return step
     kept = checkpointer.latest_step() if checkpointer is not None else None
     where = (
         f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
