@@ -62,7 +62,7 @@ from jaxnets.diagnostics import (
     symmetry_check,
 )
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
-from jaxnets.train import Trainer, TrainState, batch_loss
+from jaxnets.train import JSONLLogger, Trainer, TrainState, batch_loss, fit
 
 PyTree = Any
 
@@ -253,21 +253,6 @@ def top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iteratio
     )
 
 
-def _train(run: Run, name: str, seed: int, trainer: Trainer, state: TrainState, data, cfg: Config):
-    """Epochs of SGD, stopping at the first non-finite loss; returns (state, epoch losses)."""
-    x, y = data
-    losses = []
-    for epoch in range(cfg.epochs):
-        state, metrics = trainer.train_epoch(state, x, y, batch_size=cfg.batch_size)
-        loss = float(np.mean(jax.device_get(metrics["loss"])))
-        run.log(variant=name, seed=seed, epoch=epoch + 1, train_loss=loss)
-        losses.append(loss)
-        if not math.isfinite(loss):
-            print(f"{name} seed {seed}: the loss became {loss} in epoch {epoch + 1}; stopped")
-            break
-    return state, losses
-
-
 def _unit_fractions(activations: dict[str, jax.Array], activation: str, when: str) -> dict:
     """Dead (and, for bounded units, saturated) share of all hidden units, layers pooled."""
     units = {layer: h.shape[-1] for layer, h in activations.items()}
@@ -300,7 +285,24 @@ def _diagnose(
     state = _with_learning_rate(state, learning_rate)
     _, first_step = step_norms(trainer, state, first_batch)
     init_activations = hidden_activations(trainer.model, {"params": state.params}, x)
-    state, losses = _train(run, name, seed, trainer, state, (x, y), cfg)
+    # a too-high rate may overflow the loss: fit then ends after that epoch instead of raising
+    logger = [JSONLLogger(run.metrics_path, variant=name, seed=seed)] if run.writes else []
+    result = fit(
+        trainer,
+        state,
+        (x, y),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        callbacks=logger,
+        progress=False,
+        on_non_finite="stop",
+    )
+    state, losses = result.state, [logs["train_loss"] for logs in result.history]
+    if result.non_finite_step is not None:
+        print(
+            f"{name} seed {seed}: the loss became {losses[-1]} at step {result.non_finite_step} "
+            f"(epoch {len(losses)}); stopped"
+        )
     activations = hidden_activations(trainer.model, {"params": state.params}, x)
     at_init = _unit_fractions(init_activations, variant.activation, "at_init")
     after = _unit_fractions(activations, variant.activation, "after")
