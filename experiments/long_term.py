@@ -8,15 +8,16 @@ information (and gradients) for many steps.
 The adding problem (Hochreiter and Schmidhuber 1997; Le, Jaitly and Hinton 2015): each time
 step holds a random number in [0, 1) and a marker; the target is the sum of the two marked
 numbers, one in each half of the sequence. Always predicting 1 gives MSE 1/6 ≈ 0.167, the
-baseline; solving it needs memory across up to T steps. Each cell trains for the same number
-of steps on fresh examples, with and without gradient clipping, at each length T, for
-``seeds`` seeds at once (one vmapped program; each seed its own initialisation and its own
-stream of examples); the table reports each cell's best test MSE and the steps it took to
-reach the threshold, as means over seeds, and each claim holds only if it holds for every
-seed. The figures are the test-MSE curves and ``‖∂h_T/∂h_t‖`` at initialisation and after
-training (the gradient flow of Lecture 14 §2, :func:`jaxnets.nn.recurrent.gradient_flow`).
-The default run trains the two cells the claims are about (``--cells rnn irnn lstm gru``
-adds the IRNN and the GRU; ``--lengths 50 100 200`` a shorter length), to keep it short.
+baseline; solving it needs memory across up to T steps. Each cell trains for the same number of
+steps on fresh examples, with and without gradient clipping, at each length T, for ``seeds``
+seeds at once (the engine's :func:`~jaxnets.train.train_ensemble`, one vmapped program; each
+seed its own initialisation and its own stream of examples); the table reports each cell's best
+test MSE and the steps it took to reach the threshold, as means over seeds, and each claim
+holds only if it holds for every seed. The figures are the test-MSE curves and ``‖∂h_T/∂h_t‖``
+at initialisation and after training (the gradient flow of Lecture 14 §2,
+:func:`jaxnets.nn.recurrent.gradient_flow`). The default run trains the two cells the claims
+are about (``--cells rnn irnn lstm gru`` adds the IRNN and the GRU; ``--lengths 50 100 200`` a
+shorter length), to keep it short.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from jaxnets.data import ADDING_BASELINE_MSE, make_adding_problem
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.nn.recurrent import Recurrent, gradient_flow, make_cell
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, init_ensemble
+from jaxnets.train import Trainer, init_ensemble, train_ensemble
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,27 +91,23 @@ def _train(cfg: Config, cell: str, length: int, clip: float, test) -> dict:
     seeds = [cfg.seed + s for s in range(cfg.seeds)]
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     chunk = cfg.eval_every * cfg.batch_size
-    states = init_ensemble(trainer, keys, jnp.zeros((cfg.batch_size, length, 2)))
-    initial_params = jax.tree.map(jnp.copy, states.params)  # the training steps donate state
-
-    @jax.jit
-    def train_and_test(states, x, y):
-        """``eval_every`` steps of every seed on its own examples, then every seed's test MSE
-        (the loss is ½(y − t)², so the MSE is twice it)."""
-        states, _ = jax.vmap(
-            lambda s, x, y: trainer.train_epoch(s, x, y, batch_size=cfg.batch_size)
-        )(states, x, y)
-        mse = jax.vmap(lambda s: trainer.evaluate(s, *test, batch_size=cfg.test_examples))(states)
-        return states, 2.0 * mse["loss"]
-
-    curves = [[] for _ in seeds]
+    initial = init_ensemble(trainer, keys, jnp.zeros((cfg.batch_size, length, 2)))
+    states, curves = initial, [[] for _ in seeds]
     for i in range(cfg.steps // cfg.eval_every):
         # fresh examples for every chunk of steps and every seed: the task has unlimited data
         data = [make_adding_problem(chunk, length, seed=s * 100_003 + 1 + i) for s in seeds]
-        states, mses = train_and_test(
-            states, jnp.stack([d.x for d in data]), jnp.stack([d.y for d in data])
+        # one epoch of eval_every steps per seed on its own examples, then every seed's test
+        # MSE (the loss is ½(y − t)², so the MSE is twice it)
+        states, history = train_ensemble(
+            trainer,
+            states,
+            (np.stack([d.x for d in data]), np.stack([d.y for d in data])),
+            epochs=1,
+            batch_size=cfg.batch_size,
+            val=test,
+            member_data=True,
         )
-        for curve, mse in zip(curves, np.asarray(mses).tolist(), strict=True):
+        for curve, mse in zip(curves, (2.0 * history.val_loss[-1]).tolist(), strict=True):
             curve.append(((i + 1) * cfg.eval_every, mse if math.isfinite(mse) else float("nan")))
     best, reached = [], []
     for curve in curves:
@@ -118,7 +115,7 @@ def _train(cfg: Config, cell: str, length: int, clip: float, test) -> dict:
         best.append(min(mses) if mses else float("nan"))
         reached.append(next((steps for steps, m in curve if m < cfg.threshold), None))
     return {
-        "initial_params": initial_params,
+        "initial_params": initial.params,
         "params": states.params,
         "curves": curves,
         "best_mse": best,

@@ -15,8 +15,10 @@ decay; §4.8 badly conditioned curvature (a ravine, off-centre inputs) and Adam;
     whatever the gradient's size, use α = f·‖θ₀ − θ*‖.
 (b) An MLP on the digits training set: the same optimizers, learning-rate schedules and batch
     sizes, each row varying one thing from momentum SGD with batch 32 and a constant rate.
-    Each row trains ``seeds`` members at once (vmap over stacked states, same initial weights
-    in every row); the full training loss is the members' mean, measured every ``eval_every``
+    Each row trains ``seeds`` members at once with the engine's
+    :func:`~jaxnets.train.ensemble.train_ensemble_steps` (one compiled program over stacked
+    states; every member its own initial weights and stream of shuffled epochs, the same in
+    every row); the full training loss is the members' mean, measured every ``eval_every``
     steps. Wall time counts only the compiled training steps (compilation and the loss
     evaluations are left out) of all members together; it is plotted but no claim rests on
     it (it differs between machines): the cost of minibatch steps is counted in examples
@@ -27,7 +29,6 @@ decay; §4.8 badly conditioned curvature (a ravine, off-centre inputs) and Adam;
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 
 import jax
@@ -48,8 +49,8 @@ from jaxnets.landscapes import (
     trajectory,
 )
 from jaxnets.optim import OPTIMIZERS, make_optimizer
-from jaxnets.train import Trainer, batch_loss
-from jaxnets.train.ensemble import init_ensemble
+from jaxnets.train import Trainer
+from jaxnets.train.ensemble import evaluate_ensemble, init_ensemble, train_ensemble_steps
 
 ADAPTIVE = ("rmsprop", "adam", "adamw")
 LABELS = {"sgd": "GD", "nesterov": "Nesterov"}
@@ -242,74 +243,53 @@ def _find(rows: dict[str, _Row], optimizer: str, schedule: str, batch_size: int)
     )
 
 
-@functools.partial(jax.jit, static_argnames=("trainer", "steps", "batch_size"))
-def _train_members(trainer: Trainer, states, x, y, steps: int, batch_size: int):
-    """``steps`` minibatch steps of every member (leading axis of ``states``) at once.
+def _train_row(cfg: Config, trainer: Trainer, states, train, test, batch_size: int):
+    """Train all members for cfg.digits_steps steps with the engine's
+    :func:`~jaxnets.train.ensemble.train_ensemble_steps`, stopping every cfg.eval_every steps
+    to evaluate the full training loss; the clock runs only around the compiled training
+    calls. Returns the curve (steps, seconds, losses), losses (evaluations, members), and each
+    member's final test accuracy (members,)."""
 
-    x: (n, 64), y: (n,). Each member shuffles with its own key; successive passes over the
-    data are concatenated so every example is seen once per pass (full batch when
-    batch_size == n).
-    """
-    n = x.shape[0]
+    def advance(states):
+        return train_ensemble_steps(
+            trainer, states, train, steps=cfg.eval_every, batch_size=batch_size
+        )[0]
 
-    def member(state):
-        key = jax.random.fold_in(state.rng, state.step)
-        passes = -(-steps * batch_size // n)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, passes))
-        order = perms.reshape(-1)[: steps * batch_size].reshape(steps, batch_size)
-        step = lambda s, idx: (trainer.step(s, (x[idx], y[idx]))[0], None)  # noqa: E731
-        return jax.lax.scan(step, state, order)[0]
+    def train_loss(states) -> np.ndarray:  # (members,)
+        return np.asarray(
+            evaluate_ensemble(trainer, states, *train, batch_size=len(train[0]))["loss"]
+        )
 
-    return jax.vmap(member)(states)
-
-
-def _train_row(cfg: Config, trainer: Trainer, states, x, y, batch_size: int, train_loss):
-    """Train all members for cfg.digits_steps steps; the clock runs only around the compiled
-    training calls. Returns the final states and the curve (steps, seconds, losses), losses
-    (evaluations, members) per member."""
-    train = functools.partial(
-        _train_members, trainer, x=x, y=y, steps=cfg.eval_every, batch_size=batch_size
-    )
-    jax.block_until_ready(train(states))  # compile outside the clock
+    jax.block_until_ready(advance(states))  # compile outside the clock
     steps, seconds, losses = [0], [0.0], [train_loss(states)]
     while steps[-1] < cfg.digits_steps:
         start = time.perf_counter()
-        states = jax.block_until_ready(train(states))
+        states = jax.block_until_ready(advance(states))
         seconds.append(seconds[-1] + time.perf_counter() - start)
         steps.append(steps[-1] + cfg.eval_every)
         losses.append(train_loss(states))
-    return states, (steps, seconds, np.stack(losses))
+    accuracy = evaluate_ensemble(trainer, states, *test, batch_size=len(test[0]))["accuracy"]
+    return (steps, seconds, np.stack(losses)), np.asarray(accuracy)
 
 
 def _digits_runs(cfg: Config, run: Run):
     """Train every row: returns the rows, results per row and curves (steps, seconds, losses)."""
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
-    x, y = jnp.asarray(splits.train.x), jnp.asarray(splits.train.y)
+    train = (jnp.asarray(splits.train.x), jnp.asarray(splits.train.y))
     test = (jnp.asarray(splits.test.x), jnp.asarray(splits.test.y))
-    # initial weights shared by every row; each row brings its own optimizer state
+    # initial weights (and minibatch streams) shared by every row; each row brings its own
+    # optimizer state, so each row has its own Trainer
     base = Trainer(create_model("mlp", hidden=cfg.hidden), model_card("mlp").loss, optax.identity())
-    no_dropout = jax.random.PRNGKey(0)  # the MLP has no dropout; batch_loss wants a key
-
-    @jax.jit
-    def metrics(params, data):  # members' params (leading axis) -> per-member loss, accuracy
-        def one(p):
-            return batch_loss(base.model, base.loss, p, {}, data, no_dropout, train=False)[1][0]
-
-        return jax.vmap(one)(params)
-
-    def train_loss(states) -> np.ndarray:  # (members,)
-        return np.asarray(metrics(states.params, (x, y))["loss"])
-
     keys = jax.random.split(jax.random.PRNGKey(0), cfg.seeds)
-    initial = jax.jit(functools.partial(init_ensemble, base))(keys, x[:1])
-    rows, results, members, curves = _digits_rows(cfg, len(x)), {}, {}, {}
+    initial = init_ensemble(base, keys, train[0][:1])
+    rows, results, members, curves = _digits_rows(cfg, len(train[0])), {}, {}, {}
     for label, row in rows.items():
         optimizer = make_optimizer(
             row.optimizer, row.learning_rate, schedule=row.schedule, total_steps=cfg.digits_steps
         )
         states = initial.replace(opt_state=jax.vmap(optimizer.init)(initial.params))
         trainer = Trainer(base.model, base.loss, optimizer)
-        states, curves[label] = _train_row(cfg, trainer, states, x, y, row.batch_size, train_loss)
+        curves[label], accuracy = _train_row(cfg, trainer, states, train, test, row.batch_size)
         steps, seconds, losses = curves[label]
         for step, second, loss in zip(steps, seconds, losses, strict=True):
             run.log(
@@ -319,7 +299,6 @@ def _digits_runs(cfg: Config, run: Run):
                 train_loss=float(np.mean(loss)),
                 member_train_loss=loss.tolist(),
             )
-        accuracy = np.asarray(metrics(states.params, test)["accuracy"])
         # a constant rate leaves the minibatch loss fluctuating (§4.6): one evaluation is a
         # random draw from the fluctuations, their mean over the last fifth of the run is not
         late = max(1, (len(steps) - 1) // 5)

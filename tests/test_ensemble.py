@@ -1,12 +1,14 @@
 """Tests of jaxnets.train.ensemble (vmapped members = separately trained models, early
-stopping per member at its validation minimum, ensemble accuracy) and of per-example
-gradient norms."""
+stopping per member at its validation minimum, members on their own data, a fixed number of
+steps from a per-member stream of epochs, every member's evaluation, ensemble accuracy) and
+of per-example gradient norms."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxnets import create_model
@@ -18,6 +20,7 @@ from jaxnets.train import (
     init_ensemble,
     train_ensemble,
 )
+from jaxnets.train.ensemble import evaluate_ensemble, train_ensemble_steps
 
 MEMBERS, N, FEATURES, CLASSES = 3, 48, 5, 3
 
@@ -79,6 +82,93 @@ def test_restore_best_returns_each_member_at_its_validation_minimum(setup):
     )
     with pytest.raises(ValueError, match="restore_best needs validation data"):
         train_ensemble(trainer, states, train, epochs=1, batch_size=8, restore_best=True)
+
+
+def test_members_on_their_own_data_equal_each_trained_alone_on_it(setup):
+    trainer, keys, (x, y), _ = setup
+    # member m trains on its own examples: x shifted by m, its own labels
+    xs = jnp.stack([x + m for m in range(MEMBERS)])
+    ys = jnp.stack([jnp.roll(y, m) for m in range(MEMBERS)])
+    states, _ = train_ensemble(
+        trainer,
+        init_ensemble(trainer, keys, x),
+        (xs, ys),
+        epochs=1,
+        batch_size=8,
+        member_data=True,
+    )
+    for member in range(MEMBERS):
+        alone = trainer.init(keys[member], x)
+        alone, _ = trainer.train_epoch(alone, xs[member], ys[member], batch_size=8)
+        for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(states.params), strict=True):
+            np.testing.assert_allclose(np.asarray(b)[member], a, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="leading axis of the 3 members"):
+        train_ensemble(trainer, states, (x, y), epochs=1, batch_size=8, member_data=True)
+
+
+def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
+    _, keys, (x, y), _ = setup
+    # learning rate 0: the parameters stay put, so a step's loss is the mean loss of its batch
+    frozen = Trainer(
+        create_model("mlp", hidden=(16,), num_outputs=CLASSES),
+        "softmax_cross_entropy",
+        optax.sgd(0.0),
+    )
+    states = init_ensemble(frozen, keys, x)
+    # 5 + 8 steps of 8 examples: two epochs of 48 / 8 = 6 steps and one step of the third,
+    # the second call starting inside the first epoch
+    states, first = train_ensemble_steps(frozen, states, (x, y), steps=5, batch_size=8)
+    states, second = train_ensemble_steps(frozen, states, (x, y), steps=8, batch_size=8)
+    np.testing.assert_array_equal(states.step, [13] * MEMBERS)
+    losses = np.concatenate([first["loss"], second["loss"]], axis=1)  # (members, steps)
+    assert losses.shape == (MEMBERS, 13)
+    for member in range(MEMBERS):  # every example's loss by hand, with NumPy's log-softmax
+        member_params = jax.tree.map(lambda leaf, m=member: leaf[m], states.params)
+        logits = np.asarray(frozen.model.apply({"params": member_params}, x), np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        total = -log_p[np.arange(N), np.asarray(y)].sum()
+        for epoch in range(2):  # each epoch's six batches hold all 48 examples once
+            batch_sums = 8 * losses[member, 6 * epoch : 6 * epoch + 6]
+            assert batch_sums.sum() == pytest.approx(total, rel=1e-5)
+        # reshuffled every epoch: the second epoch's batches are not the first's
+        assert not np.allclose(losses[member, :6], losses[member, 6:12])
+    # each member shuffles with its own key
+    assert not np.allclose(losses[0], losses[1])
+
+
+def test_steps_split_between_calls_equal_one_call_and_members_are_independent(setup):
+    trainer, keys, train, _ = setup
+    together, metrics = train_ensemble_steps(
+        trainer, init_ensemble(trainer, keys, train[0]), train, steps=13, batch_size=8
+    )
+    assert metrics["loss"].shape == (MEMBERS, 13)
+    # member 1 alone, in two calls of 5 and 8 steps
+    alone = init_ensemble(trainer, keys[1:2], train[0])
+    alone, head = train_ensemble_steps(trainer, alone, train, steps=5, batch_size=8)
+    alone, tail = train_ensemble_steps(trainer, alone, train, steps=8, batch_size=8)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(together.params), strict=True):
+        np.testing.assert_allclose(np.asarray(b)[1], np.asarray(a)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate([head["loss"][0], tail["loss"][0]]), metrics["loss"][1], rtol=1e-5
+    )
+    assert float(metrics["loss"][1, -3:].mean()) < float(metrics["loss"][1, :3].mean())
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 48\]"):
+        train_ensemble_steps(trainer, together, train, steps=1, batch_size=49)
+    with pytest.raises(ValueError, match="steps must be >= 1; got 0"):
+        train_ensemble_steps(trainer, together, train, steps=0, batch_size=8)
+
+
+def test_evaluate_ensemble_scores_every_member(setup):
+    trainer, keys, train, (val_x, val_y) = setup
+    states = init_ensemble(trainer, keys, train[0])
+    scores = evaluate_ensemble(trainer, states, val_x, val_y, batch_size=7)  # 3 chunks, padded
+    probabilities = np.asarray(ensemble_probabilities(trainer, states, val_x), np.float64)
+    picked = probabilities[:, np.arange(20), np.asarray(val_y)]
+    np.testing.assert_allclose(scores["loss"], -np.log(picked).mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        scores["accuracy"], (probabilities.argmax(-1) == np.asarray(val_y)).mean(axis=1)
+    )
 
 
 def test_ensemble_accuracy_averages_probabilities_not_votes():

@@ -6,6 +6,13 @@ average the predictions of several independently trained models; §4.2 early sto
 (XOR: whether a small net escapes its local minima depends on the initialisation, so one
 trains many seeds). ``jax.vmap`` over the leading "member" axis of every state leaf turns the
 single-model step into an N-model step: N models, one compile, one dispatch per step.
+
+Every loop that trains many seeds or members at once goes through this module: by epochs with
+validation and early stopping (:func:`train_ensemble`), by a fixed number of minibatch steps
+(:func:`train_ensemble_steps`, e.g. to compare optimizers or batch sizes after equal numbers of
+updates), or full-batch (:func:`train_ensemble_full_batch`); :func:`evaluate_ensemble` scores
+every member on one data set. Members share one data set, or each trains on its own
+(``member_data=True``: a fresh stream of examples per seed).
 """
 
 from __future__ import annotations
@@ -26,9 +33,43 @@ __all__ = [
     "init_ensemble",
     "train_ensemble",
     "train_ensemble_full_batch",
+    "train_ensemble_steps",
+    "evaluate_ensemble",
     "ensemble_probabilities",
     "ensemble_accuracy",
 ]
+
+
+# keeps the step stream's shuffling keys apart from the step's own (dropout) keys
+_STREAM_TAG = 0x53545245
+
+
+def _training_data(
+    name: str, states: TrainState, train: Batch, batch_size: int, member_data: bool
+) -> tuple[jax.Array, jax.Array]:
+    """``train`` on the device, checked: x (n, ...), or (members, n, ...) with member_data."""
+    x, y = (jnp.asarray(a) for a in train)
+    members = jax.tree.leaves(states)[0].shape[0]
+    if member_data and not (x.ndim >= 2 and x.shape[0] == y.shape[0] == members):
+        raise ValueError(
+            f"{name}: with member_data, x and y need a leading axis of the {members} members "
+            f"(x (members, n, ...)); got x {x.shape}, y {y.shape}"
+        )
+    n = x.shape[1] if member_data else x.shape[0]
+    if not 1 <= batch_size <= n:
+        raise ValueError(
+            f"{name}: batch_size must be in [1, {n}] (the training set size); got {batch_size}"
+        )
+    return x, y
+
+
+def _data_axis(member_data: bool) -> int | None:
+    return 0 if member_data else None
+
+
+def _member_scores(trainer: Trainer, states: TrainState, x, y, batch_size: int):
+    """Every member's :meth:`Trainer.pure_evaluate` on the shared (x, y): values (members,)."""
+    return jax.vmap(trainer.pure_evaluate, in_axes=(0, None, None, None))(states, x, y, batch_size)
 
 
 def init_ensemble(trainer: Trainer, keys: jax.Array, sample_x: jax.Array) -> TrainState:
@@ -84,21 +125,31 @@ def _where_members(mask: jax.Array, new: Any, old: Any) -> Any:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("trainer", "epochs", "batch_size", "val_batch_size", "restore_best")
+    jax.jit,
+    static_argnames=(
+        "trainer",
+        "epochs",
+        "batch_size",
+        "val_batch_size",
+        "restore_best",
+        "member_data",
+    ),
 )
-def _train_epochs(trainer, states, x, y, val, epochs, batch_size, val_batch_size, restore_best):
+def _train_epochs(
+    trainer, states, x, y, val, epochs, batch_size, val_batch_size, restore_best, member_data
+):
     """All epochs of all members in one program: a scan over epochs of the vmapped epoch, with
     the validation loss after each and, per member, the best state so far."""
     members = jax.tree.leaves(states)[0].shape[0]
-    epoch_fn = jax.vmap(trainer.epoch, in_axes=(0, None, None, None))
-    evaluate = jax.vmap(trainer.pure_evaluate, in_axes=(0, None, None, None))
+    axis = _data_axis(member_data)
+    epoch_fn = jax.vmap(trainer.epoch, in_axes=(0, axis, axis, None))
 
     def one_epoch(carry, epoch):
         states, best, best_loss, best_epoch = carry
         states, metrics = epoch_fn(states, x, y, batch_size)
         row = {"train_loss": jnp.mean(metrics["loss"], axis=1)}
         if val is not None:
-            scores = evaluate(states, *val, val_batch_size)
+            scores = _member_scores(trainer, states, *val, val_batch_size)
             row["val_loss"] = scores["loss"]
             row["val_accuracy"] = scores.get("accuracy", jnp.full(members, jnp.nan))
             improved = scores["loss"] < best_loss
@@ -122,6 +173,7 @@ def train_ensemble(
     batch_size: int,
     val: Batch | None = None,
     restore_best: bool = False,
+    member_data: bool = False,
 ) -> tuple[TrainState, EnsembleHistory]:
     """Train every member for ``epochs`` shuffled minibatch epochs (each member shuffles and
     drops out with its own rng), as ONE compiled program: a ``lax.scan`` over epochs of
@@ -132,11 +184,13 @@ def train_ensemble(
       trainer: the single-model Trainer (no convolutions on the CPU, where a scanned epoch is
         slow; see :mod:`jaxnets.train.step`).
       states: stacked states from :func:`init_ensemble` (leading axis: members).
-      train: ``(x, y)``, x (n, *input_shape), shared by all members.
+      train: ``(x, y)``, x (n, *input_shape), shared by all members; with ``member_data``,
+        x (members, n, *input_shape) and y (members, n, ...): member m trains on x[m], y[m].
       epochs, batch_size: as in :func:`jaxnets.train.fit`.
-      val: ``(x, y)`` evaluated after every epoch.
+      val: ``(x, y)`` evaluated after every epoch, shared by all members.
       restore_best: return, for each member, its state at its lowest validation loss (early
         stopping per member, Lecture 12 §4.2); needs ``val``.
+      member_data: each member trains on its own data (independent samples per seed).
 
     Returns:
       ``(states, history)``.
@@ -145,15 +199,11 @@ def train_ensemble(
         raise ValueError("train_ensemble: restore_best needs validation data (val=(x, y))")
     if epochs < 1:
         raise ValueError(f"train_ensemble: epochs must be >= 1; got {epochs}")
-    x, y = (jnp.asarray(a) for a in train)
-    if not 1 <= batch_size <= len(x):
-        raise ValueError(
-            f"batch_size must be in [1, {len(x)}] (the training set size); got {batch_size}"
-        )
+    x, y = _training_data("train_ensemble", states, train, batch_size, member_data)
     val = None if val is None else tuple(jnp.asarray(a) for a in val)
     val_batch_size = 1 if val is None else min(len(val[0]), 1024)
     states, rows, best_epoch = _train_epochs(
-        trainer, states, x, y, val, epochs, batch_size, val_batch_size, restore_best
+        trainer, states, x, y, val, epochs, batch_size, val_batch_size, restore_best, member_data
     )
     rows = jax.device_get(rows)
     members = len(best_epoch)
@@ -165,6 +215,82 @@ def train_ensemble(
         np.asarray(best_epoch),
     )
     return states, history
+
+
+def _stream_order(rng: jax.Array, start: jax.Array, steps: int, n: int, batch_size: int):
+    """(steps, batch_size) example indices of steps start, ..., start + steps - 1 of a member's
+    minibatch stream: shuffled epochs of n // batch_size minibatches (each example at most
+    once per epoch, the remainder left out), epoch e shuffled by a key from ``rng`` and e, so
+    the stream does not depend on how its steps are split between calls."""
+    per_epoch = n // batch_size
+    first = start // per_epoch
+    epochs = -(-steps // per_epoch) + 1  # the most epochs `steps` steps can touch
+
+    def order(epoch):
+        key = jax.random.fold_in(jax.random.fold_in(rng, _STREAM_TAG), epoch)
+        return jax.random.permutation(key, n)[: per_epoch * batch_size]
+
+    orders = jax.vmap(order)(first + jnp.arange(epochs)).reshape(-1, batch_size)
+    return jax.lax.dynamic_slice_in_dim(orders, start - first * per_epoch, steps)
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "steps", "batch_size", "member_data"))
+def _train_steps(trainer, states, x, y, steps, batch_size, member_data):
+    def member(state, x, y):
+        order = _stream_order(state.rng, state.step, steps, x.shape[0], batch_size)
+        return jax.lax.scan(lambda s, idx: trainer.step(s, (x[idx], y[idx])), state, order)
+
+    axis = _data_axis(member_data)
+    return jax.vmap(member, in_axes=(0, axis, axis))(states, x, y)
+
+
+def train_ensemble_steps(
+    trainer: Trainer,
+    states: TrainState,
+    train: Batch,
+    *,
+    steps: int,
+    batch_size: int,
+    member_data: bool = False,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``steps`` shuffled minibatch steps of every member, as one compiled program (``vmap``
+    over members of a ``lax.scan`` over steps): for comparisons after equal numbers of
+    updates, whatever the batch size.
+
+    Each member draws its minibatches from its own stream of shuffled epochs (every example
+    once per epoch, the last n mod batch_size of each shuffle left out, as in
+    :meth:`Trainer.epoch`), keyed by its rng and positioned by its step counter: training
+    ``a`` steps and then ``b`` steps takes the same steps as ``a + b`` at once, so a caller
+    can stop every k steps to evaluate or time the run. ``batch_size = n`` is full-batch
+    gradient descent.
+
+    Args:
+      trainer: the single-model Trainer.
+      states: stacked states from :func:`init_ensemble` (leading axis: members).
+      train: ``(x, y)``, x (n, *input_shape), shared by all members; with ``member_data``,
+        x (members, n, *input_shape) and y (members, n, ...): member m trains on x[m], y[m].
+      steps: optimizer updates per member (>= 1).
+      batch_size: examples per update, in [1, n].
+      member_data: each member trains on its own data.
+
+    Returns:
+      ``(states, metrics)``, metrics of shape (members, steps), each step's minibatch
+      metrics before its update.
+    """
+    if steps < 1:
+        raise ValueError(f"train_ensemble_steps: steps must be >= 1; got {steps}")
+    x, y = _training_data("train_ensemble_steps", states, train, batch_size, member_data)
+    return _train_steps(trainer, states, x, y, steps, batch_size, member_data)
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "batch_size"))
+def evaluate_ensemble(
+    trainer: Trainer, states: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int
+) -> dict[str, jax.Array]:
+    """Every member's mean loss (and accuracy, for classifiers) on the shared x (n, ...),
+    y (n, ...): :meth:`Trainer.evaluate` of each member, vmapped, in evaluation mode and
+    chunks of ``batch_size``. Returns ``{"loss": (members,), ...}``."""
+    return _member_scores(trainer, states, x, y, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames="trainer")
