@@ -2,7 +2,8 @@
 starts, so each set-up runs in its own process.
 
     python tests/distributed_worker.py meshes OUT.json   # 8 virtual devices, in-process meshes
-    python tests/distributed_worker.py train OUT.npz [--devices N]   # also under jaxnets launch
+    python tests/distributed_worker.py train OUT.npz [--devices N] [--epochs E]
+        [--checkpoint-dir DIR]                           # also under jaxnets launch
     python tests/distributed_worker.py die               # under launch: process 1 dies
 
 Each writes what the test compares (process 0 only) and prints nothing else of note.
@@ -129,9 +130,11 @@ def meshes(out: str) -> None:
         json.dump(report, f, indent=1)
 
 
-def train(out: str) -> None:
-    """resnet20 (batch norm) trained on whatever mesh --devices / jaxnets launch made."""
-    state, loss = _fit(_trainer("resnet20"), "resnet20")
+def train(out: str, epochs: int = EPOCHS, checkpoint_dir: str | None = None) -> None:
+    """resnet20 (batch norm) trained on whatever mesh --devices / jaxnets launch made, for
+    ``epochs`` epochs, resuming from (and saving to) ``checkpoint_dir`` if given."""
+    trainer = _trainer("resnet20")
+    state, loss = _fit(trainer, "resnet20", epochs=epochs, checkpoint_dir=checkpoint_dir)
     if distributed.is_main_process():
         np.savez(out, params=_flat(state.params), loss=loss, devices=jax.device_count())
 
@@ -154,7 +157,16 @@ if __name__ == "__main__":
         jax.config.update("jax_num_cpu_devices", 8)
         meshes(rest[0])
     else:
-        args = rest[1:] if command == "train" else rest
-        devices = int(args[args.index("--devices") + 1]) if "--devices" in args else None
-        distributed.configure(devices)
-        train(rest[0]) if command == "train" else die()
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("out", nargs="?")
+        parser.add_argument("--devices", type=int)
+        parser.add_argument("--epochs", type=int, default=EPOCHS)
+        parser.add_argument("--checkpoint-dir")
+        args = parser.parse_args(rest)
+        distributed.configure(args.devices)
+        if command == "train":
+            train(args.out, args.epochs, args.checkpoint_dir)
+        else:
+            die()

@@ -89,17 +89,21 @@ def test_ensembles_and_per_example_gradients_on_a_mesh_equal_one_device(meshes):
 
 def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
     """`jaxnets launch -n 2 --devices-per-process 2` runs two jax.distributed processes (gloo
-    collectives on 127.0.0.1), each sending its half of every batch; they train the batch-norm
-    ResNet to the parameters of one process with 4 devices, and only process 0 writes."""
-    one = tmp_path / "one.npz"
-    two = tmp_path / "two.npz"
+    collectives on 127.0.0.1), each reading its half of every batch. They train the batch-norm
+    ResNet for one epoch with an Orbax checkpoint (each process writing its shards), and a
+    second launch resumes it for the second epoch: the parameters equal one process with 4
+    devices training both epochs, and only process 0 writes results."""
+    one, two, ckpt = tmp_path / "one.npz", tmp_path / "two.npz", tmp_path / "ckpt"
     _run([WORKER, "train", str(one), "--devices", "4"])
-    _run([*LAUNCH, "-n", "2", "--devices-per-process", "2", WORKER, "train", str(two)])
+    launch_2x2 = [*LAUNCH, "-n", "2", "--devices-per-process", "2", WORKER, "train", str(two)]
+    _run([*launch_2x2, "--epochs", "1", "--checkpoint-dir", str(ckpt)])
+    assert [p.name for p in ckpt.iterdir()] == ["2"]  # epoch 1: 2 steps
+    _run([*launch_2x2, "--checkpoint-dir", str(ckpt)])
     a, b = np.load(one), np.load(two)
     assert int(a["devices"]) == int(b["devices"]) == 4
     assert np.abs(a["params"] - b["params"]).max() <= ROUNDING
     assert abs(float(a["loss"]) - float(b["loss"])) <= ROUNDING
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "one.npz", "two.npz"]
 
 
 def test_a_killed_process_ends_the_launch_with_an_error_naming_it_within_60_s(tmp_path):
