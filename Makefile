@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
 	$(BIN)/python -m benchmarks.ensemble --out benchmarks/results
+	$(BIN)/python -m benchmarks.partition --out benchmarks/results
 
 # Record the output fingerprints of every registered model (tests/fingerprints.json), after an
 # intended change of a model's function; tests/test_models.py compares every model with them.
