@@ -115,6 +115,10 @@ def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
         optax.sgd(0.0),
     )
     states = init_ensemble(frozen, keys, x)
+    # every member gets member 0's weights: their losses differ only by their minibatches
+    states = states.replace(
+        params=jax.tree.map(lambda leaf: jnp.broadcast_to(leaf[:1], leaf.shape), states.params)
+    )
     # 5 + 8 steps of 8 examples: two epochs of 48 / 8 = 6 steps and one step of the third,
     # the second call starting inside the first epoch
     states, first = train_ensemble_steps(frozen, states, (x, y), steps=5, batch_size=8)
@@ -122,12 +126,13 @@ def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
     np.testing.assert_array_equal(states.step, [13] * MEMBERS)
     losses = np.concatenate([first["loss"], second["loss"]], axis=1)  # (members, steps)
     assert losses.shape == (MEMBERS, 13)
-    for member in range(MEMBERS):  # every example's loss by hand, with NumPy's log-softmax
-        member_params = jax.tree.map(lambda leaf, m=member: leaf[m], states.params)
-        logits = np.asarray(frozen.model.apply({"params": member_params}, x), np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        total = -log_p[np.arange(N), np.asarray(y)].sum()
+    # every example's loss by hand, with NumPy's log-softmax
+    params = jax.tree.map(lambda leaf: leaf[0], states.params)
+    logits = np.asarray(frozen.model.apply({"params": params}, x), np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    total = -log_p[np.arange(N), np.asarray(y)].sum()
+    for member in range(MEMBERS):
         for epoch in range(2):  # each epoch's six batches hold all 48 examples once
             batch_sums = 8 * losses[member, 6 * epoch : 6 * epoch + 6]
             assert batch_sums.sum() == pytest.approx(total, rel=1e-5)
@@ -135,6 +140,7 @@ def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
         assert not np.allclose(losses[member, :6], losses[member, 6:12])
     # each member shuffles with its own key
     assert not np.allclose(losses[0], losses[1])
+    assert not np.allclose(losses[1], losses[2])
 
 
 def test_steps_split_between_calls_equal_one_call_and_members_are_independent(setup):
@@ -143,10 +149,10 @@ def test_steps_split_between_calls_equal_one_call_and_members_are_independent(se
         trainer, init_ensemble(trainer, keys, train[0]), train, steps=13, batch_size=8
     )
     assert metrics["loss"].shape == (MEMBERS, 13)
-    # member 1 alone, in two calls of 5 and 8 steps
+    # member 1 alone, in two calls of 10 and 3 steps (the second starts late in epoch 2)
     alone = init_ensemble(trainer, keys[1:2], train[0])
-    alone, head = train_ensemble_steps(trainer, alone, train, steps=5, batch_size=8)
-    alone, tail = train_ensemble_steps(trainer, alone, train, steps=8, batch_size=8)
+    alone, head = train_ensemble_steps(trainer, alone, train, steps=10, batch_size=8)
+    alone, tail = train_ensemble_steps(trainer, alone, train, steps=3, batch_size=8)
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(together.params), strict=True):
         np.testing.assert_allclose(np.asarray(b)[1], np.asarray(a)[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
