@@ -16,8 +16,9 @@ On the CPU the 8 devices are *virtual* (``jax_num_cpu_devices``) and share this 
 cores, so ``8 / 1`` is the overhead of partitioning (more, smaller kernels, the collectives,
 dispatching to 8 devices), not a speed-up claim. The device count is fixed when JAX's backend
 starts, so every case runs in its own process that sets it first (all three set-ups in the
-same backend). With ``--device gpu`` (an NVIDIA GPU; not run on this CPU-only machine) a case
-times one GPU: ``Trainer`` without a mesh against a mesh of that one GPU.
+same backend, which has twice the devices so that XLA's CPU client has spare threads; see
+:func:`run_case`). With ``--device gpu`` (an NVIDIA GPU; not yet run: this machine has none) a
+case times one GPU: ``Trainer`` without a mesh against a mesh of that one GPU.
 
 Per process, every set-up is timed two ways through the public engine, after an untimed call
 that compiles: ``step`` = ``steps`` calls of :attr:`Trainer.train_step` on minibatches already
@@ -202,7 +203,7 @@ def _setup(config: CaseConfig, setup: str, x: np.ndarray, y: np.ndarray):
 
 def run_case(config: CaseConfig) -> dict:
     """Time every set-up of ``config`` in this process (whose JAX backend must not have
-    started yet on the CPU: it gets ``largest_mesh`` virtual devices).
+    started yet on the CPU: it gets ``2 * largest_mesh`` virtual devices, see the comment).
 
     Returns ``{"model", "batch", "steps", "rounds", "setups", "framework": "jaxnets",
     "device", "device_count", "results"}`` where ``results[setup][timing]`` (timing
@@ -215,15 +216,17 @@ def run_case(config: CaseConfig) -> dict:
     import jax
 
     if config.device == "cpu":
-        # Each call runs to completion before the next is dispatched (in every set-up): with
-        # asynchronous dispatch, XLA's in-process CPU all-reduce deadlocks once a few dozen
-        # 8-device steps are queued on 2 cores ("only 7 of them arrived" at the rendezvous).
+        # XLA's CPU client runs programs on max(cores, devices) threads and an all-reduce
+        # holds one per participating device until all arrive: with as many devices as the
+        # mesh on 2 cores, a step whose other tasks need a thread deadlocks ("only 7 of them
+        # arrived" at the rendezvous). So the backend gets twice the mesh's devices (the
+        # others stay idle), and each call completes before the next is dispatched.
         jax.config.update("jax_cpu_enable_async_dispatch", False)
         try:
-            jax.config.update("jax_num_cpu_devices", config.largest_mesh)
+            jax.config.update("jax_num_cpu_devices", 2 * config.largest_mesh)
         except RuntimeError:
             raise RuntimeError(
-                f"{config.largest_mesh} virtual CPU devices must be set before JAX's backend "
+                "the virtual CPU devices must be set before JAX's backend "
                 "starts; run the case in a fresh process (python -m benchmarks.partition "
                 "--model ...)"
             ) from None

@@ -342,7 +342,7 @@ def _partition_markdown(results: dict) -> list[str]:
         "already on the devices (split over the mesh); `train_epoch`: one epoch per call, per "
         "step, from data on the host (mesh) or the device (no mesh), as `fit` holds it. "
         + (
-            f"The {cfg['device_count']} virtual devices share the machine's cores, so the "
+            "The virtual devices share the machine's cores, so the "
             "ratios are what partitioning costs (smaller kernels, the all-reduce of gradients "
             "and batch-norm statistics, dispatch to every device), not a speed-up; dispatch is "
             "synchronous. "
