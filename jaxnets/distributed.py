@@ -52,6 +52,12 @@ LAUNCH_ENV = {
 
 _DEFAULT_MESH: Mesh | None = None
 _CONFIGURED: dict[str, Any] | None = None
+# XLA's CPU client runs programs on max(cores, devices) threads, and an all-reduce holds one
+# thread per participating device until all have arrived: with exactly as many virtual devices
+# as the mesh, on 2 cores, a step whose other work needs a thread now and then deadlocked
+# ("only 7 of 8 arrived", benchmarks/partition.py). So a CPU host gets this many times the
+# devices asked for; the mesh uses the first ones and the others stay idle.
+CPU_DEVICE_SPARE_FACTOR = 2
 # jax.distributed notices a dead peer after this many seconds without a heartbeat (JAX's own
 # default is 100 s); `jaxnets launch` stops the others sooner, as soon as a process exits.
 HEARTBEAT_TIMEOUT_S = 30
@@ -120,10 +126,11 @@ def configure(
     """Set up devices and processes before JAX starts, and return the default mesh.
 
     Args:
-      devices: train data-parallel on this many devices in all. On the CPU, each process
-        gets ``devices / processes`` virtual CPU devices (``jax_num_cpu_devices``); on GPU or
-        TPU, the first ones. None: one device and no mesh, unless launched with several
-        processes (then every device they have).
+      devices: train data-parallel on this many devices in all. On the CPU, the mesh has
+        ``devices / processes`` virtual CPU devices of each process (``jax_num_cpu_devices``
+        makes :data:`CPU_DEVICE_SPARE_FACTOR` times as many; the spares keep XLA's CPU
+        collectives from running out of threads); on GPU or TPU, the first ones. None: one
+        device and no mesh, unless launched with several processes (then all of theirs).
       coordinator, num_processes, process_id: join a multi-process run (``host:port`` of
         process 0). Each falls back to the variable of :data:`LAUNCH_ENV` that ``jaxnets
         launch`` sets. Under SLURM with several tasks, :func:`jax.distributed.initialize`
@@ -162,8 +169,9 @@ def configure(
             raise ValueError(f"--devices {devices} is not divisible by {processes} processes")
         per_process = devices // processes
     if per_process is not None:
+        devices = devices or processes * per_process
         try:
-            jax.config.update("jax_num_cpu_devices", per_process)
+            jax.config.update("jax_num_cpu_devices", CPU_DEVICE_SPARE_FACTOR * per_process)
         except RuntimeError:
             raise RuntimeError(
                 f"cannot make {per_process} CPU devices: JAX's backend has already started "

@@ -1,7 +1,7 @@
 """Subprocess side of tests/test_distributed.py: the device count is fixed when JAX's backend
 starts, so each set-up runs in its own process.
 
-    python tests/distributed_worker.py meshes OUT.json   # 8 virtual devices, in-process meshes
+    python tests/distributed_worker.py meshes OUT.json   # 16 virtual devices, meshes of 1-8
     python tests/distributed_worker.py train OUT.npz [--devices N] [--epochs E]
         [--checkpoint-dir DIR]                           # also under jaxnets launch
     python tests/distributed_worker.py die               # under launch: process 1 dies
@@ -56,7 +56,7 @@ def meshes(out: str) -> None:
     """On 8 devices: every model trained without a mesh and on meshes of 1, 2, 4 and 8
     devices; FSDP's shard sizes; resume across device counts; ensembles; per-example
     gradients. Writes the largest differences from the no-mesh run."""
-    report: dict = {"devices": jax.device_count()}
+    report: dict = {"devices": len(distributed.data_mesh(8).devices.flat)}
     for name in ("mlp", "resnet20", "lstm_classifier"):
         base, base_loss = _fit(_trainer(name), name)
         for k in (1, 2, 4, 8):
@@ -136,7 +136,7 @@ def train(out: str, epochs: int = EPOCHS, checkpoint_dir: str | None = None) -> 
     trainer = _trainer("resnet20")
     state, loss = _fit(trainer, "resnet20", epochs=epochs, checkpoint_dir=checkpoint_dir)
     if distributed.is_main_process():
-        np.savez(out, params=_flat(state.params), loss=loss, devices=jax.device_count())
+        np.savez(out, params=_flat(state.params), loss=loss, devices=trainer.data_devices)
 
 
 def die() -> None:
@@ -154,7 +154,8 @@ def die() -> None:
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "meshes":
-        jax.config.update("jax_num_cpu_devices", 8)
+        # twice the largest mesh: see jaxnets.distributed.CPU_DEVICE_SPARE_FACTOR
+        jax.config.update("jax_num_cpu_devices", 16)
         meshes(rest[0])
     else:
         import argparse

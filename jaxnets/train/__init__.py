@@ -5,12 +5,15 @@ from jaxnets.train.ensemble import (
     EnsembleHistory,
     ensemble_accuracy,
     ensemble_probabilities,
+    evaluate_ensemble,
     init_ensemble,
     train_ensemble,
+    train_ensemble_full_batch,
+    train_ensemble_steps,
 )
 from jaxnets.train.loop import FitResult, NonFiniteLossError, evaluate, fit
 from jaxnets.train.state import TrainState
-from jaxnets.train.step import Trainer, batch_loss
+from jaxnets.train.step import Trainer, batch_loss, model_outputs
 
 __all__ = [
     "Callback",
@@ -23,10 +26,14 @@ __all__ = [
     "TrainState",
     "Trainer",
     "batch_loss",
+    "model_outputs",
     "ensemble_accuracy",
     "ensemble_probabilities",
+    "evaluate_ensemble",
     "init_ensemble",
     "train_ensemble",
+    "train_ensemble_full_batch",
+    "train_ensemble_steps",
     "evaluate",
     "fit",
 ]
