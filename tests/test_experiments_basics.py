@@ -126,7 +126,7 @@ def test_failure_modes_smoke(tmp_path):
     assert rows == [(v, s, e) for v in results for s in seeds for e in (1, 2)]
 
 
-# 12 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the
+# 16 s of CPU: out of `make test` by its 10-minute budget (`make test-all` runs it); the
 # 2-D trajectories are tested fast in test_landscapes.py
 @pytest.mark.slow
 def test_optimizers_smoke(tmp_path):
