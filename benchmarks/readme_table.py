@@ -342,15 +342,19 @@ def _partition_markdown(results: dict) -> list[str]:
         "already on the devices (split over the mesh); `train_epoch`: one epoch per call, per "
         "step, from data on the host (mesh) or the device (no mesh), as `fit` holds it. "
         + (
-            "The virtual devices share the machine's cores, so the "
-            "ratios are what partitioning costs (smaller kernels, the all-reduce of gradients "
-            "and batch-norm statistics, dispatch to every device), not a speed-up; dispatch is "
-            "synchronous. "
+            "The virtual devices share the machine's cores: a ratio above 1 is what "
+            "partitioning costs (smaller kernels, the all-reduce of gradients and batch-norm "
+            "statistics, dispatch to every device); below 1, the per-device programs together "
+            "use this CPU better than one program does. Neither is a speed-up from more "
+            "hardware. Dispatch is synchronous, and the backend has "
+            f"{cfg['device_count']} virtual devices (the meshes use the first ones) so that "
+            "XLA's CPU collectives have spare threads. "
             if cfg["device"] == "cpu"
             else ""
         )
         + f"Every set-up trains the same steps; the losses differ from the no-mesh run's by at "
-        f"most {drift:.1e} (float32 rounding). " + _machine_line(results["machine"]),
+        f"most {drift:.1e} (float32 rounding, compounded over the run's steps). "
+        + _machine_line(results["machine"]),
     ]
     return lines
 
