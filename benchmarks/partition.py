@@ -16,7 +16,7 @@ On the CPU the 8 devices are *virtual* (``jax_num_cpu_devices``) and share this 
 cores, so ``8 / 1`` is the overhead of partitioning (more, smaller kernels, the collectives,
 dispatching to 8 devices), not a speed-up claim. The device count is fixed when JAX's backend
 starts, so every case runs in its own process that sets it first (all three set-ups in the
-same backend, which has twice the devices so that XLA's CPU client has spare threads; see
+same backend, with spare devices as :func:`jaxnets.distributed.configure` makes them; see
 :func:`run_case`). With ``--device gpu`` (an NVIDIA GPU; not yet run: this machine has none) a
 case times one GPU: ``Trainer`` without a mesh against a mesh of that one GPU.
 
@@ -203,7 +203,8 @@ def _setup(config: CaseConfig, setup: str, x: np.ndarray, y: np.ndarray):
 
 def run_case(config: CaseConfig) -> dict:
     """Time every set-up of ``config`` in this process (whose JAX backend must not have
-    started yet on the CPU: it gets ``2 * largest_mesh`` virtual devices, see the comment).
+    started yet on the CPU: it gets ``CPU_DEVICE_SPARE_FACTOR * largest_mesh`` virtual
+    devices of :mod:`jaxnets.distributed`, whose spares keep XLA's collectives in threads).
 
     Returns ``{"model", "batch", "steps", "rounds", "setups", "framework": "jaxnets",
     "device", "device_count", "results"}`` where ``results[setup][timing]`` (timing
@@ -216,19 +217,19 @@ def run_case(config: CaseConfig) -> dict:
     import jax
 
     if config.device == "cpu":
-        # XLA's CPU client runs programs on max(cores, devices) threads and an all-reduce
-        # holds one per participating device until all arrive: with as many devices as the
-        # mesh on 2 cores, a step whose other tasks need a thread deadlocks ("only 7 of them
-        # arrived" at the rendezvous). So the backend gets twice the mesh's devices (the
-        # others stay idle), and each call completes before the next is dispatched.
+        from jaxnets import distributed
+
+        # Spare virtual devices (as jaxnets.distributed.configure makes them), so that XLA's
+        # CPU all-reduce, which holds a thread per device, cannot run out of threads; and each
+        # call completes before the next is dispatched, in every set-up.
         jax.config.update("jax_cpu_enable_async_dispatch", False)
+        devices = distributed.CPU_DEVICE_SPARE_FACTOR * config.largest_mesh
         try:
-            jax.config.update("jax_num_cpu_devices", 2 * config.largest_mesh)
+            jax.config.update("jax_num_cpu_devices", devices)
         except RuntimeError:
             raise RuntimeError(
-                "the virtual CPU devices must be set before JAX's backend "
-                "starts; run the case in a fresh process (python -m benchmarks.partition "
-                "--model ...)"
+                f"{devices} virtual CPU devices must be set before JAX's backend starts; run "
+                "the case in a fresh process (python -m benchmarks.partition --model ...)"
             ) from None
 
     x, y = _data(config)
