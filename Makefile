@@ -38,8 +38,10 @@ lint: $(STAMP)
 
 # Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]): the MLP,
 # the conv nets (LeNet-5, ResNet-18) and the LSTM on the CPU ->
-# benchmarks/results/{mlp,cnn,rnn}.json. On an NVIDIA GPU:
+# benchmarks/results/{mlp,cnn,rnn}.json; the vmapped ensemble (ensemble.json); the cost of
+# partitioning one step over 8 virtual CPU devices vs 1 (partition.json). On an NVIDIA GPU:
 # $(BIN)/python -m benchmarks.run --cases resnet18 lstm --device gpu
+# $(BIN)/python -m benchmarks.partition --device gpu --out benchmarks/results
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
@@ -75,8 +77,9 @@ readme: $(STAMP)
 	$(BIN)/python -m jaxnets.experiment readme README.md
 	$(BIN)/python -m benchmarks.readme_table benchmarks/results/mlp.json \
 		benchmarks/results/cnn.json $(wildcard benchmarks/results/rnn.json \
-		benchmarks/results/ensemble.json \
-		benchmarks/results/cnn_gpu.json benchmarks/results/rnn_gpu.json) --readme README.md
+		benchmarks/results/ensemble.json benchmarks/results/partition.json \
+		benchmarks/results/cnn_gpu.json benchmarks/results/rnn_gpu.json \
+		benchmarks/results/partition_gpu.json) --readme README.md
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache
