@@ -27,9 +27,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.checks import check_finite_array, first_index
 
 __all__ = [
     "squared_error",
@@ -45,6 +49,7 @@ __all__ = [
     "perceptron_criterion",
     "accuracy",
     "LossSpec",
+    "TargetError",
     "get_loss",
     "random_targets",
     "LOSSES",
@@ -168,6 +173,11 @@ def accuracy(z: jax.Array, t: jax.Array) -> jax.Array:
     return 1.0 - zero_one(z, t)
 
 
+class TargetError(ValueError):
+    """Targets that the loss cannot take: wrong shape, non-integer or out-of-range labels,
+    NaN/inf values. The message says what was given and what the loss expects."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
     """A named loss: its function and the kind of target it takes (class, binary, real)."""
@@ -184,6 +194,98 @@ class LossSpec:
     def accuracy(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Per-example accuracy for this loss's targets (per valid step for sequences)."""
         return sequence_accuracy if self.target == "sequence" else accuracy
+
+    def _target_shape(self, output_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
+        """One example's target shape for outputs of ``output_shape``, and its description."""
+        if self.target in ("class", "sequence"):
+            if len(output_shape) < 1 + (self.target == "sequence") or output_shape[-1] < 2:
+                wanted = "(time, num_classes)" if self.target == "sequence" else "(num_classes,)"
+                raise TargetError(
+                    f"{self.name} needs logits {wanted} with at least 2 classes per example; "
+                    f"the model gives outputs of shape {output_shape}"
+                    + (
+                        ": use binary_cross_entropy for one logit"
+                        if output_shape[-1:] == (1,)
+                        else ""
+                    )
+                )
+            return output_shape[:-1], f"integer classes in [0, {output_shape[-1]})"
+        if self.target == "binary":
+            if output_shape not in ((), (1,)):
+                raise TargetError(
+                    f"{self.name} needs one logit per example (outputs (1,) or ()); the model "
+                    f"gives outputs of shape {output_shape}: use softmax_cross_entropy for "
+                    "several classes"
+                )
+            return (), "labels in {0, 1}"
+        if self.target == "binary_array":
+            return output_shape, "labels in {0, 1}"
+        return (() if output_shape == (1,) else output_shape), "real values"
+
+    def check_targets(self, y: Any, output_shape: tuple[int, ...], *, name: str = "y") -> None:
+        """Raise :class:`TargetError` unless ``y`` (n, ...) are targets this loss can take for a
+        model whose outputs for ONE example have shape ``output_shape``.
+
+        * ``class``: integer classes (int, or float holding whole numbers) in [0, K) with K =
+          ``output_shape[-1]``, shape (n,); (n, 1) and one-hot (n, K) are named as such.
+        * ``sequence``: (n, time) classes in [0, K), negative where padded.
+        * ``binary``: (n,) labels in {0, 1} (bool, int or float); (n, 1) too for one logit (1,).
+        * ``binary_array``: {0, 1} labels of the outputs' shape (n, *output_shape).
+        * ``real``: finite values of the outputs' shape ((n,) also for one output).
+        * ``none``: anything (the target is ignored).
+        Runs on the host (numpy), before anything is compiled.
+        """
+        if self.target == "none":
+            return
+        y = np.asarray(y)
+        if y.ndim == 0:
+            raise TargetError(f"{name} needs a batch axis: (n, ...) targets; got a scalar")
+        if not (y.dtype == bool or jnp.issubdtype(y.dtype, jnp.number)):
+            raise TargetError(f"{name} must hold numbers for {self.name}; got dtype {y.dtype}")
+        try:
+            check_finite_array(name, y)
+        except ValueError as error:
+            raise TargetError(f"{error} (targets of {self.name})") from None
+        expected, kind = self._target_shape(tuple(output_shape))
+        given = y.shape[1:]
+        also_ok = [tuple(output_shape)] if self.target in ("binary", "real") else []
+        if given != expected and given not in also_ok:
+            n = y.shape[0]
+            hint = ""
+            if self.target in ("class", "sequence", "binary"):
+                classes = output_shape[-1] if self.target != "binary" else 2
+                if given == (*expected, classes):
+                    hint = f": one-hot rows? pass class indices, {name}.argmax(-1)"
+                elif given == (*expected, 1):
+                    hint = f": pass {name}.reshape({', '.join(map(str, (n, *expected)))})"
+            raise TargetError(
+                f"{self.name} takes {kind} of shape {(n, *expected)} for outputs of shape "
+                f"{('n', *output_shape)}; got {name} of shape {y.shape}{hint}".replace("'n'", "n")
+            )
+        if self.target == "real":
+            return
+        values = y.astype(np.float64)
+        fractional = values != np.round(values)
+        if fractional.any():
+            raise TargetError(
+                f"{self.name} takes {kind}; got non-integer labels such as "
+                f"{name}{first_index(fractional)} = {values[fractional][0]:g}"
+            )
+        if self.target in ("class", "sequence"):
+            high = output_shape[-1]
+            bad = (values >= high) | ((values < 0) if self.target == "class" else False)
+            why = f" (the model has {high} outputs" + (
+                "; negative labels mark padding)" if self.target == "sequence" else ")"
+            )
+        else:
+            bad = (values != 0) & (values != 1)
+            signs = set(np.unique(values)) == {-1.0, 1.0}
+            why = " (for -1/+1 labels pass (y + 1) / 2)" if signs else ""
+        if bad.any():
+            raise TargetError(
+                f"{self.name} takes {kind}{why}; got values in [{values.min():g}, "
+                f"{values.max():g}], e.g. {name}{first_index(bad)} = {values[bad][0]:g}"
+            )
 
 
 LOSSES: dict[str, LossSpec] = {

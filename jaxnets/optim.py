@@ -14,6 +14,8 @@ import difflib
 
 import optax
 
+from jaxnets.checks import check_number, check_positive_int
+
 __all__ = ["make_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
@@ -42,10 +44,19 @@ def make_schedule(
     * ``step``: ``lr · decay_rate^floor(step / decay_every)`` (staircase).
     * ``exponential``: ``lr · decay_rate^(step / decay_every)`` (smooth).
     * ``cosine``: ``lr · ½(1 + cos(π step / total_steps))``, reaching 0 at ``total_steps``.
+
+    Every number is checked here, before any step: ``learning_rate`` finite and > 0,
+    ``decay_rate`` finite in (0, 1], ``total_steps`` an integer >= 0 (0 counts as not given)
+    and ``decay_every`` a positive integer; NaN or ±inf raise ValueError, bools and strings
+    TypeError.
     """
     _choice("schedule", schedule, SCHEDULES)
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
+    check_number("learning_rate", learning_rate, above=0)
+    check_number("decay_rate", decay_rate, above=0, at_most=1)
+    if total_steps is not None:
+        check_positive_int("total_steps", total_steps, minimum=0)
+    if decay_every is not None:
+        check_positive_int("decay_every", decay_every)
     if schedule == "constant":
         return optax.constant_schedule(learning_rate)
     if schedule == "cosine":
@@ -85,8 +96,16 @@ def make_optimizer(
       momentum: β for momentum and nesterov (also rmsprop's decay stays Optax's default).
       clip_norm: if set, gradients are first rescaled to global norm <= clip_norm.
       weight_decay: decoupled decay for adamw; L2 decay added to the gradient otherwise.
+    Raises:
+      ValueError: an unknown name, or a number that is NaN, ±inf or out of range (the
+        schedule's numbers as in :func:`make_schedule`; ``momentum`` in [0, 1),
+        ``weight_decay`` >= 0, ``clip_norm`` > 0); TypeError for a non-number.
     """
     _choice("optimizer", name, OPTIMIZERS)
+    check_number("momentum", momentum, at_least=0, below=1)
+    check_number("weight_decay", weight_decay, at_least=0)
+    if clip_norm is not None:
+        check_number("clip_norm", clip_norm, above=0)
     lr = make_schedule(
         learning_rate,
         schedule,
@@ -107,7 +126,5 @@ def make_optimizer(
         if weight_decay:
             rule = optax.chain(optax.add_decayed_weights(weight_decay), rule)
     if clip_norm is not None:
-        if clip_norm <= 0:
-            raise ValueError(f"clip_norm must be > 0; got {clip_norm}")
         rule = optax.chain(optax.clip_by_global_norm(clip_norm), rule)
     return rule
