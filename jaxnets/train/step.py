@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnets import distributed, registry
 from jaxnets import losses as _losses
+from jaxnets.checks import check_finite_array, check_positive_int
 from jaxnets.train.state import TrainState
 
 __all__ = ["Trainer", "batch_loss", "model_outputs"]
@@ -210,6 +212,108 @@ class Trainer:
         if self.card is not None:
             registry.check_input(self.card, x)
 
+    def check_data(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        state: TrainState | None = None,
+        batch_size: Any = None,
+        train: bool = False,
+        name: str = "training",
+    ) -> None:
+        """Check data (x (n, *input_shape), y (n, ...)) before any step runs on it.
+
+        Checked: x against the card (:meth:`check_input`); as many targets as inputs;
+        ``batch_size`` a positive integer (for ``train``, at most n: an epoch takes at least
+        one step); with ``state``, x's example shape against the one its parameters were
+        initialised for; x free of NaN/inf; y valid targets for the loss and the model's
+        outputs (:meth:`jaxnets.losses.LossSpec.check_targets`: classes in [0, K), {0, 1}
+        labels, shapes). The scans of the values run on the host, once per pair of
+        ``jax.Array`` objects (immutable, so an epoch loop over the same arrays pays once).
+
+        Raises:
+          InputSpecError: x does not fit the card or the state; TargetError: bad targets;
+          ValueError / TypeError: NaN/inf inputs, a bad batch size, unequal lengths. Each
+          message starts with ``name`` (``"training data: ..."``).
+        """
+        try:
+            self.check_input(x)
+            n = len(x)
+            if len(y) != n:
+                raise ValueError(f"{n} inputs but {len(y)} targets; give one target per input")
+            if batch_size is not None:
+                check_positive_int("batch_size", batch_size)
+                if train and batch_size > n:
+                    raise ValueError(
+                        f"batch_size {batch_size} is larger than the {n} examples: an epoch "
+                        f"would take no step; use a batch_size in [1, {n}]"
+                    )
+            dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+            example = jax.ShapeDtypeStruct(np.shape(x)[1:], dtype)
+            if state is not None:
+                self._check_state_fits(state, example)
+            if not self._already_checked(x, y):
+                check_finite_array("x", x)
+                outputs = self._abstract(example)[1]
+                self.loss.check_targets(y, outputs.shape[1:])
+                self._remember_checked(x, y)
+        except ValueError as error:  # TypeErrors (a batch size of 2.5) need no context
+            raise type(error)(f"{name} data: {error}") from None
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019  (the Trainer is immutable and hashable)
+    def _abstract(self, example: jax.ShapeDtypeStruct) -> tuple[PyTree, jax.ShapeDtypeStruct]:
+        """Shapes, without computing anything, of the variables that :meth:`init` makes for
+        one example like ``example`` and of the outputs (1, ...) for it."""
+        x = jax.ShapeDtypeStruct((1, *example.shape), example.dtype)
+        rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+        variables = jax.eval_shape(lambda x: self.model.init(rngs, x, train=False), x)
+        outputs = jax.eval_shape(
+            lambda v, x: self.model.apply(v, x, train=False, rngs=rngs), variables, x
+        )
+        return variables, outputs
+
+    def _check_state_fits(self, state: TrainState, example: jax.ShapeDtypeStruct) -> None:
+        """Raise InputSpecError unless ``state.params`` have the shapes that initialising on
+        examples like ``example`` gives (a model initialised for 64 features fed 100)."""
+        want = jax.tree_util.tree_leaves_with_path(self._abstract(example)[0]["params"])
+        have = jax.tree.leaves(state.params)
+        if len(want) != len(have):
+            raise registry.InputSpecError(
+                f"the state has {len(have)} parameter arrays but this model has {len(want)}: "
+                "the state was initialised for another model; make it with this Trainer's init"
+            )
+        for (path, w), h in zip(want, have, strict=True):
+            if tuple(w.shape) == tuple(np.shape(h)):
+                continue
+            where = jax.tree_util.keystr(path, simple=True, separator="/")
+            features = example.shape[-1] if example.shape else None
+            changed = [(a, b) for a, b in zip(np.shape(h), w.shape, strict=False) if a != b]
+            summary = (
+                f"the model was initialised for {changed[0][0]} features, got {features}: "
+                if len(changed) == 1 and changed[0][1] == features and len(w.shape) == len(h.shape)
+                else "the model was initialised for inputs of another shape: "
+            )
+            raise registry.InputSpecError(
+                f"{summary}its parameter {where} has shape {tuple(np.shape(h))}, but inputs of "
+                f"example shape {tuple(example.shape)} need {tuple(w.shape)}; pass inputs of the "
+                "shape the state was initialised for, or initialise a state on these inputs"
+            )
+
+    @functools.cached_property
+    def _checked(self) -> list[tuple[weakref.ref, weakref.ref]]:
+        return []
+
+    def _already_checked(self, x: Any, y: Any) -> bool:
+        return any(rx() is x and ry() is y for rx, ry in self._checked)
+
+    def _remember_checked(self, x: Any, y: Any) -> None:
+        """Remember (x, y) as checked if both are immutable ``jax.Array`` objects (weakly: a
+        dead array's entry is dropped, so a new array at its address is checked again)."""
+        if isinstance(x, jax.Array) and isinstance(y, jax.Array):
+            live = [(rx, ry) for rx, ry in self._checked if rx() is not None and ry() is not None]
+            self._checked[:] = [*live[-3:], (weakref.ref(x), weakref.ref(y))]
+
     # -- construction -------------------------------------------------------------------
     def init(self, rng: jax.Array, sample_x: jax.Array) -> TrainState:
         """A fresh TrainState; ``sample_x`` (batch, *input_shape) fixes the parameter shapes."""
@@ -256,7 +360,9 @@ class Trainer:
         return state, batch
 
     def check_batch_size(self, batch_size: int) -> None:
-        """Raise ValueError unless ``batch_size`` splits evenly over the mesh's data axis."""
+        """Raise unless ``batch_size`` is a positive integer (TypeError for bools and floats,
+        ValueError below 1) that splits evenly over the mesh's data axis (ValueError)."""
+        check_positive_int("batch_size", batch_size)
         if batch_size % self.data_devices:
             raise ValueError(
                 f"batch_size {batch_size} does not split over {self.data_devices} devices; "
@@ -402,12 +508,7 @@ class Trainer:
     @functools.lru_cache(maxsize=8)  # noqa: B019  (the Trainer is immutable and hashable)
     def _has_convolution(self, example: jax.ShapeDtypeStruct) -> bool:
         x = jax.ShapeDtypeStruct((1, *example.shape), example.dtype)
-        variables = jax.eval_shape(
-            lambda x: self.model.init(
-                {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x
-            ),
-            x,
-        )
+        variables = self._abstract(example)[0]
         jaxpr = jax.make_jaxpr(lambda v, x: self.model.apply(v, x, train=False))(variables, x)
         return _jaxpr_has_convolution(jaxpr.jaxpr)
 
@@ -417,8 +518,9 @@ class Trainer:
         x: (n, *input_shape), y: (n, ...); ``n // batch_size`` steps (the remainder of the
         shuffled order is left out this epoch); metrics are stacked per step: (steps,). A
         compiled ``lax.scan`` or a Python loop over the jitted step (see ``epoch_mode``); the
-        input state is donated either way.
+        input state is donated either way. The data are checked first (:meth:`check_data`).
         """
+        self.check_data(x, y, state=state, batch_size=batch_size, train=True)
         if self.mesh is not None:
             return self._mesh_epoch(state, x, y, batch_size=batch_size)
         if self.uses_python_loops(x):
@@ -516,7 +618,9 @@ class Trainer:
         """``(state, x, y, batch_size) -> metrics``: mean loss (and accuracy) over all n examples,
         computed in chunks of ``batch_size`` in evaluation mode (``train=False``); compiled as
         one ``lax.map`` (which ``vmap`` can batch over ensemble members) or, for convolutional
-        models on the CPU, a Python loop over a jitted chunk (see ``epoch_mode``)."""
+        models on the CPU, a Python loop over a jitted chunk (see ``epoch_mode``). The data
+        are checked first (:meth:`check_data`)."""
+        self.check_data(x, y, state=state, batch_size=batch_size, name="evaluation")
         if self.mesh is not None:
             return self._mesh_evaluate(state, x, y, batch_size)
         if self.uses_python_loops(x):
