@@ -230,7 +230,8 @@ class Trainer:
         initialised for; x free of NaN/inf; y valid targets for the loss and the model's
         outputs (:meth:`jaxnets.losses.LossSpec.check_targets`: classes in [0, K), {0, 1}
         labels, shapes). The scans of the values run on the host, once per pair of
-        ``jax.Array`` objects (immutable, so an epoch loop over the same arrays pays once).
+        ``jax.Array`` objects (immutable, so an epoch loop over the same arrays pays once),
+        and only on concrete data: under ``jit`` with traced x or y only shapes are checked.
 
         Raises:
           InputSpecError: x does not fit the card or the state; TargetError: bad targets;
@@ -253,7 +254,8 @@ class Trainer:
             example = jax.ShapeDtypeStruct(np.shape(x)[1:], dtype)
             if state is not None:
                 self._check_state_fits(state, example)
-            if not self._already_checked(x, y):
+            traced = isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer)
+            if not traced and not self._already_checked(x, y):
                 check_finite_array("x", x)
                 outputs = self._abstract(example)[1]
                 self.loss.check_targets(y, outputs.shape[1:])
