@@ -21,7 +21,20 @@ class Callback:
 
     ``logs`` is the epoch's record: ``epoch``, ``step``, ``train_loss`` (and
     ``train_accuracy``), ``val_*`` when validation data is given, ``steps_per_s``.
+
+    A callback whose decisions depend on earlier epochs returns that memory from
+    :meth:`state_dict`; ``fit`` saves it with each checkpoint and, when it resumes, hands it
+    back to :meth:`load_state_dict` right after ``on_fit_start``, so a resumed run decides
+    exactly as the uninterrupted one would have.
     """
+
+    def state_dict(self) -> dict[str, Any]:
+        """This callback's memory of past epochs as a JSON-serialisable dict; ``{}`` (the
+        default) for a callback without any."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back the memory :meth:`state_dict` returned (called after ``on_fit_start``)."""
 
     def on_fit_start(self, fit: Any) -> None:
         pass
@@ -69,20 +82,43 @@ class ProgressBar(Callback):
 
 
 class JSONLLogger(Callback):
-    """Appends each epoch's logs (plus ``extra`` fields, e.g. the variant) to a JSONL file."""
+    """Appends each epoch's logs (plus ``extra`` fields, e.g. the variant) to a JSONL file.
+
+    Its state is the file's length after its last line: a resumed run cuts the file back to
+    it, dropping the lines of epochs after the restored checkpoint, which it logs again.
+    """
 
     def __init__(self, path: str | Path, **extra: Any):
         self.path, self.extra = Path(path), extra
+        self._bytes = None
+
+    def _length(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def on_fit_start(self, fit):
+        self._bytes = self._length()
+
+    def state_dict(self):
+        return {"path": str(self.path), "bytes": self._bytes}
+
+    def load_state_dict(self, state):
+        if self._length() > state["bytes"]:
+            with self.path.open("r+b") as f:
+                f.truncate(state["bytes"])
+        self._bytes = self._length()
 
     def on_epoch_end(self, fit, logs):
         with self.path.open("a") as f:
             f.write(json.dumps({**self.extra, **logs}) + "\n")
+        self._bytes = self._length()
 
 
 class EarlyStopping(Callback):
     """Stops when ``monitor`` has not improved for ``patience`` epochs; restores the best state.
 
     Attributes after fit: ``best_epoch``, ``best_value``, ``stopped_epoch`` (None if not stopped).
+    With ``restore_best`` the best epoch's state is kept as ``FitResult.best_state`` (and with
+    a checkpoint_dir on disk), and becomes ``FitResult.state`` when fit ends.
     """
 
     def __init__(
@@ -105,7 +141,19 @@ class EarlyStopping(Callback):
 
     def on_fit_start(self, fit):
         self.best_value = math.inf if self.mode == "min" else -math.inf
-        self.best_epoch, self.stopped_epoch, self._best_state, self._wait = None, None, None, 0
+        self.best_epoch, self.stopped_epoch, self._wait = None, None, 0
+
+    def state_dict(self):
+        return {
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "wait": self._wait,
+        }
+
+    def load_state_dict(self, state):
+        self.best_value, self.best_epoch = float(state["best_value"]), state["best_epoch"]
+        self.stopped_epoch, self._wait = state["stopped_epoch"], state["wait"]
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -123,7 +171,7 @@ class EarlyStopping(Callback):
             self.best_value, self.best_epoch, self._wait = value, logs["epoch"], 0
             if self.restore_best:
                 # A host copy: the device state is donated to the next epoch's step.
-                self._best_state = jax.device_get(fit.state)
+                fit.best_epoch, fit.best_state = logs["epoch"], jax.device_get(fit.state)
             return False
         self._wait += 1
         if self._wait >= self.patience:
@@ -132,5 +180,5 @@ class EarlyStopping(Callback):
         return False
 
     def on_fit_end(self, fit):
-        if self.restore_best and self._best_state is not None:
-            fit.state = jax.device_put(self._best_state)
+        if self.restore_best and fit.best_state is not None:
+            fit.state = jax.device_put(fit.best_state)
