@@ -261,6 +261,8 @@ class Trainer:
                 self.loss.check_targets(y, outputs.shape[1:])
                 self._remember_checked(x, y)
         except ValueError as error:  # TypeErrors (a batch size of 2.5) need no context
+            if type(error) not in (ValueError, _losses.TargetError, registry.InputSpecError):
+                raise  # not one of these checks' own errors: leave it as it is
             raise type(error)(f"{name} data: {error}") from None
 
     @functools.lru_cache(maxsize=8)  # noqa: B019  (the Trainer is immutable and hashable)
