@@ -115,8 +115,9 @@ def _relative_tolerance(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < tol < 1:
+        effect = "fail every gradient" if tol <= 0 else "accept every gradient"  # NaN: accept
         raise argparse.ArgumentTypeError(
-            f"{text} would accept any gradient; give a relative error in (0, 1), e.g. 1e-6"
+            f"{text} would {effect}; give a relative error in (0, 1), e.g. 1e-6"
         )
     return tol
 

@@ -73,7 +73,7 @@ from jaxnets._receptive_field import (
     _Field,
     _Walker,
 )
-from jaxnets.registry import InputSpecError
+from jaxnets.registry import InputSpecError, list_models, model_card
 
 __all__ = ["LayerRow", "LayerTable", "layer_table"]
 
@@ -244,10 +244,19 @@ class _Recorder:
         return jax.tree.unflatten(treedef, leaves)
 
 
+def _batch_axis_error(input_shape: tuple[int, ...], rank: int) -> InputSpecError:
+    return InputSpecError(
+        f"input_shape {input_shape} looks like it includes a batch axis: the model takes one "
+        f"example of rank {rank}, so pass {input_shape[1:]} (layer_table adds the batch axis)"
+    )
+
+
 def _check_conv_rank(module: nn.Module, args: tuple, input_shape: tuple[int, ...]) -> None:
     if not isinstance(module, (nn.Conv, nn.ConvTranspose, nn.ConvLocal)) or not args:
         return
     spatial, shape = len(module.kernel_size), tuple(np.shape(args[0]))
+    if len(shape) > spatial + 2 and len(input_shape) > spatial + 1:
+        raise _batch_axis_error(input_shape, spatial + 1)
     if len(shape) < spatial + 2:
         hint = f"; did you mean {(*input_shape, 1)}?" if len(input_shape) == spatial else ""
         raise InputSpecError(
@@ -298,7 +307,9 @@ def layer_table(
 
     Raises:
       ValueError: ``input_shape`` is not a tuple of positive ints. :class:`InputSpecError` (a
-        ValueError): a convolution gets an input of too low a rank.
+        ValueError): a convolution gets an input of too low a rank, or ``input_shape`` has one
+        axis more than the model's example (a registered family's cards say its rank; a
+        convolution, its kernel's), i.e. it includes the batch axis.
     """
     input_shape = tuple(input_shape)
     if not input_shape or not all(isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
@@ -307,6 +318,12 @@ def layer_table(
             f"e.g. (32, 32, 1); got {input_shape!r}"
         )
     input_shape = tuple(map(int, input_shape))
+    cards = [model_card(name) for name in list_models()]
+    ranks = {
+        len(c.input_shape) for c in cards if getattr(c.builder, "func", c.builder) is type(model)
+    }
+    if ranks == {len(input_shape) - 1}:  # a registered family: its cards give the example rank
+        raise _batch_axis_error(input_shape, len(input_shape) - 1)
     if apply_kwargs is None:
         takes_train = "train" in _pyinspect.signature(type(model).__call__).parameters
         apply_kwargs = {"train": False} if takes_train else {}

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.validation import check_counts
+
 __all__ = [
     "ModelCard",
     "UnknownModelError",
@@ -158,12 +160,17 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build the registered model ``name`` with its defaults updated by ``overrides``.
 
-    Unknown hyperparameter names raise a ``TypeError`` naming the accepted ones.
+    Unknown hyperparameter names raise a ``TypeError`` naming the accepted ones. Every
+    integer hyperparameter (widths, channels, kernels, vocabulary sizes, layer counts, ...)
+    must be >= 1, except those a family lists in its ``ZERO_OK`` class attribute (e.g.
+    AlexNet's paddings) which may be 0, else ValueError (TypeError for a non-integer).
+    Whether kernels and pools fit the input is checked when the model first sees one
+    (``init``).
     """
     card = model_card(name)
     config = {**card.defaults, **overrides}
     try:
-        return card.builder(**config)
+        model = card.builder(**config)
     except TypeError as err:
         fields = _builder_fields(card.builder)
         unknown = sorted(set(overrides) - set(fields)) if fields else []
@@ -173,13 +180,23 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
                 f"it accepts {', '.join(fields)}"
             ) from err
         raise
+    check_counts(
+        f"model {name!r}",
+        [(f.name, f.type, getattr(model, f.name)) for f in _hyperparameters(model)],
+        zero_ok=getattr(model, "ZERO_OK", ()),
+    )
+    return model
+
+
+def _hyperparameters(target: Any) -> list[dataclasses.Field]:
+    """The dataclass fields of a module (class or instance) other than Flax's own."""
+    if not dataclasses.is_dataclass(target):
+        return []
+    return [f for f in dataclasses.fields(target) if f.name not in ("parent", "name")]
 
 
 def _builder_fields(builder: Callable[..., Any]) -> list[str]:
-    target = getattr(builder, "func", builder)
-    if dataclasses.is_dataclass(target):
-        return [f.name for f in dataclasses.fields(target) if f.name not in ("parent", "name")]
-    return []
+    return [f.name for f in _hyperparameters(getattr(builder, "func", builder))]
 
 
 def check_input(card: ModelCard, x: Any, *, tiny: bool = False) -> None:

@@ -288,9 +288,26 @@ _CIFAR_BATCHES = {
 # renamed the module to ``numpy._core``. Ask numpy for its array reconstructor rather than
 # importing a private module whose path depends on the numpy version.
 _reconstruct = np.ndarray((0,), np.uint8).__reduce__()[0]
+_frombuffer = np.ndarray((0,), np.uint8).__reduce_ex__(5)[0]  # pickle protocol 5's arrays
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """What Python 3's pickle protocols 0-2 call to rebuild a ``bytes`` object (they have no
+    bytes opcode): ``_codecs.encode(text, "latin1")``. Nothing else is allowed through."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(
+            f"forbidden call _codecs.encode({type(text).__name__}, {encoding!r}); only the "
+            "latin-1 encoding of bytes written by pickle protocols 0-2 is allowed"
+        )
+    return text.encode("latin1")
+
+
 _PICKLE_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }

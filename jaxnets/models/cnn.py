@@ -71,8 +71,12 @@ class LeNet5(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm in LeNet-5
+        k = self.kernel
+        _check_fit(
+            x, "LeNet-5", [("C1", k, 1, 0), ("S2", 2, 2, 0), ("C3", k, 1, 0), ("S4", 2, 2, 0)]
+        )
         phi = get_activation(self.activation).fn
-        window = (self.kernel, self.kernel)
+        window = (k, k)
         h = phi(nn.Conv(self.c1, window, padding="VALID", name="C1")(x))
         h = Pool(self.pool, 2, 2, name="S2")(h)
         h = phi(nn.Conv(self.c3, window, padding="VALID", name="C3")(h))
@@ -111,6 +115,24 @@ def _check_image(x: jax.Array, model: str, min_size: int) -> None:
         raise ValueError(
             f"{model} expects images (batch, height, width, channels) with height and width "
             f">= {min_size}; got an input of shape {x.shape}"
+        )
+
+
+def _check_fit(x: jax.Array, model: str, layers: Sequence[tuple[str, int, int, int]]) -> None:
+    """Raise unless images ``x`` (batch, H, W, C) keep at least one pixel through ``layers``:
+    square (name, window, stride, padding) convolutions and pools applied in order. Inputs of
+    another rank are left to the first convolution, whose error names the rank it needs."""
+    if x.ndim != 4:
+        return
+    # A layer's output has >= n pixels iff its input has >= (n - 1) stride + window - 2 padding.
+    need = 1
+    for _, window, stride, padding in reversed(layers):
+        need = max(1, (need - 1) * stride + window - 2 * padding)
+    if min(x.shape[1:3]) < need:
+        steps = ", ".join(f"{n} {w}x{w}/{st} pad {p}" for n, w, st, p in layers)
+        raise ValueError(
+            f"{model} needs images of at least {need}x{need}: its layers ({steps}) leave no "
+            f"pixels of {x.shape[1]}x{x.shape[2]} images; got input shape {x.shape}"
         )
 
 
@@ -197,6 +219,9 @@ def _classifier(
 # -- AlexNet ---------------------------------------------------------------------------------
 
 
+_ALEXNET_POOLED = (1, 2, 5)  # conv layers followed by a 3x3/2 max pool
+
+
 class AlexNet(nn.Module):
     """AlexNet (Krizhevsky, Sutskever & Hinton, 2012), single-tower as in torchvision.
 
@@ -229,6 +254,7 @@ class AlexNet(nn.Module):
     hidden: Sequence[int] = (4096, 4096)
     dropout_rate: float = 0.5
     dtype: Any = None
+    ZERO_OK = ("paddings",)  # hyperparameters that may be 0 (see jaxnets.create_model)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -238,11 +264,16 @@ class AlexNet(nn.Module):
                 "AlexNet has 5 conv layers: widths, kernels, strides and paddings need 5 "
                 f"entries each; got {tuple(map(tuple, layers))}"
             )
-        _check_image(x, "AlexNet", 1)
+        steps = []
+        for i, (kernel, stride, padding) in enumerate(zip(*layers[1:], strict=True), start=1):
+            steps.append((f"conv{i}", kernel, stride, padding))
+            if i in _ALEXNET_POOLED:
+                steps.append((f"pool{i}", 3, 2, 0))
+        _check_fit(x, "AlexNet", steps)
         h = x
         for i, (width, kernel, stride, padding) in enumerate(zip(*layers, strict=True), start=1):
             h = nn.relu(_conv(width, kernel, stride, padding, self.dtype, f"conv{i}")(h))
-            if i in (1, 2, 5):
+            if i in _ALEXNET_POOLED:
                 h = Pool("max", 3, 2, name=f"pool{i}")(h)
         return _classifier(h, self.hidden, self.num_classes, self.dropout_rate, self.dtype, train)
 

@@ -147,6 +147,7 @@ class DeepMLP(nn.Module):
     activation: str = "relu"
     gate_bias: float = -2.0
     output: str = "softmax"
+    ZERO_OK = ("depth",)  # the input projection alone is a one-hidden-layer MLP
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -41,6 +41,7 @@ from jaxnets.nn.coupling import (
     coupling_partition,
 )
 from jaxnets.registry import register_model
+from jaxnets.validation import check_counts
 
 __all__ = [
     "NICE",
@@ -153,6 +154,7 @@ class NICE(nn.Module):
     def sample(self, rng: jax.Array, n: int) -> jax.Array:
         """``n`` samples x = f(z), z drawn from the prior with ``rng`` itself (no split):
         ``-> (n, features)``. ``n`` must be static under ``jit``."""
+        check_counts("NICE.sample", [("n", "int", n)], zero_ok=("n",))
         z = get_prior(self.prior).sample(rng, (n, self.features))
         return self.decode(z.astype(self.scaling.log_scale.dtype))
 

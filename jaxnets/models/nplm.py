@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxnets.data.words import context_windows
 from jaxnets.registry import register_model
+from jaxnets.validation import check_sampling
 
 __all__ = ["NPLM", "token_log_probs", "nearest_neighbours", "METRICS"]
 
@@ -94,8 +95,7 @@ class NPLM(nn.Module):
                 f"prompt must be (batch, {self.context}) token ids (the model's context); got "
                 f"shape {prompt.shape}"
             )
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        check_sampling(prompt, self.vocab_size, length, temperature)
 
         def body(context_BxK, key):
             logits = self(context_BxK)

@@ -59,6 +59,7 @@ class PixelCNN(nn.Module):
     first_kernel: int = 5
     kernel: int = 3
     activation: str = "relu"
+    ZERO_OK = ("layers",)  # the type-A conv and the 1x1 head alone are a PixelCNN
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -31,6 +31,7 @@ from jaxnets.nn.recurrent import (
     reverse_valid,
 )
 from jaxnets.registry import register_model
+from jaxnets.validation import check_sampling
 
 __all__ = ["SequenceModel", "CharLM", "Seq2Seq", "seq2seq_inputs", "PAD_ID"]
 
@@ -142,8 +143,7 @@ class CharLM(nn.Module):
         """
         if prompt.ndim != 2 or prompt.shape[1] < 1:
             raise ValueError(f"prompt must be (batch, P) with P >= 1; got shape {prompt.shape}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0; got {temperature}")
+        check_sampling(prompt, self.vocab_size, length, temperature)
         outputs, carries = self._run(prompt)
         table = self.embedding.embedding
         projections = [_dense_arrays(layer.cell.input_to_hidden) for layer in self.recurrent]

@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxnets.nn.causal import CausalConv1D, receptive_field
 from jaxnets.registry import register_model
+from jaxnets.validation import check_sampling
 
 __all__ = ["WaveNet", "generate", "measured_receptive_field"]
 
@@ -158,16 +159,13 @@ def generate(
     Returns:
       (batch, length) int32 codes in [0, channels).
     """
+    check_sampling(prompt, model.channels, length, temperature, what="codes")
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 2 or prompt.shape[1] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise ValueError(
             f"prompt must be integer codes of shape (batch, P) with P >= 1; got shape "
             f"{prompt.shape} and dtype {prompt.dtype}"
         )
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an int >= 0 (codes to generate); got {length!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy argmax); got {temperature}")
     if length == 0:  # XLA:CPU (jax 0.10) aborts compiling the scan below with zero steps
         return jnp.zeros((prompt.shape[0], 0), jnp.int32)
     window = min(model.receptive_field, prompt.shape[1] + length)

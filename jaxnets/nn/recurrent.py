@@ -45,6 +45,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnets.nn._scan_vjp import dense_dot_general, scan_with_batched_weight_grad
 
@@ -279,13 +280,38 @@ def make_cell(kind: str, hidden: int, **fields: Any) -> _Cell:
     return CELLS[kind](hidden=hidden, **fields)
 
 
+def _check_lengths(lengths: jax.Array, batch: int, time: int) -> jax.Array:
+    """``lengths`` as an array after checking it is (batch,) integers in [0, time].
+
+    The values are checked when they are concrete (eager calls, ``init``); under ``jit`` they
+    are traced and only the shape and dtype can be: there a length above ``time`` would count
+    the padding as input.
+    """
+    array = jnp.asarray(lengths)
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape (batch,) = ({batch},); got {array.shape}")
+    if array.dtype == jnp.bool_ or not jnp.issubdtype(array.dtype, jnp.integer):
+        raise ValueError(
+            f"lengths must be integer step counts in [0, {time}] (the time axis); got dtype "
+            f"{array.dtype}"
+        )
+    # Read the values from the argument: under jit even a host constant is staged by asarray.
+    if batch and not isinstance(lengths, jax.core.Tracer):
+        values = np.asarray(lengths)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > time:
+            raise ValueError(
+                f"lengths must lie in [0, {time}] (the time axis of the input); got values in "
+                f"[{low}, {high}]"
+            )
+    return array
+
+
 def _time_mask(lengths: jax.Array | None, batch: int, time: int) -> jax.Array | None:
     """(time, batch) bool: step t is inside sequence b's length."""
     if lengths is None:
         return None
-    lengths = jnp.asarray(lengths)
-    if lengths.shape != (batch,):
-        raise ValueError(f"lengths must have shape (batch,) = ({batch},); got {lengths.shape}")
+    lengths = _check_lengths(lengths, batch, time)
     return jnp.arange(time)[:, None] < lengths[None, :]
 
 
@@ -296,7 +322,7 @@ def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
     """
     time = x.shape[1]
     t = jnp.arange(time)[None, :]
-    lengths = jnp.asarray(lengths)[:, None]
+    lengths = _check_lengths(lengths, x.shape[0], time)[:, None]
     index = jnp.where(t < lengths, lengths - 1 - t, t)
     return jnp.take_along_axis(x, index.reshape(*index.shape, *([1] * (x.ndim - 2))), axis=1)
 
