@@ -267,14 +267,14 @@ def _describe(value: Any) -> Any:
 
 def _optimizer_probe(optimizer: Any, params: Any) -> list[str]:
     """The first element of the first parameter's update in two steps of ``optimizer`` from
-    parameters of ones with gradients of 0.1 (``.6g``): learning rate, momentum, decay and
+    parameters of ones with gradients of 0.1 (``.4g``): learning rate, momentum, decay and
     clipping show in them. Computed on fresh local arrays, so any mesh gives the same."""
     probe = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
     grads = jax.tree.map(lambda p: jnp.full(p.shape, 0.1, p.dtype), params)
     opt_state, firsts = optimizer.init(probe), []
     for _ in range(2):
         updates, opt_state = optimizer.update(grads, opt_state, probe)
-        firsts.append(f"{float(jnp.ravel(jax.tree.leaves(updates)[0])[0]):.6g}")
+        firsts.append(f"{float(jnp.ravel(jax.tree.leaves(updates)[0])[0]):.4g}")
     return firsts
 
 

@@ -24,6 +24,7 @@ from jaxnets.checkpoint import (
     CorruptCheckpointWarning,
     ForeignCheckpointError,
 )
+from jaxnets.optim import make_optimizer
 from jaxnets.train import NonFiniteLossError, Trainer, fit
 
 WORKER = str(Path(__file__).with_name("checkpoint_fault_worker.py"))
@@ -127,7 +128,32 @@ def test_kill_9_mid_save_resumes_from_the_previous_checkpoint(trainer, uninterru
     _assert_same_run(resumed, stopper, metrics, uninterrupted)
 
 
-def _three_checkpoints(trainer, directory: Path):
+def test_a_crash_before_the_first_checkpoint_leaves_each_epoch_logged_once(
+    trainer, uninterrupted, tmp_path, monkeypatch
+):
+    """The first save fails after epoch 1's metrics line was written: the rerun starts over
+    and cuts the log back to where the first attempt found it (here: one line of an earlier
+    run, which stays)."""
+    ckpt, metrics = tmp_path / "ckpt", tmp_path / "metrics.jsonl"
+    metrics.write_text('{"epoch": 99}\n')
+    save = Checkpointer.save
+
+    def fail(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Checkpointer, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        worker.run(trainer, ckpt, metrics)
+    assert len(_metrics(metrics)) == 2
+    monkeypatch.setattr(Checkpointer, "save", save)
+    resumed, stopper = worker.run(trainer, ckpt, metrics)
+    assert resumed.start_epoch == 0
+    assert metrics.read_text().startswith('{"epoch": 99}\n')
+    metrics.write_text(metrics.read_text().split("\n", 1)[1])
+    _assert_same_run(resumed, stopper, metrics, uninterrupted)
+
+
+def _three_checkpoints(trainer, directory: Path, **kwargs):
     """Epochs 1-3 of the tiny run with a checkpoint each: steps 2, 4, 6."""
     x, y = worker.data()
     state = trainer.init(jax.random.PRNGKey(0), x[:1])
@@ -139,6 +165,7 @@ def _three_checkpoints(trainer, directory: Path):
         batch_size=worker.BATCH,
         progress=False,
         checkpoint_dir=directory,
+        **kwargs,
     )
     return state
 
@@ -258,7 +285,7 @@ def test_a_foreign_checkpoint_directory_is_refused_and_nothing_is_deleted(traine
             (x[:24], y[:24]),
             epochs=9,
             batch_size=4,
-            progress=False,
+            progress=True,  # the refusal comes before any callback starts
             checkpoint_dir=tmp_path,
         )
     message = str(caught.value)
@@ -286,6 +313,56 @@ def test_a_foreign_checkpoint_directory_is_refused_and_nothing_is_deleted(traine
         resume="force",
     )
     assert same_shapes.start_epoch == 3 and int(same_shapes.state.step) == 6 + 3
+
+
+@pytest.fixture(scope="module")
+def written(trainer, tmp_path_factory):
+    """A directory with three checkpoints of a run fingerprinted with {"data": "v1"}."""
+    directory = tmp_path_factory.mktemp("written")
+    _three_checkpoints(trainer, directory, fingerprint={"data": "v1"})
+    return directory
+
+
+@pytest.mark.parametrize(
+    "change, differs",
+    [
+        (
+            "learning_rate",
+            "optimizer.probe: checkpoint has ['-0.05', '-0.05'], this run has ['-0.01', '-0.01']",
+        ),
+        (  # SGD at 0.5 takes Adam's first two steps at 0.05: its state types tell them apart
+            "optimizer",
+            "optimizer.state: checkpoint has ['ScaleByAdamState', 'ScaleByScheduleState'], "
+            "this run has ['EmptyState', 'EmptyState']",
+        ),
+        ("batch_size", "batch_size: checkpoint has 8, this run has 4"),
+        ("fingerprint", "data: checkpoint has 'v1', this run has 'v2'"),
+    ],
+)
+def test_another_setting_is_refused_naming_the_field(written, change, differs):
+    """Each setting a resumed run must share, changed alone, is named in the refusal."""
+    x, y = worker.data()
+    kwargs, tr = {"fingerprint": {"data": "v1"}, "batch_size": 8}, worker.trainer()
+    if change in ("learning_rate", "optimizer"):
+        optimizer = make_optimizer("adam", 0.01) if change == "learning_rate" else optax.sgd(0.5)
+        tr = Trainer(worker.TinyNet(), "softmax_cross_entropy", optimizer)
+    elif change == "batch_size":
+        kwargs["batch_size"] = 4
+    else:
+        kwargs["fingerprint"] = {"data": "v2"}
+    state = tr.init(jax.random.PRNGKey(0), x[:1])
+    with pytest.raises(ForeignCheckpointError) as caught:
+        fit(
+            tr,
+            state,
+            (x[:16], y[:16]),
+            epochs=4,
+            progress=False,
+            checkpoint_dir=written,
+            **kwargs,
+        )
+    assert differs in str(caught.value)
+    assert str(caught.value).count("checkpoint has") == 1
 
 
 def _poisoned_trainer(bad_count: int) -> Trainer:

@@ -8,6 +8,7 @@ compiled :meth:`Trainer.train_epoch` runs a whole epoch; Python only runs betwee
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,8 +128,9 @@ def fit(
         (stopped early, or all ``epochs`` done) returns its result without training or
         writing anything.
       metrics_path: append each epoch's logs to this JSONL file. With a checkpoint_dir, a
-        resumed run first cuts the file back to its length at the restored checkpoint, so
-        each epoch is logged exactly once whatever crashed when.
+        resumed run first cuts the file back to its length at the restored checkpoint (or,
+        with none yet, to its length when this run first started), so each epoch is logged
+        exactly once whatever crashed when.
       on_non_finite: at the first NaN/inf step loss, ``"raise"`` NonFiniteLossError, or
         ``"stop"``: finish that epoch's logs and callbacks, then return with
         ``FitResult.non_finite_step`` set (e.g. to study a diverging learning rate). Either
@@ -179,25 +181,21 @@ def fit(
     all_callbacks = list(callbacks)
     main_process = distributed.is_main_process()  # the others train silently
     logger = JSONLLogger(metrics_path) if metrics_path is not None and main_process else None
-    ckpt = None
+    ckpt, finished = None, False
     if checkpoint_dir is not None:
         ckpt = _RunCheckpoints(
-            checkpoint_dir,
-            trainer,
-            state,
-            x,
-            y,
-            batch_size,
-            callbacks,
-            fingerprint,
-            force=resume == "force",
+            checkpoint_dir, trainer, state, (x, y), batch_size, callbacks, fingerprint
         )
+        try:
+            finished = ckpt.resume(run, force=resume == "force")
+        except BaseException:
+            ckpt.close()
+            raise
     if progress and main_process:
         all_callbacks.insert(0, ProgressBar(desc))
     if logger is not None:
         all_callbacks.append(logger)
     try:
-        finished = ckpt is not None and ckpt.resume(run, logger)
         for cb in all_callbacks:
             cb.on_fit_start(run)
         if ckpt is not None:
@@ -247,12 +245,11 @@ class _RunCheckpoints:
     their class names in the fingerprint; fit's own metrics logger separately (it exists on
     the main process only)."""
 
-    def __init__(self, directory, trainer, state, x, y, batch_size, callbacks, extra, *, force):
+    def __init__(self, directory, trainer, state, data, batch_size, callbacks, extra):
         self.latest = Checkpointer(directory)
         self.directory = self.latest.directory
-        self.force = force
         self.stateful = [cb for cb in callbacks if _has_state(cb)]
-        self.fingerprint = run_fingerprint(trainer, state.params, x, y, batch_size, extra)
+        self.fingerprint = run_fingerprint(trainer, state.params, *data, batch_size, extra)
         self.fingerprint["callbacks"] = [type(cb).__name__ for cb in self.stateful]
         self.best: Checkpointer | None = None  # opened at the first best save or best restore
         self.saved_best_epoch: int | None = None
@@ -267,7 +264,7 @@ class _RunCheckpoints:
 
     def _check_fingerprint(self, step: int, meta: dict[str, Any]) -> None:
         differences = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
-        if differences and not self.force:
+        if differences:
             raise ForeignCheckpointError(
                 f"checkpoint step {step} in {self.directory} was written by another run; "
                 "its fingerprint differs in:\n  " + "\n  ".join(differences) + "\nUse a fresh "
@@ -275,10 +272,12 @@ class _RunCheckpoints:
                 "checkpoint anyway."
             )
 
-    def resume(self, run: FitResult, logger: JSONLLogger | None) -> bool:
+    def resume(self, run: FitResult, *, force: bool) -> bool:
         """Restore the newest good checkpoint into ``run`` (state, start_epoch, best state);
-        returns whether that run had finished. Corrupt newer steps are set aside."""
-        found = self.latest.restore_latest_good(run.state, self._check_fingerprint)
+        returns whether that run had finished. Corrupt newer steps are set aside. Another
+        run's checkpoint raises ForeignCheckpointError, unless ``force``."""
+        check = None if force else self._check_fingerprint
+        found = self.latest.restore_latest_good(run.state, check)
         if found is None:
             return False
         step, run.state, self.meta = found
@@ -296,14 +295,33 @@ class _RunCheckpoints:
         return run.stopped_early or run.start_epoch >= run.epochs
 
     def load_callback_states(self, run: FitResult, logger: JSONLLogger | None) -> None:
-        """Give the callbacks (after ``on_fit_start``) the states of the restored checkpoint."""
+        """Give the callbacks (after ``on_fit_start``) the states of the restored checkpoint.
+        Before the first checkpoint, the metrics file is cut back to its length when this run
+        first started, kept in ``directory/metrics_start.json``."""
         if not self.meta:
+            if logger is not None:
+                self._metrics_start(logger)
             return
         for cb, (name, cb_state) in zip(self.stateful, self.meta["callbacks"], strict=False):
             if type(cb).__name__ == name:  # differs only under resume="force"
                 cb.load_state_dict(cb_state)
         if logger is not None and self.meta.get("metrics") is not None:
             logger.load_state_dict(self.meta["metrics"])
+
+    def _metrics_start(self, logger: JSONLLogger) -> None:
+        """A run that died before its first checkpoint logged epochs it will log again: cut the
+        metrics file back to where that attempt of the same run found it, or note where it
+        is now for such a restart."""
+        marker = self.directory / "metrics_start.json"
+        start = {"fingerprint": self.fingerprint, **logger.state_dict()}
+        if marker.exists():
+            earlier = json.loads(marker.read_text())
+            if {k: earlier.get(k) for k in ("fingerprint", "path")} == {
+                k: start[k] for k in ("fingerprint", "path")
+            }:
+                logger.load_state_dict(earlier)
+                return
+        marker.write_text(json.dumps(start))
 
     def save(self, run: FitResult, epoch: int, logger: JSONLLogger | None) -> None:
         """Checkpoint the end of ``epoch`` (1-based): the best state first if it changed,
