@@ -31,6 +31,7 @@ from jaxnets.models.language import fit_interpolated, fit_ngram
 from jaxnets.models.rnn import CharLM
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, init_ensemble, train_ensemble
+from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Config:
     smoke: bool = False
     """tiny run for the tests"""
 
+    def __post_init__(self):
+        check_config(self, zero_ok=("sample_chars", "temperatures", "seed"))
+        if not self.prompt:
+            raise ValueError("prompt must hold at least one character (the samples continue it)")
+
 
 def _bits(nats: float) -> float:
     return nats / math.log(2.0)
@@ -78,6 +84,7 @@ def main(cfg: Config) -> dict:
         f"{len(corpus.val):,} val / {len(corpus.test):,} test characters, "
         f"{vocab_size} symbols"
     )
+    check_batch_size(cfg.batch_size, (len(corpus.train) - 1) // cfg.window)  # its windows
     run = Run("char_rnn", cfg, root=cfg.out)
 
     results = {}
@@ -155,8 +162,8 @@ def main(cfg: Config) -> dict:
         )
         samples[temperature] = cfg.prompt + corpus.vocab.decode(np.asarray(ids[0]))
         print(f"--- sample at temperature {temperature} ---\n{samples[temperature]}\n")
-    run.write_text("samples.txt",
-        "".join(f"--- temperature {t} ---\n{s}\n\n" for t, s in samples.items())
+    run.write_text(
+        "samples.txt", "".join(f"--- temperature {t} ---\n{s}\n\n" for t, s in samples.items())
     )
     _plot_curve(run, history.val_loss, steps // cfg.epochs, results)
 

@@ -29,6 +29,7 @@ from jaxnets.inspect import layer_table
 from jaxnets.nn import convolve, get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
 
 # Lecture 10 Table 1 (line 2446): LeNet-5's (units, connections, weights) per layer.
@@ -84,15 +85,7 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        for field in ("seeds", "lenet_epochs", "resnet_epochs", "batch_size", "resnet_blocks"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}")
-        if self.augment_shift < 0:
-            raise ValueError(f"augment_shift must be >= 0; got {self.augment_shift}")
-        if min(self.resnet_widths) < 1:
-            raise ValueError(f"resnet_widths must be positive; got {self.resnet_widths}")
+        check_config(self, zero_ok=("split_seed", "augment_shift"))
         try:
             get_activation(self.lenet_activation)
         except KeyError as err:
@@ -228,6 +221,7 @@ def main(cfg: Config) -> dict:
     print(
         f"digits 32x32: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test"
     )
+    check_batch_size(cfg.batch_size, len(splits.train))
     run = Run("cnn", cfg, root=cfg.out)
 
     lenet = create_model("lenet5", activation=cfg.lenet_activation)

@@ -25,6 +25,7 @@ from jaxnets.nn import get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
 from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
 
 
@@ -58,22 +59,16 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        for field in ("seeds", "epochs", "batch_size"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must be positive widths; got {self.hidden}")
+        check_config(
+            self,
+            zero_ok=("split_seed", "augment_shift", "softmax_weight_decay", "mlp_weight_decay"),
+        )
+        if not self.hidden:
+            raise ValueError("hidden must hold at least one width (an MLP has hidden layers)")
         try:
             get_activation(self.activation)
         except KeyError as err:  # tyro reports ValueErrors as usage errors
             raise ValueError(err.args[0]) from None
-        if self.augment_shift < 0:
-            raise ValueError(f"augment_shift must be >= 0; got {self.augment_shift}")
-        for field in ("softmax_weight_decay", "mlp_weight_decay"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"{field} must be >= 0; got {getattr(self, field)}")
 
 
 def _variants(cfg: Config):
@@ -138,6 +133,7 @@ def main(cfg: Config) -> dict:
         cfg = dataclasses.replace(cfg, seeds=1, epochs=2)
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
+    check_batch_size(cfg.batch_size, len(splits.train))
     run = Run("digits", cfg, root=cfg.out)
     steps = cfg.epochs * (len(splits.train) // cfg.batch_size)
     optimizer = make_optimizer("nesterov", cfg.learning_rate, schedule="cosine", total_steps=steps)

@@ -63,6 +63,7 @@ from jaxnets.diagnostics import (
 )
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.train import JSONLLogger, Trainer, TrainState, batch_loss, fit
+from jaxnets.validation import check_batch_size, check_config
 
 PyTree = Any
 
@@ -104,9 +105,9 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        for field in ("epochs", "batch_size", "seeds", "power_iterations"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
+        check_config(
+            self, zero_ok=("seed", "split_seed"), any_sign=("dead_bias", "constant_weight")
+        )
         if len(self.hidden) < 2 or min(self.hidden) < 2:
             raise ValueError(
                 f"hidden must be at least 2 layers of at least 2 units (symmetry needs units to "
@@ -117,13 +118,8 @@ class Config:
                 "too_high_lr_factor must be > 2 (clearly above the stability limit); got "
                 f"{self.too_high_lr_factor}"
             )
-        for field in ("learning_rate",):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"{field} must be > 0; got {getattr(self, field)}")
-        if not 0 < self.leaky_slope < 1:
+        if not self.leaky_slope < 1:
             raise ValueError(f"leaky_slope must be in (0, 1); got {self.leaky_slope}")
-        if self.saturating_scale <= 0:
-            raise ValueError(f"saturating_scale must be > 0; got {self.saturating_scale}")
 
 
 class Variant(NamedTuple):
@@ -518,6 +514,7 @@ def main(cfg: Config) -> dict:
         cfg = dataclasses.replace(cfg, epochs=2, seeds=1, hidden=(16, 16), power_iterations=5)
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.test)} test; MLP {cfg.hidden}")
+    check_batch_size(cfg.batch_size, len(splits.train))
     run = Run("failure_modes", cfg, root=cfg.out)
     trainers: dict[str, Trainer] = {}
     per_seed, extras = {}, {}

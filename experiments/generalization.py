@@ -38,6 +38,7 @@ from jaxnets.train import (
     init_ensemble,
     train_ensemble,
 )
+from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
 
 
@@ -73,6 +74,14 @@ class Config:
     """root folder of run directories"""
     smoke: bool = False
     """tiny run for the tests: 2 seeds of 2 nets, 3 epochs, no weight-decay or capacity sweep"""
+
+    def __post_init__(self):
+        check_config(
+            self,
+            zero_ok=("seed", "max_shift", "weight_decays"),
+            fractions=("dropout", "flip_fraction"),
+        )
+        check_batch_size(self.batch_size, self.train_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +261,11 @@ def main(cfg: Config) -> dict:
             cfg, seeds=2, members=2, hidden=16, epochs=3, weight_decays=(), widths=()
         )
     digits = load_digits()
+    if cfg.train_size + cfg.val_size >= len(digits):
+        raise ValueError(
+            f"train_size + val_size = {cfg.train_size} + {cfg.val_size} leaves no test digits "
+            f"of the {len(digits)}; keep their sum below {len(digits)}"
+        )
     train, val, test = digits.split(
         (cfg.train_size, cfg.val_size, len(digits) - cfg.train_size - cfg.val_size), seed=cfg.seed
     )

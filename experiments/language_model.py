@@ -38,6 +38,7 @@ from jaxnets.models.language import fit_add_k, fit_interpolated
 from jaxnets.models.nplm import METRICS, NPLM, nearest_neighbours, token_log_probs
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, fit
+from jaxnets.validation import check_config
 from jaxnets.viz import tsne_map
 
 
@@ -91,6 +92,18 @@ class Config:
     """root folder of run directories"""
     smoke: bool = False
     """tiny run for the tests"""
+
+    def __post_init__(self):
+        check_config(
+            self,
+            zero_ok=("samples", "sample_length", "temperature", "seed"),
+            fractions=("dropout", "margin"),
+        )
+        if self.vocab_size < 3:
+            raise ValueError(
+                f"vocab_size must be >= 3 (<eos>, <unk> and at least one word); got "
+                f"{self.vocab_size}"
+            )
 
 
 def _perplexity(log_probs: np.ndarray) -> float:

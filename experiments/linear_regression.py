@@ -25,6 +25,7 @@ from jaxnets.models.linear import (
     fit_linear_gd,
     polynomial_features,
 )
+from jaxnets.validation import check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +60,12 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1; got {self.seeds}")
-        if self.n_train < 2 or self.n_test < 1:
-            raise ValueError(
-                f"need n_train >= 2 and n_test >= 1; got {self.n_train}, {self.n_test}"
-            )
-        if self.max_degree < 1 or self.gd_examples < 2 or self.gd_features < 1:
-            raise ValueError("need max_degree >= 1, gd_examples >= 2 and gd_features >= 1")
-        if self.gd_steps < 1 or self.gd_learning_rate <= 0 or self.l2 < 0 or self.noise < 0:
-            raise ValueError(
-                "gd_steps >= 1, gd_learning_rate > 0, l2 >= 0 and noise >= 0 are required"
-            )
+        check_config(self, zero_ok=("l2", "noise", "seed"))
+        for field in ("n_train", "gd_examples"):
+            if getattr(self, field) < 2:
+                raise ValueError(
+                    f"{field} must be >= 2 (a line needs two points); got {getattr(self, field)}"
+                )
 
 
 def _mse(variables, X, t) -> float:

@@ -32,9 +32,10 @@ import numpy as np
 from jaxnets import create_model
 from jaxnets.data import ADDING_BASELINE_MSE, make_adding_problem
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
-from jaxnets.nn.recurrent import Recurrent, gradient_flow, make_cell
+from jaxnets.nn.recurrent import CELLS, Recurrent, gradient_flow, make_cell
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, init_ensemble, train_ensemble
+from jaxnets.validation import check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,17 @@ class Config:
     """tiny run for the tests"""
 
     def __post_init__(self):
+        check_config(self, zero_ok=("clip_norms", "seed"))
+        unknown = [cell for cell in self.cells if cell not in CELLS]
+        if unknown or not self.cells:
+            raise ValueError(
+                f"cells must be one or more of {', '.join(CELLS)}; got {', '.join(self.cells)}"
+            )
+        if not self.lengths or not self.clip_norms:
+            raise ValueError(
+                f"give at least one length and one clip norm; got lengths={self.lengths}, "
+                f"clip_norms={self.clip_norms}"
+            )
         if self.steps < self.eval_every or self.steps % self.eval_every:
             raise ValueError(
                 f"steps must be a positive multiple of eval_every={self.eval_every}; "

@@ -39,6 +39,7 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.nice import NICE, fit_gaussian, gaussian_log_likelihood, get_prior
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, fit
+from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +94,8 @@ class Config:
         if unknown:
             raise ValueError(f"unknown data sets {unknown}; choose from {', '.join(TOY2D)}")
         get_prior(self.prior)
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1; got {self.seeds}")
-        if self.batch_size > self.train_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than train_size={self.train_size}"
-            )
+        check_config(self, zero_ok=("seed", "margin_nats"))
+        check_batch_size(self.batch_size, self.train_size)
 
 
 def _trainer(cfg: Config) -> Trainer:

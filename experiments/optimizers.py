@@ -51,6 +51,7 @@ from jaxnets.landscapes import (
 from jaxnets.optim import OPTIMIZERS, make_optimizer
 from jaxnets.train import Trainer
 from jaxnets.train.ensemble import evaluate_ensemble, init_ensemble, train_ensemble_steps
+from jaxnets.validation import check_batch_size, check_config
 
 ADAPTIVE = ("rmsprop", "adam", "adamw")
 LABELS = {"sgd": "GD", "nesterov": "Nesterov"}
@@ -104,14 +105,7 @@ class Config:
                 f"optimizers must come from {', '.join(OPTIMIZERS)} and include sgd and "
                 f"momentum (the claims compare them); got {', '.join(self.optimizers)}"
             )
-        positive = (
-            *("steps", "digits_steps", "eval_every", "batch_size", "seeds", "condition"),
-            *("gd_lr_times_curvature", "adaptive_lr_times_distance", "tolerance"),
-            *("target_loss", "sgd_learning_rate", "adaptive_learning_rate"),
-        )
-        for field in positive:
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0; got {getattr(self, field)}")
+        check_config(self, zero_ok=("split_seed", "batch_sizes"))
         if self.condition < 1:
             raise ValueError(
                 f"condition must be >= 1 (largest/smallest curvature); got {self.condition}"
@@ -121,13 +115,13 @@ class Config:
                 f"digits_steps ({self.digits_steps}) must be a multiple of eval_every "
                 f"({self.eval_every})"
             )
-        if 0 not in self.batch_sizes or min(self.batch_sizes) < 0:
+        if 0 not in self.batch_sizes:
             raise ValueError(
-                f"batch_sizes must be >= 0 and include 0 (full-batch GD, which the claims "
-                f"compare with); got {self.batch_sizes}"
+                f"batch_sizes must include 0 (full-batch GD, which the claims compare with); "
+                f"got {self.batch_sizes}"
             )
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must be positive widths; got {self.hidden}")
+        if not self.hidden:
+            raise ValueError("hidden must hold at least one width (an MLP has hidden layers)")
 
 
 # -- (a) trajectories on 2-D costs ----------------------------------------------------------
@@ -272,9 +266,13 @@ def _train_row(cfg: Config, trainer: Trainer, states, train, test, batch_size: i
     return (steps, seconds, np.stack(losses)), np.asarray(accuracy)
 
 
+def _digits_splits(cfg: Config):
+    return load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
+
+
 def _digits_runs(cfg: Config, run: Run):
     """Train every row: returns the rows, results per row and curves (steps, seconds, losses)."""
-    splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
+    splits = _digits_splits(cfg)
     train = (jnp.asarray(splits.train.x), jnp.asarray(splits.train.y))
     test = (jnp.asarray(splits.test.x), jnp.asarray(splits.test.y))
     # initial weights (and minibatch streams) shared by every row; each row brings its own
@@ -488,6 +486,7 @@ def main(cfg: Config) -> dict:
             seeds=1,
             batch_sizes=(0,),
         )
+    check_batch_size(cfg.batch_size, len(_digits_splits(cfg).train))
     run = Run("optimizers", cfg, root=cfg.out)
     problem, lr_max, landscape_results = _landscape_runs(cfg, run)
     regimes = _learning_rate_regimes(cfg, run, problem, lr_max["quadratic"])

@@ -30,6 +30,7 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.pixelcnn import bits_per_dim, pixel_frequency_logits, sample
 from jaxnets.optim import make_optimizer
 from jaxnets.train import EarlyStopping, Trainer, fit
+from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +72,20 @@ class Config:
     """tiny run for the tests"""
 
     def __post_init__(self):
-        if self.epochs < 1 or self.patience < 1 or self.seeds < 1:
+        check_config(
+            self, zero_ok=("seed", "layers", "margin_bits"), fractions=("threshold", "splits")
+        )
+        if self.threshold == 0 or abs(sum(self.splits) - 1) > 1e-6 or 0 in self.splits:
             raise ValueError(
-                f"epochs, patience and seeds must be >= 1; got {self.epochs}, {self.patience} "
-                f"and {self.seeds}"
+                f"threshold must be in (0, 1) and splits three fractions > 0 summing to 1; got "
+                f"threshold={self.threshold}, splits={self.splits}"
             )
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}")
+        for field in ("first_kernel", "kernel"):
+            if getattr(self, field) % 2 == 0:
+                raise ValueError(
+                    f"{field} must be odd (the output pixel sits at the kernel's centre); got "
+                    f"{getattr(self, field)}"
+                )
 
 
 # a few epochs of a tiny net already beat the baseline (the claim's direction), in seconds
@@ -159,6 +167,8 @@ def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
 def main(cfg: Config) -> dict:
     if cfg.smoke:
         cfg = dataclasses.replace(cfg, **_SMOKE)
+    train = load_binarized_digits(cfg.threshold).split(cfg.splits, seed=cfg.seed).train
+    check_batch_size(cfg.batch_size, len(train))
     run = Run("pixelcnn", cfg, root=cfg.out)
     model = create_model(
         "pixelcnn",

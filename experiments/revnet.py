@@ -38,6 +38,7 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.revnet import residual_net
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.validation import check_batch_size, check_config
 
 MIB = 2**20
 VARIANTS = ("revnet", "revnet_stored", "residual")
@@ -84,21 +85,12 @@ class Config:
     def __post_init__(self):
         if self.depth not in self.depths:
             raise ValueError(f"depth must be one of depths {self.depths}; got {self.depth}")
-        for field in (
-            "batch_size",
-            "timing_steps",
-            "epochs",
-            "train_batch_size",
-            "train_depth",
-            "seeds",
-        ):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1; got {getattr(self, field)}")
+        check_config(self, zero_ok=("seed",))
         for field in ("features", "train_features"):
             value = getattr(self, field)
             if value < 2 or value % 2:
                 raise ValueError(f"{field} must be even and >= 2 (two halves); got {value}")
-        if min(self.depths) < 1 or len(set(self.depths)) < 2:
+        if len(set(self.depths)) < 2:
             raise ValueError(
                 f"depths must hold at least two different depths >= 1 (the memory per block is "
                 f"a fitted slope); got {self.depths}"
@@ -256,6 +248,8 @@ def main(cfg: Config) -> dict:
             train_batch_size=128,
             seeds=2,
         )
+    splits = _digits_splits(cfg.seed)
+    check_batch_size(cfg.train_batch_size, len(splits.train), field="train_batch_size")
     run = Run("revnet", cfg, root=cfg.out)
     print(
         f"memory of one training step, batch {cfg.batch_size} of 8x8 images, {cfg.features} maps "
@@ -276,7 +270,6 @@ def main(cfg: Config) -> dict:
     revnet["flops_ratio_vs_stored"] = revnet["gflops"] / results["revnet_stored"]["gflops"]
     revnet["time_ratio_vs_residual"] = step_seconds["revnet"] / step_seconds["residual"]
 
-    splits = _digits_splits(cfg.seed)
     print(
         f"digits 8x8: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test;"
         f" {cfg.train_depth} blocks of {cfg.train_features} maps, {cfg.seeds} seed(s)"

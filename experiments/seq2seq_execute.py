@@ -29,6 +29,7 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.rnn import Seq2Seq, seq2seq_inputs
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer
+from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,11 @@ class Config:
     """root folder of run directories"""
     smoke: bool = False
     """tiny run for the tests"""
+
+    def __post_init__(self):
+        check_config(self, zero_ok=("seed",))
+        if not self.reverse_source:
+            raise ValueError("reverse_source must list at least one source order (False, True)")
 
 
 def teacher_forcing_arrays(task: ExecutionTask) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +119,7 @@ def main(cfg: Config) -> dict:
         f"{source_length} source and {task.target_ids.shape[1]} answer characters at most; "
         f"for example:\n{test.programs[0]}\n-> {test.answers[0]}"
     )
+    check_batch_size(cfg.batch_size, len(train))
     run = Run("seq2seq_execute", cfg, root=cfg.out)
     arrays = {
         part: [teacher_forcing_arrays(split[i]) for split in splits]

@@ -34,6 +34,7 @@ from jaxnets.models.language import fit_ngram
 from jaxnets.models.wavenet import generate, measured_receptive_field
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +75,8 @@ class Config:
     """tiny run for the tests"""
 
     def __post_init__(self):
-        if self.train_clips < self.batch_size:
-            raise ValueError(
-                f"train_clips must be >= batch_size={self.batch_size}; got {self.train_clips}"
-            )
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1; got {self.seeds}")
+        check_config(self, zero_ok=("noise", "generate_length", "temperature", "seed"))
+        check_batch_size(self.batch_size, self.train_clips)
         if self.clip_length < 2:
             raise ValueError(
                 f"clip_length must be >= 2 (one input and one target); got {self.clip_length}"

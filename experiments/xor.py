@@ -21,6 +21,8 @@ import numpy as np
 
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.models.mlp import train_xor_seeds, xor_data, xor_handset
+from jaxnets.nn.activations import get_activation
+from jaxnets.validation import check_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,19 +47,13 @@ class Config:
     """root folder of run directories"""
 
     def __post_init__(self):
-        if (
-            self.seeds < 1
-            or self.nets < 1
-            or self.steps < 1
-            or not self.widths
-            or min(self.widths) < 1
-        ):
-            raise ValueError(
-                f"seeds, nets, steps and widths must be positive; got {self.seeds}, {self.nets}, "
-                f"{self.steps}, {self.widths}"
-            )
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}")
+        check_config(self)
+        if not self.widths:
+            raise ValueError("widths must hold at least one hidden width to compare")
+        try:
+            get_activation(self.activation)
+        except KeyError as err:  # tyro reports ValueErrors as usage errors
+            raise ValueError(err.args[0]) from None
 
 
 def _plot(run: Run, curves: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
