@@ -302,17 +302,16 @@ def test_a_foreign_checkpoint_directory_is_refused_and_nothing_is_deleted(traine
     assert "optimizer" not in message and "input" not in message  # only what differs
     assert _files(tmp_path) == before
 
-    same_shapes = fit(
-        trainer,
-        state=trainer.init(jax.random.PRNGKey(1), x[:1]),
-        train=(x[:24], y[:24]),
-        epochs=4,
-        batch_size=8,
-        progress=False,
-        checkpoint_dir=tmp_path,
-        resume="force",
-    )
-    assert same_shapes.start_epoch == 3 and int(same_shapes.state.step) == 6 + 3
+    adopted = dict(train=(x[:24], y[:24]), epochs=4, batch_size=8, checkpoint_dir=tmp_path)
+    state = trainer.init(jax.random.PRNGKey(1), x[:1])
+    forced = fit(trainer, state, **adopted, progress=False, resume="force")
+    assert forced.start_epoch == 3 and int(forced.state.step) == 6 + 3
+    # now it is this run's directory: all epochs done, a rerun returns without training
+    before = _files(tmp_path)
+    again = fit(trainer, state, **adopted, progress=False)
+    assert again.history == [] and again.start_epoch == 4 and not again.stopped_early
+    jax.tree.map(np.testing.assert_array_equal, again.state, forced.state)
+    assert _files(tmp_path) == before
 
 
 @pytest.fixture(scope="module")
