@@ -314,14 +314,12 @@ class _RunCheckpoints:
         is now for such a restart."""
         marker = self.directory / "metrics_start.json"
         start = {"fingerprint": self.fingerprint, **logger.state_dict()}
-        if marker.exists():
-            earlier = json.loads(marker.read_text())
-            if {k: earlier.get(k) for k in ("fingerprint", "path")} == {
-                k: start[k] for k in ("fingerprint", "path")
-            }:
-                logger.load_state_dict(earlier)
-                return
-        marker.write_text(json.dumps(start))
+        earlier = json.loads(marker.read_text()) if marker.exists() else {}
+        same_run = all(earlier.get(k) == start[k] for k in ("fingerprint", "path"))
+        if same_run:
+            logger.load_state_dict(earlier)
+        else:
+            marker.write_text(json.dumps(start))
 
     def save(self, run: FitResult, epoch: int, logger: JSONLLogger | None) -> None:
         """Checkpoint the end of ``epoch`` (1-based): the best state first if it changed,
