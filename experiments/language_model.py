@@ -38,7 +38,7 @@ from jaxnets.models.language import fit_add_k, fit_interpolated
 from jaxnets.models.nplm import METRICS, NPLM, nearest_neighbours, token_log_probs
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, fit
-from jaxnets.validation import check_config
+from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import tsne_map
 
 
@@ -202,9 +202,8 @@ def _map_words(corpus: WordCorpus, count: int) -> list[int]:
     return [i for i, w in enumerate(corpus.vocab.words) if i > 1 and w.isalpha()][:count]
 
 
-def _one_seed(cfg: Config, run: Run, seed: int):
-    """n-grams and NPLMs on one seed's split: (corpus, rows, chosen NPLM name, trained)."""
-    corpus = load_word_corpus(cfg.vocab_size, seed=seed, max_files=cfg.max_files)
+def _one_seed(cfg: Config, run: Run, corpus: WordCorpus, seed: int):
+    """n-grams and NPLMs on one seed's split: (rows, chosen NPLM name, trained)."""
     print(
         f"seed {seed}: Python {corpus.python_version} stdlib docstrings and comments: "
         f"{len(corpus.train):,} train / {len(corpus.val):,} val / {len(corpus.test):,} test "
@@ -228,7 +227,7 @@ def _one_seed(cfg: Config, run: Run, seed: int):
     run.log(
         seed=seed, chosen=best, **{f"{v} {m}": x for v, r in rows.items() for m, x in r.items()}
     )
-    return corpus, rows, best, trained
+    return rows, best, trained
 
 
 def main(cfg: Config) -> dict:
@@ -248,10 +247,15 @@ def main(cfg: Config) -> dict:
             sample_length=8,
             seeds=2,
         )
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    corpora = {s: load_word_corpus(cfg.vocab_size, seed=s, max_files=cfg.max_files) for s in seeds}
+    # an NPLM trains on one context window per training token
+    check_batch_size(cfg.batch_size, min(len(c.train) for c in corpora.values()))
     run = Run("language_model", cfg, root=cfg.out)
     per_seed, chosen = [], []
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        corpus_s, rows, best_s, trained_s = _one_seed(cfg, run, seed)
+    for seed in seeds:
+        corpus_s = corpora[seed]
+        rows, best_s, trained_s = _one_seed(cfg, run, corpus_s, seed)
         per_seed.append(rows)
         chosen.append(best_s)
         if seed == cfg.seed:

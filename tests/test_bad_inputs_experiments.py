@@ -121,6 +121,11 @@ def test_negative_seed_on_the_command_line_is_a_usage_error(capsys):
         ("pixelcnn", {"batch_size": 2000}, r"batch_size=2000 is larger than the training"),
         ("revnet", {"train_batch_size": 2000}, r"train_batch_size=2000 is larger than the"),
         ("generalization", {"val_size": 1700}, r"train_size \+ val_size = 150 \+ 1700 leaves no"),
+        (
+            "language_model",
+            {"batch_size": 10**6, "max_files": 30, "vocab_size": 50, "seeds": 1},
+            r"batch_size=1000000 is larger than the training split",
+        ),
     ],
 )
 def test_batch_larger_than_the_training_split_is_refused_before_the_run_directory(
