@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxnets import distributed, registry
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, evaluate, fit, init_ensemble, train_ensemble
+from jaxnets.train import EarlyStopping, Trainer, evaluate, fit, init_ensemble, train_ensemble
 
 EPOCHS, BATCH = 2, 8
 
@@ -126,6 +126,21 @@ def meshes(out: str) -> None:
         state = tr.init(jax.random.PRNGKey(0), x[:1])
         grads[k] = _flat(tr.per_example_grads(state, (x[:8], y[:8])))
     report["per_example_diff"] = float(np.abs(grads[4] - grads[None]).max())
+
+    # EarlyStopping restores its best state (a host copy) onto the mesh at the end of fit
+    stopped = {}
+    for k in (None, 4):
+        tr = _trainer("mlp", None if k is None else distributed.data_mesh(k))
+        state = tr.init(jax.random.PRNGKey(0), x[:1])
+        stopper = EarlyStopping("val_loss", patience=1)
+        result = fit(tr, state, (x, y), val=(x[:8], y[:8]), epochs=3, batch_size=BATCH,
+                     callbacks=[stopper], progress=False)  # fmt: skip
+        loss = evaluate(tr, result.state, (x, y))["loss"]
+        stopped[k] = (_flat(result.state.params), loss, result.state.params)
+    report["early_stopping_diff"] = float(np.abs(stopped[4][0] - stopped[None][0]).max())
+    report["early_stopping_on_mesh"] = all(
+        leaf.sharding.mesh.shape == {"data": 4} for leaf in jax.tree.leaves(stopped[4][2])
+    )
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
 

@@ -87,6 +87,13 @@ def test_ensembles_and_per_example_gradients_on_a_mesh_equal_one_device(meshes):
     assert meshes["per_example_diff"] <= ROUNDING
 
 
+def test_early_stopping_on_a_mesh_restores_the_best_state_onto_the_mesh(meshes):
+    """EarlyStopping keeps its best state on the host; fit puts it back onto the mesh, with
+    the parameters of the same run without a mesh."""
+    assert meshes["early_stopping_on_mesh"]
+    assert meshes["early_stopping_diff"] <= ROUNDING
+
+
 def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
     """`jaxnets launch -n 2 --devices-per-process 2` runs two jax.distributed processes (gloo
     collectives on 127.0.0.1), each reading its half of every batch. They train the batch-norm

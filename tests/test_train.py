@@ -301,7 +301,10 @@ def test_bad_data_gets_a_clear_error(trainer):
     x, y = _data(16)
     with pytest.raises(ValueError, match="16 inputs but 15 targets"):
         fit(trainer, _state(trainer), (x, y[:15]), epochs=1, batch_size=4, progress=False)
-    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 16\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch_size 32 is larger than the 16 examples.*use a batch_size in \[1, 16\]",
+    ):
         fit(trainer, _state(trainer), (x, y), epochs=1, batch_size=32, progress=False)
 
 

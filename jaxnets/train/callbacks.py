@@ -13,6 +13,8 @@ from typing import Any
 
 import jax
 
+from jaxnets import distributed
+
 __all__ = ["Callback", "ProgressBar", "JSONLLogger", "EarlyStopping"]
 
 
@@ -171,7 +173,7 @@ class EarlyStopping(Callback):
             self.best_value, self.best_epoch, self._wait = value, logs["epoch"], 0
             if self.restore_best:
                 # A host copy: the device state is donated to the next epoch's step.
-                fit.best_epoch, fit.best_state = logs["epoch"], jax.device_get(fit.state)
+                fit.best_epoch, fit.best_state = logs["epoch"], distributed.to_host(fit.state)
             return False
         self._wait += 1
         if self._wait >= self.patience:

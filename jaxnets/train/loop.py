@@ -89,7 +89,6 @@ def evaluate(
     """Mean loss (and accuracy for classifiers) of ``state`` on ``data`` ((x, y) or a dataset
     with ``.x``/``.y``), in evaluation mode; keys get ``prefix`` (e.g. ``"test_"``)."""
     x, y = _arrays(data, "evaluation", trainer)
-    trainer.check_input(x)
     metrics = trainer.evaluate(state, x, y, batch_size=min(batch_size, len(x)))
     return {prefix + k: float(v) for k, v in distributed.to_host(metrics).items()}
 
@@ -165,15 +164,11 @@ def fit(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1 (epochs); got {checkpoint_every}")
     x, y = _arrays(train, "training", trainer)
-    trainer.check_input(x)
-    if not 1 <= batch_size <= len(x):
-        raise ValueError(
-            f"batch_size must be in [1, {len(x)}] (the training set size); got {batch_size}"
-        )
     trainer.check_batch_size(batch_size)
+    trainer.check_data(x, y, state=state, batch_size=batch_size, train=True)
     val_arrays = _arrays(val, "validation", trainer) if val is not None else None
-    if val_arrays is not None:
-        trainer.check_input(val_arrays[0])
+    if val_arrays is not None:  # named before training starts, not after the first epoch
+        trainer.check_data(*val_arrays, state=state, name="validation")
     steps_per_epoch = len(x) // batch_size
 
     state = trainer.place(state)  # restored below onto the same shardings
@@ -234,6 +229,7 @@ def fit(
             cb.on_fit_end(run)
         if ckpt is not None:
             ckpt.close()
+    run.state = trainer.place(run.state)  # a restored best state goes back onto the mesh
     return run
 
 
@@ -288,7 +284,7 @@ class _RunCheckpoints:
         if best is not None:
             self.saved_best_epoch = run.best_epoch = int(best["epoch"])
             best_state, _ = self._best().restore(run.state, int(best["step"]))
-            run.best_state = jax.device_get(best_state)
+            run.best_state = distributed.to_host(best_state)
             for stale in [s for s in self._best().steps() if s > int(best["step"])]:
                 self._best().set_aside(stale, "stale")  # of an attempt that crashed after it
         run.stopped_early = bool(self.meta.get("stopped"))
