@@ -62,6 +62,7 @@ def _card_text(card: registry.ModelCard) -> str:
     fields = [
         ("name", card.name),
         ("family", card.family),
+        ("module", card.module),
         ("description", card.description),
         ("lecture", card.lecture),
         ("reference", card.reference),

@@ -359,14 +359,22 @@ def replace_block(text: str, marker: str, content: str) -> str:
 
 
 def models_markdown() -> str:
-    """A markdown table of every registered model: name, family, task, lecture."""
+    """A markdown table of every registered model: name, family, module, task, lecture.
+
+    The module column (``jaxnets.models.cnn.LeNet5``) names the file and builder, since
+    family names do not match file names.
+    """
     from jaxnets import registry
 
-    lines = ["| model | family | task | lecture | description |", "|---|---|---|---|---|"]
+    lines = [
+        "| model | family | module | task | lecture | description |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in registry.list_models():
         card = registry.model_card(name)
         lines.append(
-            f"| `{name}` | {card.family} | {card.task} | {card.lecture} | {card.description} |"
+            f"| `{name}` | {card.family} | `{card.module}` | {card.task} | {card.lecture}"
+            f" | {card.description} |"
         )
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "create_model",
     "list_models",
     "model_card",
+    "builder_path",
     "check_input",
     "example_inputs",
 ]
@@ -65,6 +67,10 @@ class ModelCard:
       input_range: for integer inputs (token ids), the number of distinct values.
       builder: callable ``(**config) -> nn.Module``.
       defaults: the default hyperparameters passed to the builder.
+      module: where the model lives, as ``"<module>.<builder>"`` (e.g.
+        ``"jaxnets.models.cnn.LeNet5"``); derived from ``builder`` (a class, a function or a
+        ``functools.partial`` of one) unless given. Family names need not match file names
+        (family ``flows`` covers ``nice.py`` and ``revnet.py``), so this is the way to a file.
     """
 
     name: str
@@ -82,10 +88,31 @@ class ModelCard:
     description: str = ""
     input_range: int = 2
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.module:
+            object.__setattr__(self, "module", builder_path(self.builder))
 
     @property
     def tiny_input_shape(self) -> tuple[int, ...]:
         return self.input_shape if self.test_input_shape is None else self.test_input_shape
+
+
+def builder_path(builder: Callable[..., Any]) -> str:
+    """``"<module>.<name>"`` of ``builder``, or of the function a ``functools.partial`` wraps.
+
+    Raises ValueError for a builder that is not an attribute of its module (a lambda or a
+    function defined inside another): register such a model with an explicit ``module=``.
+    """
+    target = builder.func if isinstance(builder, functools.partial) else builder
+    qualname = getattr(target, "__qualname__", "")
+    if not qualname or "<" in qualname:
+        raise ValueError(
+            f"cannot name the module of builder {builder!r}: it is not a module attribute; "
+            "pass module='package.module.Builder' to register_model"
+        )
+    return f"{target.__module__}.{qualname}"
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -108,7 +135,8 @@ def register_model(
     """Register ``builder`` under ``name`` and return its :class:`ModelCard`.
 
     ``builder(**{**defaults, **overrides})`` must return a ``flax.linen.Module``.
-    Registering a name twice is an error (two models cannot share a name).
+    Registering a name twice is an error (two models cannot share a name). The card's
+    ``module`` is derived from ``builder`` unless ``module=`` is passed in ``card_fields``.
     """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered (family {_REGISTRY[name].family})")

@@ -34,6 +34,12 @@ def test_info_prints_the_layer_table_of_lecture_10(capsys):
     assert "32x32 (whole input)" in "\n".join(lines)
 
 
+def test_info_names_the_module_the_model_lives_in(capsys):
+    assert main(["info", "lenet5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "module:            jaxnets.models.cnn.LeNet5" in lines
+
+
 def test_info_tiny_uses_the_tiny_input_shape(capsys):
     assert main(["info", "lenet5", "--tiny"]) == 0
     c1 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("C1"))

@@ -1,3 +1,6 @@
+import dataclasses
+import importlib
+
 import pytest
 
 import jaxnets
@@ -57,3 +60,34 @@ def test_check_input_names_shape_and_dtype():
         registry.check_input(card, np.zeros((5, 64), np.int64))
     registry.check_input(card, np.zeros((5, 64), np.float32))
     registry.check_input(card, np.zeros((5, 784), np.float64))  # sizes are the model's to infer
+
+
+@pytest.mark.parametrize("name", jaxnets.list_models())
+def test_card_names_the_module_and_builder_create_model_uses(name):
+    card = jaxnets.model_card(name)
+    module_name, attribute = card.module.rsplit(".", 1)
+    found = getattr(importlib.import_module(module_name), attribute)
+    assert found is getattr(card.builder, "func", card.builder)
+
+
+def test_module_is_derived_from_the_builder_unless_given():
+    card = jaxnets.model_card("lenet5")
+    assert card.module == "jaxnets.models.cnn.LeNet5"
+    assert jaxnets.model_card("vgg11").module == "jaxnets.models.cnn.VGG"  # a partial
+    assert registry.builder_path(registry.builder_path) == "jaxnets.registry.builder_path"
+    assert dataclasses.replace(card, module="pkg.mod.Make").module == "pkg.mod.Make"
+    with pytest.raises(ValueError, match="pass module="):
+        dataclasses.replace(card, builder=lambda: None, module="")
+    local = dataclasses.replace(card, builder=lambda: None, module="pkg.mod.make")
+    assert local.module == "pkg.mod.make"
+
+
+def test_models_table_shows_family_and_module():
+    from jaxnets.experiment import models_markdown
+
+    lines = models_markdown().splitlines()
+    assert lines[0] == "| model | family | module | task | lecture | description |"
+    assert len(lines) == 2 + len(jaxnets.list_models())
+    assert lines[2 + jaxnets.list_models().index("nice")].startswith(
+        "| `nice` | flows | `jaxnets.models.nice.NICE` | density |"
+    )
