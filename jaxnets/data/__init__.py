@@ -12,7 +12,7 @@ from jaxnets.data.augment import (
     shift_images,
 )
 from jaxnets.data.binarized import load_binarized_digits
-from jaxnets.data.dataset import ArrayDataset, Splits, Standardizer, standardize
+from jaxnets.data.dataset import ArrayDataset, Splits, Standardizer, split_sizes, standardize
 from jaxnets.data.embedded import (
     load_digits,
     make_circles,
@@ -41,7 +41,9 @@ from jaxnets.data.text import (
     CharCorpus,
     CharVocab,
     load_char_corpus,
+    read_split_files,
     sequence_windows,
+    stdlib_root,
     stdlib_source_files,
 )
 from jaxnets.data.toy2d import TOY2D, rings, toy2d_dataset, two_moons
@@ -58,6 +60,7 @@ __all__ = [
     "ArrayDataset",
     "Splits",
     "Standardizer",
+    "split_sizes",
     "standardize",
     "load_digits",
     "load_binarized_digits",
@@ -102,7 +105,9 @@ __all__ = [
     "CharCorpus",
     "CharVocab",
     "load_char_corpus",
+    "read_split_files",
     "sequence_windows",
+    "stdlib_root",
     "stdlib_source_files",
     "WordCorpus",
     "WordVocab",

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ArrayDataset", "Splits", "Standardizer", "standardize"]
+__all__ = ["ArrayDataset", "Splits", "Standardizer", "split_sizes", "standardize"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -126,7 +126,7 @@ class ArrayDataset:
         Returns:
           :class:`Splits` whose parts are named ``"<name>/train"`` etc.
         """
-        sizes = _split_sizes(fractions, len(self), self.name)
+        sizes = split_sizes(fractions, len(self), self.name)
         if stratify is None:
             stratify = self.num_classes is not None and self.y.ndim == 1
         if stratify and (self.y.ndim != 1 or not np.issubdtype(self.y.dtype, np.integer)):
@@ -173,8 +173,18 @@ class Splits(NamedTuple):
     test: ArrayDataset
 
 
-def _split_sizes(fractions: Sequence[float] | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    """Three split sizes from fractions (largest-remainder rounding) or explicit sizes."""
+def split_sizes(fractions: Sequence[float] | Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    """Three split sizes (train, val, test) of ``n`` items.
+
+    Args:
+      fractions: three non-negative fractions summing to 1 (rounded by largest remainder, so
+        the sizes sum to ``n``), or three integer sizes summing to at most ``n``.
+      n: the number of items to split.
+      name: what is split, for the error messages.
+
+    Returns:
+      three sizes, each at least 1; a ``ValueError`` otherwise.
+    """
     values = tuple(fractions)
     if len(values) != 3 or any(v < 0 for v in values):
         raise ValueError(

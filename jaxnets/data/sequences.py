@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxnets.data.dataset import ArrayDataset, _split_sizes
+from jaxnets.data.dataset import ArrayDataset, split_sizes
 from jaxnets.data.text import CharVocab
 
 __all__ = [
@@ -308,7 +308,7 @@ class ExecutionTask:
     ) -> tuple[ExecutionTask, ExecutionTask, ExecutionTask]:
         """Seeded (train, val, test) split; the programs are distinct, so no program is in
         two parts. ``fractions``: three fractions summing to 1, or three sizes."""
-        sizes = _split_sizes(fractions, len(self), "execution task")
+        sizes = split_sizes(fractions, len(self), "execution task")
         order = np.random.default_rng(seed).permutation(len(self))
         bounds = np.cumsum((0, *sizes))
         train, val, test = (

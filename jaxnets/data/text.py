@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnets.data.dataset import _split_sizes
+from jaxnets.data.dataset import split_sizes
 
 __all__ = [
     "CharVocab",
     "CharCorpus",
+    "read_split_files",
+    "stdlib_root",
     "stdlib_source_files",
     "load_char_corpus",
     "sequence_windows",
@@ -182,7 +184,8 @@ class CharVocab:
         return "".join(pieces)
 
 
-def _stdlib_root() -> Path:
+def stdlib_root() -> Path:
+    """The standard library folder of the running Python (``sysconfig``'s ``stdlib`` path)."""
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -202,7 +205,7 @@ def stdlib_source_files(max_files: int | None = None) -> list[Path]:
     """
     if max_files is not None and max_files < 1:
         raise ValueError(f"stdlib_source_files: max_files must be >= 1 or None; got {max_files}")
-    root = _stdlib_root()
+    root = stdlib_root()
     found = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if name not in _EXCLUDED_DIRS]
@@ -216,7 +219,7 @@ def stdlib_source_files(max_files: int | None = None) -> list[Path]:
     return found[:max_files]
 
 
-def _read_split_files(
+def read_split_files(
     files: Sequence[Path],
     root: Path,
     fractions: Sequence[float] | Sequence[int],
@@ -233,7 +236,7 @@ def _read_split_files(
     Returns:
       three lists (train, val, test) of ``(path relative to root, text)``.
     """
-    sizes = _split_sizes(fractions, len(files), f"{len(files)} files under {root}")
+    sizes = split_sizes(fractions, len(files), f"{len(files)} files under {root}")
     shares = np.asarray(fractions, dtype=np.float64) / float(np.sum(fractions))
     order = np.random.default_rng(seed).permutation(len(files))
     bounds = np.cumsum((0, *sizes))
@@ -308,8 +311,8 @@ def load_char_corpus(
             f"load_char_corpus: max_chars must be at least 3 (one per split) or None; "
             f"got {max_chars}"
         )
-    root = _stdlib_root()
-    parts = _read_split_files(stdlib_source_files(max_files), root, split, seed, max_chars)
+    root = stdlib_root()
+    parts = read_split_files(stdlib_source_files(max_files), root, split, seed, max_chars)
     texts = ["".join(text for _, text in part) for part in parts]
     vocab = CharVocab.from_text(texts[0], min_count=min_count)
     train, val, test = (vocab.encode(text) for text in texts)

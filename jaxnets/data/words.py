@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnets.data.text import _read_split_files, _stdlib_root, stdlib_source_files
+from jaxnets.data.text import read_split_files, stdlib_root, stdlib_source_files
 
 __all__ = [
     "TOKEN_PATTERN",
@@ -242,8 +242,8 @@ def load_word_corpus(
     Returns:
       a :class:`WordCorpus` whose splits are int32 ``(n_tokens,)``.
     """
-    root = _stdlib_root()
-    parts = _read_split_files(stdlib_source_files(max_files), root, split, seed, None)
+    root = stdlib_root()
+    parts = read_split_files(stdlib_source_files(max_files), root, split, seed, None)
     tokens = [_split_tokens(part) for part in parts]
     for name, split_tokens, part in zip(("train", "val", "test"), tokens, parts, strict=True):
         if not split_tokens:

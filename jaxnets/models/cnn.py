@@ -3,8 +3,9 @@
 Lectures: seed 004, Lecture 9 "Convolutional Networks" (line 2115) for convolution and pooling
 layers, and Lecture 10 "Image Classification" (line 2311): §3 LeNet (line 2406, Table 1 at
 line 2446) and §4 "Modern conv nets" (line 2437: AlexNet, VGGNet, GoogLeNet/Inception; Table 2
-at line 2450). GoogLeNet lives in :mod:`jaxnets.models.googlenet` (which uses this module's
-layer helpers), ResNets in :mod:`jaxnets.models.resnet`.
+at line 2450). GoogLeNet lives in :mod:`jaxnets.models.googlenet`, ResNets in
+:mod:`jaxnets.models.resnet`; the layer helpers they share with AlexNet and VGG are in
+:mod:`jaxnets.nn.blocks`.
 
 Images are channels-last, ``x: (batch, height, width, channels)``; every model returns logits
 ``(batch, num_classes)``. Layer names follow the lecture where it names them (LeNet's C1, S2,
@@ -26,6 +27,7 @@ import flax.linen as nn
 import jax
 
 from jaxnets.nn.activations import get_activation
+from jaxnets.nn.blocks import check_image, conv_bn_relu, output_layer, square_conv
 from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
 
@@ -103,19 +105,7 @@ register_model(
 )
 
 
-# -- shared pieces of the modern conv nets ---------------------------------------------------
-
-# He et al. (2015) initialization: variance 2 / fan_in keeps the scale of ReLU activations
-# constant through depth (LeCun's 1 / fan_in halves it at every ReLU layer).
-_RELU_INIT = nn.initializers.he_normal()
-
-
-def _check_image(x: jax.Array, model: str, min_size: int) -> None:
-    if x.ndim != 4 or min(x.shape[1:3]) < min_size:
-        raise ValueError(
-            f"{model} expects images (batch, height, width, channels) with height and width "
-            f">= {min_size}; got an input of shape {x.shape}"
-        )
+# -- input checks and the classifier head of this module's nets -----------------------------
 
 
 def _check_fit(x: jax.Array, model: str, layers: Sequence[tuple[str, int, int, int]]) -> None:
@@ -136,66 +126,6 @@ def _check_fit(x: jax.Array, model: str, layers: Sequence[tuple[str, int, int, i
         )
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, dtype: Any, name: str, **kw):
-    """A square ``kernel`` x ``kernel`` convolution with ``padding`` zeros on every side."""
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=stride,
-        padding=((padding, padding), (padding, padding)),
-        kernel_init=_RELU_INIT,
-        dtype=dtype,
-        name=name,
-        **kw,
-    )
-
-
-def _conv_bn_relu(
-    h: jax.Array,
-    features: int,
-    kernel: int,
-    stride: int,
-    *,
-    name: str,
-    batch_norm: bool,
-    train: bool,
-    dtype: Any,
-    bias_init: Any = nn.initializers.zeros,
-) -> jax.Array:
-    """ReLU of a "same" conv (``kernel // 2`` zeros each side) named ``name``.
-
-    With ``batch_norm``, a batch norm ``{name}_bn`` (momentum 0.9, statistics in
-    ``batch_stats``) sits between them and the conv has no bias, which the norm's mean
-    subtraction would cancel. Call inside a compact method.
-    h: (batch, H, W, C) -> (batch, ceil(H / stride), ceil(W / stride), features).
-    """
-    conv = _conv(
-        features,
-        kernel,
-        stride,
-        kernel // 2,
-        dtype,
-        name,
-        use_bias=not batch_norm,
-        bias_init=bias_init,
-    )
-    h = conv(h)
-    if batch_norm:
-        h = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, dtype=dtype, name=f"{name}_bn"
-        )(h)
-    return nn.relu(h)
-
-
-def _output_layer(h: jax.Array, num_classes: int) -> jax.Array:
-    """The linear ``output`` layer on flattened features; call inside a compact method.
-
-    It computes in the parameters' precision (no dtype), so the loss sees float32 logits
-    even when the rest of the network runs in bfloat16. h: (batch, ...) -> (batch, num_classes).
-    """
-    return nn.Dense(num_classes, name="output")(h.reshape(h.shape[0], -1))
-
-
 def _classifier(
     h: jax.Array,
     hidden: Sequence[int],
@@ -213,7 +143,7 @@ def _classifier(
     for i, width in enumerate(hidden, start=1):
         h = nn.relu(nn.Dense(width, dtype=dtype, name=f"fc{i}")(h))
         h = nn.Dropout(dropout_rate, deterministic=not train, name=f"dropout{i}")(h)
-    return _output_layer(h, num_classes)
+    return output_layer(h, num_classes)
 
 
 # -- AlexNet ---------------------------------------------------------------------------------
@@ -272,7 +202,7 @@ class AlexNet(nn.Module):
         _check_fit(x, "AlexNet", steps)
         h = x
         for i, (width, kernel, stride, padding) in enumerate(zip(*layers, strict=True), start=1):
-            h = nn.relu(_conv(width, kernel, stride, padding, self.dtype, f"conv{i}")(h))
+            h = nn.relu(square_conv(width, kernel, stride, padding, self.dtype, f"conv{i}")(h))
             if i in _ALEXNET_POOLED:
                 h = Pool("max", 3, 2, name=f"pool{i}")(h)
         return _classifier(h, self.hidden, self.num_classes, self.dropout_rate, self.dtype, train)
@@ -342,11 +272,11 @@ class VGG(nn.Module):
                 f"VGG needs one width per stage: depths {tuple(self.depths)} has "
                 f"{len(self.depths)} stages, widths {tuple(self.widths)} has {len(self.widths)}"
             )
-        _check_image(x, f"VGG with {len(self.depths)} pooling stages", 2 ** len(self.depths))
+        check_image(x, f"VGG with {len(self.depths)} pooling stages", 2 ** len(self.depths))
         h = x
         for s, (depth, width) in enumerate(zip(self.depths, self.widths, strict=True), start=1):
             for j in range(1, depth + 1):
-                h = _conv_bn_relu(
+                h = conv_bn_relu(
                     h,
                     width,
                     3,

@@ -6,8 +6,8 @@ fully connected hidden layers, and Inception modules whose 1x1 convolutions are 
 bottlenecks in front of the larger filters (margin note, line 2491).
 
 Images are channels-last, ``x: (batch, height, width, channels)`` -> logits
-``(batch, num_classes)``; ``dtype`` is the computation dtype as in :mod:`jaxnets.models.cnn`,
-whose layer helpers this module uses.
+``(batch, num_classes)``; ``dtype`` is the computation dtype as in :mod:`jaxnets.models.cnn`;
+the layer helpers are those of :mod:`jaxnets.nn.blocks`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.models.cnn import _check_image, _conv_bn_relu, _output_layer
+from jaxnets.nn.blocks import check_image, conv_bn_relu, output_layer
 from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
 
@@ -61,7 +61,7 @@ class Inception(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         def conv_relu(features, kernel, name, h):
-            return _conv_bn_relu(
+            return conv_bn_relu(
                 h,
                 features,
                 kernel,
@@ -140,9 +140,9 @@ class GoogLeNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {', '.join(STEMS)}; got {self.stem!r}")
-        _check_image(x, f"GoogLeNet ({self.stem} stem)", 1)
+        check_image(x, f"GoogLeNet ({self.stem} stem)", 1)
         layer = functools.partial(
-            _conv_bn_relu,
+            conv_bn_relu,
             batch_norm=self.batch_norm,
             train=train,
             dtype=self.dtype,
@@ -169,7 +169,7 @@ class GoogLeNet(nn.Module):
                 h = inception(h, train)
         h = Pool("mean", h.shape[1:3], name="avgpool")(h)
         h = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(h)
-        return _output_layer(h, self.num_classes)
+        return output_layer(h, self.num_classes)
 
 
 googlenet_small = functools.partial(

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.nn.blocks import batch_norm_layer, output_layer, square_conv
 from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
 
@@ -74,23 +75,8 @@ def zero_pad_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-    # No bias: the batch norm that follows subtracts the mean, which would cancel it.
-    # He et al. (2015) initialization keeps the scale of ReLU activations through depth.
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=stride,
-        padding=((pad, pad), (pad, pad)),
-        use_bias=False,
-        kernel_init=nn.initializers.he_normal(),
-        dtype=dtype,
-        name=name,
-    )
-
-
-def _batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
+    """A "same" square conv without bias: the batch norm that follows would cancel it."""
+    return square_conv(features, kernel, stride, kernel // 2, dtype, name, use_bias=False)
 
 
 def _shortcut(
@@ -105,7 +91,7 @@ def _shortcut(
     if kind == "zero_pad":
         return zero_pad_shortcut(x, features, stride)
     x = _conv(features, 1, stride, dtype, "shortcut_conv")(x)
-    return _batch_norm(train, dtype, "shortcut_bn")(x)
+    return batch_norm_layer(train, dtype, "shortcut_bn")(x)
 
 
 class BasicBlock(nn.Module):
@@ -127,9 +113,9 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = _conv(self.features, 3, self.stride, self.dtype, "conv1")(x)
-        y = nn.relu(_batch_norm(train, self.dtype, "bn1")(y))
+        y = nn.relu(batch_norm_layer(train, self.dtype, "bn1")(y))
         y = _conv(self.features, 3, 1, self.dtype, "conv2")(y)
-        y = _batch_norm(train, self.dtype, "bn2")(y)
+        y = batch_norm_layer(train, self.dtype, "bn2")(y)
         shortcut = _shortcut(x, self.features, self.stride, self.shortcut, train, self.dtype)
         return nn.relu(shortcut + y)
 
@@ -154,11 +140,11 @@ class BottleneckBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         out = self.features * self.expansion
         y = _conv(self.features, 1, 1, self.dtype, "conv1")(x)
-        y = nn.relu(_batch_norm(train, self.dtype, "bn1")(y))
+        y = nn.relu(batch_norm_layer(train, self.dtype, "bn1")(y))
         y = _conv(self.features, 3, self.stride, self.dtype, "conv2")(y)
-        y = nn.relu(_batch_norm(train, self.dtype, "bn2")(y))
+        y = nn.relu(batch_norm_layer(train, self.dtype, "bn2")(y))
         y = _conv(out, 1, 1, self.dtype, "conv3")(y)
-        y = _batch_norm(train, self.dtype, "bn3")(y)
+        y = batch_norm_layer(train, self.dtype, "bn3")(y)
         shortcut = _shortcut(x, out, self.stride, self.shortcut, train, self.dtype)
         return nn.relu(shortcut + y)
 
@@ -213,7 +199,7 @@ class ResNet(nn.Module):
         imagenet = self.stem == "imagenet"
         kernel, stride = (7, 2) if imagenet else (3, 1)
         h = _conv(self.widths[0], kernel, stride, self.dtype, "conv1")(x)
-        h = nn.relu(_batch_norm(train, self.dtype, "bn1")(h))
+        h = nn.relu(batch_norm_layer(train, self.dtype, "bn1")(h))
         if imagenet:
             h = Pool("max", 3, 2, padding="same", name="pool1")(h)
         block = BasicBlock if self.block == "basic" else BottleneckBlock
@@ -227,8 +213,7 @@ class ResNet(nn.Module):
                     name=f"stage{s + 1}_block{j + 1}",
                 )(h, train)
         h = Pool("mean", h.shape[1:3], name="avgpool")(h)
-        # No dtype: the output layer computes in the parameters' precision (float32 logits).
-        return nn.Dense(self.num_classes, name="output")(h.reshape(h.shape[0], -1))
+        return output_layer(h, self.num_classes)
 
 
 resnet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic")

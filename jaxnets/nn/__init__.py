@@ -1,5 +1,6 @@
 """Building blocks flax.linen lacks: the activation zoo (with maxout and RBF units), convolution
-and pooling helpers with the lecture-definition references they are tested against, and the
+and pooling helpers with the lecture-definition references they are tested against, the conv,
+batch-norm and output-layer helpers the image classifiers share, and the
 layers of Lecture 15's autoregressive and reversible models (masked and causal convolutions,
 reversible and coupling blocks)."""
 
@@ -14,6 +15,14 @@ from jaxnets.nn.activations import (
     get_activation,
     make_activation,
     make_layer,
+)
+from jaxnets.nn.blocks import (
+    RELU_INIT,
+    batch_norm_layer,
+    check_image,
+    conv_bn_relu,
+    output_layer,
+    square_conv,
 )
 from jaxnets.nn.causal import CausalConv1D, causal_conv_reference, receptive_field
 from jaxnets.nn.conv import Pool, convolve, filtering, output_size, pool
@@ -48,6 +57,12 @@ __all__ = [
     "filtering",
     "output_size",
     "pool",
+    "RELU_INIT",
+    "batch_norm_layer",
+    "check_image",
+    "conv_bn_relu",
+    "output_layer",
+    "square_conv",
     "MaskedConv2D",
     "causal_mask",
     "AdditiveCoupling",
