@@ -41,7 +41,7 @@ import os
 
 import numpy as np
 
-from benchmarks._common import Timer, case_main, run_jax_steps, step_record
+from benchmarks.common import Timer, case_main, run_jax_steps, step_record
 
 FRAMEWORKS = ("jaxnets", "flax", "torch")
 MODELS = ("lenet5", "resnet18")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import Timer, machine_info, make_goal, utc_now
+from benchmarks.common import Timer, machine_info, make_goal, utc_now
 
 __all__ = ["time_case", "member_scaling", "main"]
 

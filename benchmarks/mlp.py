@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import Timer, case_main, fresh_jax_compiles
+from benchmarks.common import Timer, case_main, fresh_jax_compiles
 
 FRAMEWORKS = ("jaxnets", "flax", "torch")
 

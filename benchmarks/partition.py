@@ -34,7 +34,7 @@ float32 rounding (the record keeps the largest difference from the no-mesh run a
 each model ``--repeats`` times round-robin, each in a fresh process, and writes
 ``<out>/partition.json`` (``partition_gpu.json`` with ``--device gpu``); the README table is
 :func:`benchmarks.readme_table.render_markdown`'s. Called with ``--model`` it runs one case
-(the flags of :class:`CaseConfig`; what :func:`benchmarks._common.run_in_process` starts) and
+(the flags of :class:`CaseConfig`; what :func:`benchmarks.common.run_in_process` starts) and
 prints its record as the last line of stdout.
 """
 
@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import _common
-from benchmarks._common import Timer, case_main, fresh_jax_compiles, utc_now
+from benchmarks import common
+from benchmarks.common import Timer, case_main, fresh_jax_compiles, utc_now
 
 __all__ = [
     "MODELS",
@@ -302,7 +302,7 @@ def summarize_case(records: Sequence[dict]) -> dict:
         s: {
             **{
                 t: {
-                    key: _common.spread([r["results"][s][t][key] for r in records])
+                    key: common.spread([r["results"][s][t][key] for r in records])
                     for key in ("ms_per_step", "compile_s")
                 }
                 for t in TIMINGS
@@ -363,7 +363,7 @@ def run_partition_benchmark(
         for m in models
     ]
     load_before = os.getloadavg()
-    records = _common.run_round_robin(
+    records = common.run_round_robin(
         "benchmarks.partition",
         configs,
         repeats,
@@ -380,7 +380,7 @@ def run_partition_benchmark(
     return {
         "benchmark": "partition",
         "created": utc_now(),
-        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
+        "machine": common.machine_info([r for recs in records for r in recs], load_before),
         "config": {
             "models": list(models),
             "labels": {c.model: _label(c) for c in configs},

@@ -44,7 +44,7 @@ import os
 
 import numpy as np
 
-from benchmarks._common import FRAMEWORKS, Timer, case_main, run_jax_steps, step_record
+from benchmarks.common import FRAMEWORKS, Timer, case_main, run_jax_steps, step_record
 
 DEVICES = ("cpu", "gpu")
 DTYPES = ("float32", "bfloat16")

@@ -26,9 +26,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks import _common, cnn, mlp, run_rnn
-from benchmarks._common import check_frameworks as _check_frameworks
-from benchmarks._common import utc_now as _now
+from benchmarks import cnn, common, mlp, run_rnn
+from benchmarks.common import check_frameworks as _check_frameworks
+from benchmarks.common import utc_now as _now
 from benchmarks.readme_table import render_markdown
 
 __all__ = [
@@ -103,7 +103,7 @@ def _mlp_ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
         )
         if vs_flax is not None:
             goals.append(
-                _common.make_goal(
+                common.make_goal(
                     f"batch {batch}: jaxnets step time / Flax step time <= "
                     f"{_MAX_STEP_TIME_VS_FLAX}",
                     "jaxnets_over_flax_step_time",
@@ -115,7 +115,7 @@ def _mlp_ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
             )
         if vs_torch is not None and batch == _TORCH_GOAL_BATCH:
             goals.append(
-                _common.make_goal(
+                common.make_goal(
                     f"batch {batch}: jaxnets steps/s / PyTorch steps/s >= {_MIN_SPEEDUP_VS_TORCH}",
                     "jaxnets_over_torch_steps_per_s",
                     vs_torch,
@@ -159,7 +159,7 @@ def run_mlp_benchmark(
         for f in frameworks
     ]
     load_before = os.getloadavg()
-    records = _common.run_round_robin(
+    records = common.run_round_robin(
         "benchmarks.mlp",
         configs,
         repeats,
@@ -171,14 +171,14 @@ def run_mlp_benchmark(
         log,
     )
     cases = [
-        _common.summarize(recs, ("framework", "batch", "steps", "device"), _MLP_KEYS)
+        common.summarize(recs, ("framework", "batch", "steps", "device"), _MLP_KEYS)
         for recs in records
     ]
     ratios, goals = _mlp_ratios_and_goals(cases)
     return {
         "benchmark": "mlp",
         "created": _now(),
-        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
+        "machine": common.machine_info([r for recs in records for r in recs], load_before),
         "config": {
             "frameworks": list(frameworks),
             "batches": list(batches),
@@ -255,7 +255,7 @@ def cnn_ratios_and_goals(cases: list[dict], device: str) -> tuple[list[dict], li
         )
         if vs_flax is not None:
             goals.append(
-                _common.make_goal(
+                common.make_goal(
                     f"{model} batch {batch}: jaxnets step time / Flax step time <= "
                     f"{_MAX_STEP_TIME_VS_FLAX}",
                     "jaxnets_over_flax_step_time",
@@ -268,7 +268,7 @@ def cnn_ratios_and_goals(cases: list[dict], device: str) -> tuple[list[dict], li
             )
         if vs_torch is not None and device == "gpu" and model == _GPU_GOAL_MODEL:
             goals.append(
-                _common.make_goal(
+                common.make_goal(
                     f"{model} batch {batch} on GPU: jaxnets images/s / PyTorch images/s >= "
                     f"{_MIN_GPU_SPEEDUP_VS_TORCH}",
                     "jaxnets_over_torch_images_per_s",
@@ -332,7 +332,7 @@ def run_cnn_benchmark(
         for f in frameworks
     ]
     load_before = os.getloadavg()
-    records = _common.run_round_robin(
+    records = common.run_round_robin(
         "benchmarks.cnn",
         configs,
         repeats,
@@ -344,13 +344,13 @@ def run_cnn_benchmark(
         log,
     )
     identity = ("framework", "model", "batch", "steps", "dtype", "device")
-    cases = [_common.summarize(recs, identity, _CNN_KEYS) for recs in records]
+    cases = [common.summarize(recs, identity, _CNN_KEYS) for recs in records]
     ratios, goals = cnn_ratios_and_goals(cases, device)
     first = configs[0]
     return {
         "benchmark": "cnn",
         "created": _now(),
-        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
+        "machine": common.machine_info([r for recs in records for r in recs], load_before),
         "config": {
             "frameworks": list(frameworks),
             "models": list(models),

@@ -19,7 +19,7 @@ import argparse
 import os
 import statistics
 
-from benchmarks import _common, rnn
+from benchmarks import common, rnn
 
 __all__ = ["FULL", "SHAPES", "resolve_unroll", "rnn_ratios_and_goals", "run_rnn_benchmark"]
 
@@ -120,7 +120,7 @@ def rnn_ratios_and_goals(
         )
         if vs_torch is not None and device == "cpu" and unroll == comparison_unroll:
             goals.append(
-                _common.make_goal(
+                common.make_goal(
                     f"LSTM batch {batch}, unroll {unroll}: jaxnets sequences/s / PyTorch "
                     f"nn.LSTM sequences/s >= {_MIN_SPEEDUP_VS_TORCH}",
                     "jaxnets_over_torch_sequences_per_s",
@@ -162,7 +162,7 @@ def run_rnn_benchmark(
     peak_flops_per_s (None for torch), and the raw ``repeats``; ratios and goals as
     :func:`rnn_ratios_and_goals`.
     """
-    _common.check_frameworks(frameworks, rnn.FRAMEWORKS)
+    common.check_frameworks(frameworks, rnn.FRAMEWORKS)
     if device not in SHAPES:
         raise ValueError(f"device must be one of {', '.join(SHAPES)}; got {device!r}")
     shape = {**SHAPES[device], **{k: v for k, v in (("time", time), ("hidden", hidden)) if v}}
@@ -196,7 +196,7 @@ def run_rnn_benchmark(
         for framework, u in plan
     ]
     load_before = os.getloadavg()
-    records = _common.run_round_robin(
+    records = common.run_round_robin(
         "benchmarks.rnn",
         configs,
         repeats,
@@ -209,15 +209,15 @@ def run_rnn_benchmark(
     )
     identity = ("framework", "batch", "unroll", "time", "hidden", "steps", "dtype", "device")
     cases = [
-        {**_common.summarize(recs, identity, _KEYS), "step_flops": recs[0]["step_flops"]}
+        {**common.summarize(recs, identity, _KEYS), "step_flops": recs[0]["step_flops"]}
         for recs in records
     ]
     ratios, goals = rnn_ratios_and_goals(cases, device, compare)
     first = configs[0]
     return {
         "benchmark": "rnn",
-        "created": _common.utc_now(),
-        "machine": _common.machine_info([r for recs in records for r in recs], load_before),
+        "created": common.utc_now(),
+        "machine": common.machine_info([r for recs in records for r in recs], load_before),
         "config": {
             "frameworks": list(frameworks),
             "batches": sorted({c.batch for c in configs}),

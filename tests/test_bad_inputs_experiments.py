@@ -5,26 +5,15 @@ prints the ValueError as a usage error); a batch size larger than the training s
 needs the split, is refused in ``main`` before ``Run(...)``. No case starts JAX work.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from test_experiments import load_experiment
 
 from jaxnets.experiment import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN, INF = float("nan"), float("inf")
-
-
-def _experiment(name):
-    spec = importlib.util.spec_from_file_location(
-        f"experiments_{name}", ROOT / "experiments" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 BAD_CONFIGS = [
@@ -91,7 +80,7 @@ BAD_CONFIGS = [
     ids=[f"{name}-{'-'.join(fields)}" for name, fields, _ in BAD_CONFIGS],
 )
 def test_bad_config_field_is_refused(name, fields, match):
-    config = _experiment(name).Config
+    config = load_experiment(name).Config
     with pytest.raises((ValueError, TypeError), match=match):
         config(**fields)
 
@@ -101,12 +90,12 @@ def test_every_experiment_default_config_is_valid():
     assert len(names) == 15
     assert {name for name, _, _ in BAD_CONFIGS} == set(names)  # every experiment has cases
     for name in names:
-        _experiment(name).Config()  # raises if a default broke its own checks
+        load_experiment(name).Config()  # raises if a default broke its own checks
 
 
 def test_negative_seed_on_the_command_line_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_config(_experiment("xor").Config, ["--seeds", "-1"])
+        parse_config(load_experiment("xor").Config, ["--seeds", "-1"])
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "seeds must be >= 1; got -1" in err and "Traceback" not in err
@@ -131,7 +120,7 @@ def test_negative_seed_on_the_command_line_is_a_usage_error(capsys):
 def test_batch_larger_than_the_training_split_is_refused_before_the_run_directory(
     tmp_path, name, fields, match
 ):
-    experiment = _experiment(name)
+    experiment = load_experiment(name)
     with pytest.raises(ValueError, match=match):
         experiment.main(experiment.Config(out=str(tmp_path), **fields))
     assert list(tmp_path.iterdir()) == []  # no half-written run

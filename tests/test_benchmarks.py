@@ -21,7 +21,7 @@ from flax import traverse_util
 
 import jaxnets
 import jaxnets.models  # noqa: F401  (registers the models)
-from benchmarks import _common, cnn
+from benchmarks import cnn, common
 from benchmarks import readme_table as bench_table
 from benchmarks import run as bench_run
 from benchmarks.readme_table import render_markdown
@@ -126,7 +126,7 @@ def test_unknown_framework_and_bad_repeats_are_rejected():
 
 def test_case_flags_round_trip_through_the_generated_cli():
     config = cnn.CaseConfig("flax", "resnet18", 4, steps=6, dtype="bfloat16", learning_rate=0.1)
-    argv = _common.case_argv(config)
+    argv = common.case_argv(config)
     # Defaults are left out; what differs is spelled as the CLI flags.
     assert argv == ["--framework", "flax", "--model", "resnet18", "--batch", "4"] + [
         "--steps",
@@ -136,7 +136,7 @@ def test_case_flags_round_trip_through_the_generated_cli():
         "--learning-rate",
         "0.1",
     ]
-    assert _common.parse_case(cnn.CaseConfig, argv) == config
+    assert common.parse_case(cnn.CaseConfig, argv) == config
 
 
 def test_cnn_quick_run_writes_json_with_flops_and_peak(cnn_results):
@@ -366,7 +366,7 @@ def test_step_flops_are_three_forward_passes_of_lenet5_connections():
     step, create_state = cnn.flax_train_step(model, optax.sgd(0.01))
     state = create_state(_random_variables(model, (32, 32, 1)))
     flops = {
-        b: _common.step_flops(step, state, (jnp.zeros((b, 32, 32, 1)), jnp.zeros(b, jnp.int32)))
+        b: common.step_flops(step, state, (jnp.zeros((b, 32, 32, 1)), jnp.zeros(b, jnp.int32)))
         for b in (8, 16)
     }
     per_image = (flops[16] - flops[8]) / 8
@@ -376,8 +376,8 @@ def test_step_flops_are_three_forward_passes_of_lenet5_connections():
 
 def test_matmul_peak_is_flops_over_seconds(monkeypatch):
     clock = iter(np.arange(0.0, 100.0, 0.5))  # every timing reads 0.5 s
-    monkeypatch.setattr(_common, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    assert _common.matmul_peak(64, "float32", trials=2, chain=3) == 2 * 64**3 * 3 / 0.5
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert common.matmul_peak(64, "float32", trials=2, chain=3) == 2 * 64**3 * 3 / 0.5
 
 
 def _torch_weights(params):
@@ -478,7 +478,7 @@ def test_gpu_defaults_train_resnet18_in_bfloat16_at_batch_512(monkeypatch):
         record = dict.fromkeys(measured, 1.0)
         return [[{**dataclasses.asdict(c), **record, "device": "gpu"}] for c in configs]
 
-    monkeypatch.setattr(_common, "run_round_robin", fake_round_robin)
+    monkeypatch.setattr(common, "run_round_robin", fake_round_robin)
     # the runner is faked, so the plan needs no torch install (make test has none)
     monkeypatch.setattr(bench_run, "_check_frameworks", lambda frameworks: None)
     results = bench_run.run_cnn_benchmark(

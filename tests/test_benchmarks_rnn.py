@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import _common, rnn, run_rnn
+from benchmarks import common, rnn, run_rnn
 from benchmarks import readme_table as bench_table
 from benchmarks import run as bench_run
 from jaxnets.optim import make_optimizer
@@ -151,7 +151,7 @@ def test_step_flops_match_xla_count_of_the_unrolled_step():
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0), x)
     y = jnp.zeros((config.batch, 1))
     # Fully unrolled, XLA counts every time step (a scan's body is counted once).
-    counted = _common.step_flops(trainer.train_step, state, (x, y))
+    counted = common.step_flops(trainer.train_step, state, (x, y))
     # By hand: 3 passes of 6 recurrent (4, 32) @ (32, 128) matmuls, 2 of the projection.
     by_hand = 3 * 6 * 2 * 4 * 32 * 128 + 2 * 2 * 24 * 8 * 128 + 3 * 2 * 4 * 32
     assert rnn.step_flops(config) == by_hand
@@ -215,9 +215,9 @@ def _plan(monkeypatch, speeds, **kwargs):
             records.append([{**dataclasses.asdict(c), **record, "step_flops": 5e9}])
         return records
 
-    monkeypatch.setattr(_common, "run_round_robin", fake_round_robin)
+    monkeypatch.setattr(common, "run_round_robin", fake_round_robin)
     # the runner is faked, so the plan needs no torch install (make test has none)
-    monkeypatch.setattr(_common, "check_frameworks", lambda frameworks, known: None)
+    monkeypatch.setattr(common, "check_frameworks", lambda frameworks, known: None)
     return launched, run_rnn.run_rnn_benchmark(**kwargs)
 
 
