@@ -1,6 +1,6 @@
-"""Tests of jaxnets.data.images (digits at 32x32) and jaxnets.data.files (IDX (MNIST) and
-CIFAR-10 pickle loaders, where files are looked for, checksummed downloads, and every kind of
-corrupt file)."""
+"""Tests of jaxnets.data.images (digits at 32x32), jaxnets.data.idx and jaxnets.data.cifar
+(the IDX (MNIST) and CIFAR-10 pickle loaders) and jaxnets.data.files (where files are looked
+for, checksummed downloads), with every kind of corrupt file."""
 
 from __future__ import annotations
 

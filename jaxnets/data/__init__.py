@@ -12,6 +12,7 @@ from jaxnets.data.augment import (
     shift_images,
 )
 from jaxnets.data.binarized import load_binarized_digits
+from jaxnets.data.cifar import load_cifar10
 from jaxnets.data.dataset import ArrayDataset, Splits, Standardizer, split_sizes, standardize
 from jaxnets.data.embedded import (
     load_digits,
@@ -22,7 +23,8 @@ from jaxnets.data.embedded import (
     make_xor,
     xor_truth_table,
 )
-from jaxnets.data.files import CorruptFileError, data_folder, load_cifar10, load_mnist, read_idx
+from jaxnets.data.files import CorruptFileError, data_folder
+from jaxnets.data.idx import load_mnist, read_idx
 from jaxnets.data.images import digits_to_32x32, load_digits_32
 from jaxnets.data.sequences import (
     ADDING_BASELINE_MSE,

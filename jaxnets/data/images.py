@@ -5,7 +5,8 @@ MNIST's digits are centred in their image and normalised to a standard size; §3
 (line 2388): "the inputs are grayscale images of size 32×32" (line 2390), so
 :func:`digits_to_32x32` enlarges the 8x8 sklearn digits and gives them the blank border of
 an MNIST digit, and :func:`load_digits_32` returns them as a data set. The MNIST,
-Fashion-MNIST and CIFAR-10 file loaders live in :mod:`jaxnets.data.files`.
+Fashion-MNIST and CIFAR-10 file loaders live in :mod:`jaxnets.data.idx` and
+:mod:`jaxnets.data.cifar`.
 
 Images are float32 in [0, 1], channels-last ``(n, 32, 32, 1)``; labels int32.
 """
