@@ -2,8 +2,12 @@
 
 Every model is a pure ``flax.linen`` builder registered with a model card; training is one
 jit-compiled step driven by Optax; every gradient is checked against finite differences.
+
+Importing the package imports :mod:`jaxnets.models`, whose family modules register their
+models, so ``create_model``, ``list_models`` and ``model_card`` know every model.
 """
 
+from jaxnets import models  # noqa: F401  (each family registers its models on import)
 from jaxnets.registry import (
     InputSpecError,
     ModelCard,

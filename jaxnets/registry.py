@@ -2,6 +2,11 @@
 
 `list_models()` is what the tests and the CLI iterate over, so a registered model is
 automatically built, gradient-checked and documented.
+
+This module imports no model: each family module under :mod:`jaxnets.models` calls
+:func:`register_model` when it is imported, and ``jaxnets/__init__.py`` imports
+:mod:`jaxnets.models` (which imports every family), so every model is registered once any
+part of jaxnets has been imported, ``jaxnets.registry`` included.
 """
 
 from __future__ import annotations
@@ -158,11 +163,6 @@ def register_model(
     return card
 
 
-def _ensure_loaded() -> None:
-    # Importing the model families runs their register_model calls.
-    import jaxnets.models  # noqa: F401
-
-
 def _unknown(name: str) -> UnknownModelError:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ";"
@@ -173,7 +173,6 @@ def _unknown(name: str) -> UnknownModelError:
 
 def model_card(name: str) -> ModelCard:
     """Return the :class:`ModelCard` registered under ``name``."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise _unknown(name)
     return _REGISTRY[name]
@@ -181,7 +180,6 @@ def model_card(name: str) -> ModelCard:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of registered models matching the glob ``pattern`` (e.g. ``"mlp*"``)."""
-    _ensure_loaded()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
 
 
