@@ -1,5 +1,6 @@
-"""Multilayer perceptrons: the MLP with every hidden unit of the zoo, XOR (hand-set and
-learned), residual / highway / densely connected MLPs, and the NeRF-style coordinate MLP.
+"""Multilayer perceptrons: the MLP with every hidden unit of the zoo, XOR (the hand-set nets
+and the ``xor_mlp`` preset that ``experiments/xor.py`` trains from many seeds), residual /
+highway / densely connected MLPs, and the NeRF-style coordinate MLP.
 
 Lectures:
   * seed 004 §3 "Multilayer perceptrons" (line 971): h^(l) = phi^(l)(W^(l) h^(l-1) + b^(l)),
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -36,8 +37,6 @@ __all__ = [
     "positional_encoding",
     "xor_data",
     "xor_handset",
-    "train_xor_seeds",
-    "XORSeedResults",
     "HEADS",
     "CONNECTIVITIES",
 ]
@@ -281,53 +280,11 @@ def xor_handset(kind: str = "relu") -> tuple[MLP, dict[str, Any]]:
     return model, {"params": params}
 
 
-class XORSeedResults(NamedTuple):
-    """Per-seed outcome of :func:`train_xor_seeds` (leading axis: seed)."""
-
-    accuracy: jax.Array  # (num_seeds,) fraction of the 4 XOR points classified correctly
-    loss: jax.Array  # (num_seeds,) final mean binary cross-entropy
-    loss_curve: jax.Array  # (num_seeds, steps) loss before each step
-
-
-_XOR_DEFAULTS = {"hidden": (2,), "num_outputs": 1, "activation": "tanh", "output": "sigmoid"}
-
-
-def train_xor_seeds(
-    num_seeds: int = 32,
-    steps: int = 500,
-    lr: float = 0.1,
-    *,
-    optimizer: str = "adam",
-    activation: str = "tanh",
-    hidden: int = 2,
-    seed: int = 0,
-) -> XORSeedResults:
-    """Train the ``xor_mlp`` net (2 -> hidden -> 1 logit) from ``num_seeds`` random inits.
-
-    All seeds train at once as an ensemble (:mod:`jaxnets.train.ensemble`): one ``jax.jit``
-    of ``jax.vmap`` over stacked states of a ``lax.scan`` of full-batch steps on the 4 XOR
-    points, minimising mean binary cross-entropy with the Optax optimizer ``optimizer``.
-    Small nets get stuck in local minima from some inits: count seeds with accuracy 1.
-    """
-    from jaxnets.optim import make_optimizer
-    from jaxnets.train import Trainer
-    from jaxnets.train.ensemble import init_ensemble, train_ensemble_full_batch
-
-    model = MLP(**{**_XOR_DEFAULTS, "hidden": (hidden,), "activation": activation})
-    trainer = Trainer(model, "binary_cross_entropy", make_optimizer(optimizer, lr))
-    x, t = xor_data()
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-    states, curves = train_ensemble_full_batch(
-        trainer, init_ensemble(trainer, keys, x), (x, t), steps
-    )
-    final = jax.vmap(lambda state: trainer.evaluate(state, x, t, batch_size=4))(states)
-    return XORSeedResults(final["accuracy"], final["loss"], curves["loss"])
-
-
 # --- registry -------------------------------------------------------------------------
 
 _TINY_MLP = {"hidden": (5,), "num_outputs": 3}
 _DIGITS = {"hidden": (128,), "num_outputs": 10, "output": "softmax"}
+_XOR_DEFAULTS = {"hidden": (2,), "num_outputs": 1, "activation": "tanh", "output": "sigmoid"}
 _ACT_REFERENCES = {
     "identity": "Goodfellow, Bengio & Courville, Deep Learning (2016) §6.3",
     "relu": "Nair & Hinton (2010); Glorot, Bordes & Bengio (2011)",
