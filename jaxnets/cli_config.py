@@ -39,13 +39,15 @@ def config_from_args(
     """``config_cls`` (a dataclass) from flags ``args`` (None: ``sys.argv[1:]``).
 
     With tyro installed, ``tyro.cli``; otherwise :func:`argparse_config`, which reads the same
-    flags into the same dataclass. Either way an unknown flag or a malformed value exits with
-    status 2 and a usage message (SystemExit); ``--help`` lists every field.
+    flags into the same dataclass. Either way an unknown flag, a malformed value or a
+    ValueError of the dataclass' ``__post_init__`` (an invalid configuration) exits with status
+    2 and a message on stderr (SystemExit); ``--help`` lists every field.
     """
     if importlib.util.find_spec("tyro") is None:
         return argparse_config(config_cls, args, description)
     import tyro
 
+    # tyro reports a ValueError of __post_init__ as a usage error itself
     return tyro.cli(config_cls, args=None if args is None else list(args), description=description)
 
 
@@ -175,8 +177,9 @@ def argparse_config(
     """``config_cls`` from flags ``args`` (None: ``sys.argv[1:]``) read by argparse, for where
     tyro is not installed: the flags of the module docstring, the same dataclass as tyro's.
 
-    An unknown flag, a missing required one or a malformed value exits with status 2 and a
-    usage message (SystemExit), as tyro does.
+    An unknown flag, a missing required one, a malformed value or a ValueError of the
+    dataclass' ``__post_init__`` exits with status 2 and a usage message (SystemExit), as
+    :func:`config_from_args` does with tyro.
     """
     # Flags not given are left out of the namespace (SUPPRESS): they keep the defaults.
     parser = argparse.ArgumentParser(
@@ -186,7 +189,10 @@ def argparse_config(
     )
     _add_fields(parser, config_cls, "")
     parsed = parser.parse_args(None if args is None else list(args))
-    return _build(config_cls, vars(parsed), "")
+    try:
+        return _build(config_cls, vars(parsed), "")
+    except ValueError as err:  # raised by the dataclass' __post_init__: an invalid value
+        parser.error(f"invalid configuration: {err}")
 
 
 def config_to_args(config) -> list[str]:

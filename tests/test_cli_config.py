@@ -149,3 +149,24 @@ def test_unknown_flag_is_a_usage_error_with_tyro_too():
     with pytest.raises(SystemExit) as exit_info:
         cli_config.config_from_args(_Config, ["--name", "a", "--colour", "red"])
     assert exit_info.value.code == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    steps: int = 1
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1; got {self.steps}")
+
+
+def test_an_invalid_value_is_a_usage_error_on_both_paths(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_config.argparse_config(_Checked, ["--steps", "0"])
+    assert exit_info.value.code == 2
+    assert "invalid configuration: steps must be >= 1; got 0" in capsys.readouterr().err
+    pytest.importorskip("tyro", reason="needs tyro: pip install -e '.[dev]'")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_config.config_from_args(_Checked, ["--steps", "0"])
+    assert exit_info.value.code == 2
+    assert "steps must be >= 1; got 0" in capsys.readouterr().err
