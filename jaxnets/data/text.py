@@ -21,6 +21,7 @@ import sysconfig
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from jaxnets.data.dataset import split_sizes
 __all__ = [
     "CharVocab",
     "CharCorpus",
+    "StdlibCorpus",
     "read_split_files",
     "stdlib_root",
     "stdlib_source_files",
@@ -257,13 +259,16 @@ def read_split_files(
     return tuple(splits)
 
 
+CorpusT = TypeVar("CorpusT", bound="StdlibCorpus")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class CharCorpus:
-    """A character corpus split by file.
+class StdlibCorpus:
+    """Token ids of the standard library's files, split by file: what :class:`CharCorpus` and
+    :class:`jaxnets.data.words.WordCorpus` share.
 
     Attributes:
-      train, val, test: int32 ``(n_chars,)`` character ids of each split's concatenated text.
-      vocab: built from the training text only; val/test characters outside it are ``<unk>``.
+      train, val, test: int32 ``(n_tokens,)`` ids of each split's concatenated text.
       train_files, val_files, test_files: the files read into each split, in reading order,
         as paths relative to ``root`` (disjoint: the split is by file).
       root: the standard library folder the files were read from.
@@ -274,12 +279,47 @@ class CharCorpus:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    vocab: CharVocab
     train_files: tuple[str, ...]
     val_files: tuple[str, ...]
     test_files: tuple[str, ...]
     root: Path
     python_version: str
+
+    @classmethod
+    def from_splits(
+        cls: type[CorpusT],
+        parts: Sequence[Sequence[tuple[str, str]]],
+        ids: Sequence[np.ndarray],
+        root: Path,
+        **fields: Any,
+    ) -> CorpusT:
+        """The corpus of the three ``(name, text)`` file lists of :func:`read_split_files`
+        (read from ``root``) and their ids ``(train, val, test)``; ``fields`` are the
+        subclass's own (its ``vocab``)."""
+        train, val, test = ids
+        train_files, val_files, test_files = (tuple(name for name, _ in part) for part in parts)
+        return cls(
+            train=train,
+            val=val,
+            test=test,
+            train_files=train_files,
+            val_files=val_files,
+            test_files=test_files,
+            root=root,
+            python_version=platform.python_version(),
+            **fields,
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CharCorpus(StdlibCorpus):
+    """A character corpus split by file (the fields of :class:`StdlibCorpus`, in characters).
+
+    Attributes:
+      vocab: built from the training text only; val/test characters outside it are ``<unk>``.
+    """
+
+    vocab: CharVocab
 
 
 def load_char_corpus(
@@ -315,19 +355,7 @@ def load_char_corpus(
     parts = read_split_files(stdlib_source_files(max_files), root, split, seed, max_chars)
     texts = ["".join(text for _, text in part) for part in parts]
     vocab = CharVocab.from_text(texts[0], min_count=min_count)
-    train, val, test = (vocab.encode(text) for text in texts)
-    train_files, val_files, test_files = (tuple(name for name, _ in part) for part in parts)
-    return CharCorpus(
-        train=train,
-        val=val,
-        test=test,
-        vocab=vocab,
-        train_files=train_files,
-        val_files=val_files,
-        test_files=test_files,
-        root=root,
-        python_version=platform.python_version(),
-    )
+    return CharCorpus.from_splits(parts, [vocab.encode(text) for text in texts], root, vocab=vocab)
 
 
 def sequence_windows(

@@ -30,16 +30,14 @@ import ast
 import dataclasses
 import difflib
 import io
-import platform
 import re
 import tokenize
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from jaxnets.data.text import read_split_files, stdlib_root, stdlib_source_files
+from jaxnets.data.text import StdlibCorpus, read_split_files, stdlib_root, stdlib_source_files
 
 __all__ = [
     "TOKEN_PATTERN",
@@ -189,26 +187,15 @@ class WordVocab:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class WordCorpus:
-    """A word corpus split by file.
+class WordCorpus(StdlibCorpus):
+    """A word corpus split by file (the fields of :class:`jaxnets.data.text.StdlibCorpus`, in
+    words: each split's passages, each passage followed by ``<eos>``).
 
     Attributes:
-      train, val, test: int32 ``(n_tokens,)`` ids of each split's passages, each passage
-        followed by ``<eos>``.
       vocab: built from the training tokens only.
-      train_files, val_files, test_files: the files of each split (relative to ``root``).
-      root: the standard library folder; python_version: the Python it belongs to.
     """
 
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
     vocab: WordVocab
-    train_files: tuple[str, ...]
-    val_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    root: Path
-    python_version: str
 
 
 def _split_tokens(files: list[tuple[str, str]]) -> list[str]:
@@ -252,19 +239,8 @@ def load_word_corpus(
                 "comment text; use more files (max_files) or a different split"
             )
     vocab = WordVocab.from_tokens(tokens[0], vocab_size)
-    train, val, test = (vocab.encode(split_tokens) for split_tokens in tokens)
-    train_files, val_files, test_files = (tuple(name for name, _ in part) for part in parts)
-    return WordCorpus(
-        train=train,
-        val=val,
-        test=test,
-        vocab=vocab,
-        train_files=train_files,
-        val_files=val_files,
-        test_files=test_files,
-        root=root,
-        python_version=platform.python_version(),
-    )
+    ids = [vocab.encode(split_tokens) for split_tokens in tokens]
+    return WordCorpus.from_splits(parts, ids, root, vocab=vocab)
 
 
 def context_windows(
