@@ -24,11 +24,12 @@ import numpy as np
 
 from jaxnets import create_model, model_card
 from jaxnets.data import load_digits_32, random_shift
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.inspect import layer_table
 from jaxnets.nn import convolve, get_activation
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.sweep import ExperimentConfig, SeedSweep, sweep_classifier
+from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
 
@@ -54,11 +55,9 @@ LECTURE_FILTERS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """LeNet-5 and a small ResNet on 32x32 digits, mean over seeds."""
+class Config(ExperimentConfig):
+    """LeNet-5 and a small ResNet on 32x32 digits, mean over seeds (one fixed split)."""
 
-    seeds: int = 3
-    """number of seeds per network (the fixed split is the same for all)"""
     split_seed: int = 0
     """seed of the stratified 60/20/20 train/val/test split"""
     lenet_epochs: int = 60
@@ -78,11 +77,15 @@ class Config:
     """peak learning rate (Adam, cosine decay to zero)"""
     augment_shift: int = 2
     """random shift of training images in pixels (0 disables augmentation)"""
-    smoke: bool = False
-    """tiny run for tests: 1 seed, 1 epoch each on 256 training digits, a ResNet-8 of 4-4-8
-    maps"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    # with --smoke, main also trains on only the first 256 training digits
+    SMOKE = {
+        "seeds": 1,
+        "lenet_epochs": 1,
+        "resnet_epochs": 1,
+        "resnet_blocks": 1,
+        "resnet_widths": (4, 4, 8),
+    }
 
     def __post_init__(self):
         check_config(self, zero_ok=("split_seed", "augment_shift"))
@@ -104,9 +107,8 @@ def table1_mismatches(table) -> list[str]:
     return wrong
 
 
-def _train(run: Run, cfg: Config, label: str, card, model, epochs: int, splits) -> dict:
-    """Train ``model`` (built from the registered ``card``) for ``cfg.seeds`` seeds; returns
-    the test accuracies, the histories and the last seed's state."""
+def _train(run: Run, cfg: Config, label: str, card, model, epochs: int, splits) -> SeedSweep:
+    """Train ``model`` (built from the registered ``card``) for ``cfg.seeds`` seeds."""
     steps = epochs * (len(splits.train) // cfg.batch_size)
     augment = (
         functools.partial(random_shift, image_shape=None, max_shift=cfg.augment_shift)
@@ -120,23 +122,16 @@ def _train(run: Run, cfg: Config, label: str, card, model, epochs: int, splits) 
         augment=augment,
         per_example=card.per_example_grads,
     )
-    tests, histories = [], []
-    init = jax.jit(trainer.init)  # one compile; eager flax init compiles op by op
-    for seed in range(cfg.seeds):
-        state = init(jax.random.PRNGKey(seed), splits.train.x[:1])
-        result = fit(
-            trainer,
-            state,
-            splits.train,
-            val=splits.val,
-            epochs=epochs,
-            batch_size=cfg.batch_size,
-            metrics_path=run.metrics_path,
-            desc=f"{label} seed {seed}",
-        )
-        histories.append(result.history)
-        tests.append(evaluate(trainer, result.state, splits.test)["accuracy"])
-    return {"tests": tests, "histories": histories, "state": result.state}
+    return sweep_classifier(
+        trainer,
+        splits,
+        cfg.seed_range,
+        run=run,
+        label=label,
+        init=jax.jit(trainer.init),  # one compile; eager flax init compiles op by op
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+    )
 
 
 def _plot_filters_and_maps(run: Run, model, state, digit_HxWx1: np.ndarray) -> None:
@@ -211,10 +206,7 @@ def _plot_curves(run: Run, histories: dict[str, list[list[dict]]]) -> None:
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg, seeds=1, lenet_epochs=1, resnet_epochs=1, resnet_blocks=1, resnet_widths=(4, 4, 8)
-        )
+    cfg = cfg.sized()
     splits = load_digits_32().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     if cfg.smoke:
         splits = splits._replace(train=splits.train.subset(np.arange(256)))
@@ -241,16 +233,13 @@ def main(cfg: Config) -> dict:
     }
     results, histories, trained, tests = {}, {}, {}, {}
     for name, (card_name, model, epochs) in models.items():
-        out = _train(run, cfg, name, model_card(card_name), model, epochs, splits)
-        histories[name], trained[name], tests[name] = out["histories"], out["state"], out["tests"]
-        results[name] = mean_over_seeds(
-            [
-                {"test_accuracy": test, "val_accuracy": history[-1]["val_accuracy"]}
-                for test, history in zip(out["tests"], out["histories"], strict=True)
-            ]
-        )
-        results[name]["test_accuracy_std"] = float(np.std(out["tests"]))
-        results[name]["parameters"] = sum(x.size for x in jax.tree.leaves(out["state"].params))
+        sweep = _train(run, cfg, name, model_card(card_name), model, epochs, splits)
+        histories[name] = [result.history for result in sweep.extras]
+        trained[name] = sweep.extras[-1].state  # the last seed's
+        tests[name] = sweep.values(name, "test_accuracy")
+        results[name] = sweep.results[name]
+        results[name]["test_accuracy_std"] = float(np.std(tests[name]))
+        results[name]["parameters"] = sum(x.size for x in jax.tree.leaves(trained[name].params))
     digit = splits.test.x[0]
     _plot_filters_and_maps(run, lenet, trained["lenet5"], digit)
     _plot_lecture_filters(run, digit[..., 0])

@@ -20,21 +20,20 @@ import numpy as np
 
 from jaxnets import create_model, model_card
 from jaxnets.data import load_digits, random_shift
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.nn import get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
-from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.sweep import ExperimentConfig, sweep_classifier
+from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Softmax regression and an MLP on sklearn digits, mean over seeds."""
+class Config(ExperimentConfig):
+    """Softmax regression and an MLP on sklearn digits, mean over seeds (one fixed split)."""
 
-    seeds: int = 3
-    """number of seeds per variant (the fixed split is the same for all)"""
     split_seed: int = 0
     """seed of the stratified 60/20/20 train/val/test split"""
     epochs: int = 150
@@ -53,10 +52,8 @@ class Config:
     """L2 penalty on the MLP's weights"""
     augment_shift: int = 1
     """random shift in pixels for MLP training images (0 disables augmentation)"""
-    smoke: bool = False
-    """tiny run for tests: 1 seed, 2 epochs"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    SMOKE = {"seeds": 1, "epochs": 2}
 
     def __post_init__(self):
         check_config(
@@ -129,8 +126,7 @@ def _plot_first_layer(run: Run, name: str, kernel_DxH: np.ndarray, count: int = 
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, seeds=1, epochs=2)
+    cfg = cfg.sized()
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
     check_batch_size(cfg.batch_size, len(splits.train))
@@ -146,32 +142,22 @@ def main(cfg: Config) -> dict:
             regularizer=make_regularizer("l2", weight_decay),
             augment=augment,
         )
-        histories[variant], rows = [], []
-        for seed in range(cfg.seeds):
-            state = trainer.init(jax.random.PRNGKey(seed), splits.train.x[:1])
-            result = fit(
-                trainer,
-                state,
-                splits.train,
-                val=splits.val,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                metrics_path=run.metrics_path,
-                desc=f"{variant} seed {seed}",
-            )
-            histories[variant].append(result.history)
-            rows.append(
-                {
-                    "test_accuracy": evaluate(trainer, result.state, splits.test)["accuracy"],
-                    "val_accuracy": result.history[-1]["val_accuracy"],
-                }
-            )
-        accuracies[variant] = [row["test_accuracy"] for row in rows]
+        sweep = sweep_classifier(
+            trainer,
+            splits,
+            cfg.seed_range,
+            run=run,
+            label=variant,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+        )
+        histories[variant] = [result.history for result in sweep.extras]
+        accuracies[variant] = sweep.values(variant, "test_accuracy")
         results[variant] = {
-            **mean_over_seeds(rows),
+            **sweep.results[variant],
             "test_accuracy_std": float(np.std(accuracies[variant])),
         }
-        first = jax.tree.leaves(result.state.params)
+        first = jax.tree.leaves(sweep.extras[-1].state.params)  # the last seed's
         kernel = next(leaf for leaf in first if leaf.ndim == 2)
         _plot_first_layer(run, variant, np.asarray(kernel))
     _plot_curves(run, histories)

@@ -12,24 +12,26 @@ points), so each claim is checked on ``seeds`` independent data sets; tables sho
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.data import make_polynomial_regression
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.linear import (
     LinearModel,
     fit_least_squares,
     fit_linear_gd,
     polynomial_features,
 )
+from jaxnets.sweep import SeededConfig, sweep_seeds
 from jaxnets.validation import check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """Closed form vs gradient descent; a polynomial-degree sweep on noisy sin(2πx)."""
 
     n_train: int = 10
@@ -50,14 +52,8 @@ class Config:
     """gradient-descent steps"""
     gd_learning_rate: float = 0.5
     """gradient-descent step size"""
-    seeds: int = 3
-    """independent repetitions, each with its own data"""
-    seed: int = 0
-    """first data seed (repetition i uses seed + i)"""
-    smoke: bool = False
-    """tiny run for tests"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    SMOKE = {"n_test": 50, "gd_steps": 500}
 
     def __post_init__(self):
         check_config(self, zero_ok=("l2", "noise", "seed"))
@@ -146,39 +142,32 @@ def _plot(run: Run, cfg: Config, train, rows) -> None:
 
 
 def _repetition(cfg: Config, run: Run, seed: int):
-    """One seed's data: (closed form vs GD row, degree-sweep rows, training points).
+    """One seed's data: rows (closed form vs GD, and each degree of the sweep), and (the
+    training points, the degree below the top one that generalises best).
 
-    Data seed k = cfg.seed + seed draws the training points from 3k, the test points from
-    3k + 1 and the multivariate problem from 3k + 2, so no two draws share a stream."""
-    k = 3 * (cfg.seed + seed)
+    Seed s draws the training points from 3s, the test points from 3s + 1 and the
+    multivariate problem from 3s + 2, so no two draws share a stream."""
+    k = 3 * seed
     train = make_polynomial_regression(cfg.n_train, noise=cfg.noise, seed=k)
     test = make_polynomial_regression(cfg.n_test, noise=cfg.noise, seed=k + 1)
     with jax.enable_x64(True):  # agreement to 1e-5 is a float64 statement
         agreement = _closed_form_vs_gd(cfg, run, k + 2)
         rows = _degree_sweep(cfg, train, test)
-    return agreement, rows, train
+    top = f"degree {cfg.max_degree}"
+    best = min((r for r in rows if r != top), key=lambda r: rows[r]["test_mse"])
+    print(f"seed {seed}: max |Δparam| = {agreement['max_param_difference']:.2e}, best {best}")
+    return {"closed_form_vs_gd": agreement, **rows}, (train, best)
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, n_test=50, gd_steps=500)
+    cfg = cfg.sized()
     run = Run("linear_regression", cfg, root=cfg.out)
     top = f"degree {cfg.max_degree}"
-    agreements, sweeps, bests = [], [], []
-    for seed in range(cfg.seeds):
-        agreement, rows, train = _repetition(cfg, run, seed)
-        if seed == 0:
-            with jax.enable_x64(True):
-                _plot(run, cfg, train, rows)
-        best = min((r for r in rows if r != top), key=lambda r: rows[r]["test_mse"])
-        agreements.append(agreement)
-        sweeps.append(rows)
-        bests.append(best)
-        print(f"seed {seed}: max |Δparam| = {agreement['max_param_difference']:.2e}, best {best}")
-    results = {
-        "closed_form_vs_gd": mean_over_seeds(agreements),
-        **{degree: mean_over_seeds([rows[degree] for rows in sweeps]) for degree in sweeps[0]},
-    }
+    sweep = sweep_seeds(cfg.seed_range, functools.partial(_repetition, cfg, run))
+    with jax.enable_x64(True):
+        _plot(run, cfg, sweep.first[0], sweep.rows[0])
+    sweeps, bests = sweep.rows, [best for _, best in sweep.extras]
+    results = sweep.results
     print(
         format_table(
             {k: v for k, v in results.items() if k != "closed_form_vs_gd"},
@@ -194,7 +183,7 @@ def main(cfg: Config) -> dict:
         Claim(
             "closed form and gradient descent reach the same weights",
             "max_param_difference",
-            [a["max_param_difference"] for a in agreements],
+            sweep.values("closed_form_vs_gd", "max_param_difference"),
             1e-5,
             "below",
             margin=9e-6,

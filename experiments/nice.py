@@ -35,15 +35,16 @@ import numpy as np
 from jaxnets import create_model
 from jaxnets.data import standardize
 from jaxnets.data.toy2d import TOY2D, toy2d_dataset
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.nice import NICE, fit_gaussian, gaussian_log_likelihood, get_prior
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, fit
+from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """NICE against a maximum-likelihood Gaussian on two moons and rings."""
 
     datasets: tuple[str, ...] = ("two_moons", "rings")
@@ -73,16 +74,27 @@ class Config:
     """points per side of the density heat map"""
     samples: int = 2000
     """samples drawn from each trained flow for the figure"""
-    seed: int = 0
-    """first seed (of the points, the split, the initialisation and the minibatch order)"""
-    seeds: int = 3
-    """independent repetitions (seed, seed + 1, ...)"""
     margin_nats: float = 0.1
     """how far above the Gaussian's test log-likelihood NICE's must lie on every seed"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    # a small flow trained a few hundred steps already beats the Gaussian on two moons (the
+    # claims' direction) in seconds; the hollow rings take the full-size flow and data
+    SMOKE = {
+        "datasets": ("two_moons",),
+        "noises": (0.1,),
+        "train_size": 512,
+        "val_size": 16,
+        "test_size": 512,
+        "num_coupling": 2,
+        "hidden": 32,
+        "layers": 2,
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 1e-2,
+        "grid": 20,
+        "samples": 50,
+        "seeds": 2,
+    }
 
     def __post_init__(self):
         if len(self.noises) != len(self.datasets):
@@ -162,15 +174,15 @@ def _study(
         name, cfg.train_size + cfg.val_size + cfg.test_size, noise=noise, seed=seed
     )
     splits, _ = standardize(data.split((cfg.train_size, cfg.val_size, cfg.test_size), seed=seed))
-    state = trainer.init(jax.random.PRNGKey(seed), jnp.asarray(splits.train.x[:2]))
-    state = fit(
+    state = fit_from_seed(
         trainer,
-        state,
+        seed,
         splits.train,
+        jnp.asarray(splits.train.x[:2]),
+        run=run,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         val=splits.val,
-        metrics_path=run.metrics_path,
         desc=f"NICE {name} seed {seed}",
     ).state
     model, variables = trainer.model, {"params": state.params}
@@ -204,7 +216,6 @@ def _study(
     nice["round_trip_error_float32"] = round_trip["float32"]
     nice["round_trip_error_float64"] = round_trip["float64"]
     rows = {f"NICE {name}": nice, f"Gaussian {name}": gaussian}
-    run.log(seed=seed, **{f"{v} {m}": x for v, row in rows.items() for m, x in row.items()})
     if seed != cfg.seed:
         return rows, None
 
@@ -251,41 +262,21 @@ def _plot(run: Run, figures: dict[str, dict]) -> None:
     run.savefig(fig, "nice_densities")
 
 
+def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
+    """Every data set with one seed: (result rows, figure panels by data set)."""
+    rows, figures = {}, {}
+    for name, noise in zip(cfg.datasets, cfg.noises, strict=True):
+        study, figures[name] = _study(cfg, trainer, name, noise, run, seed)
+        rows.update(study)
+    return rows, figures
+
+
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        # a small flow trained a few hundred steps already beats the Gaussian on two moons (the
-        # claims' direction) in seconds; the hollow rings take the full-size flow and data
-        cfg = dataclasses.replace(
-            cfg,
-            datasets=("two_moons",),
-            noises=(0.1,),
-            train_size=512,
-            val_size=16,
-            test_size=512,
-            num_coupling=2,
-            hidden=32,
-            layers=2,
-            epochs=60,
-            batch_size=32,
-            learning_rate=1e-2,
-            grid=20,
-            samples=50,
-            seeds=2,
-        )
+    cfg = cfg.sized()
     run = Run("nice", cfg, root=cfg.out)
     trainer = _trainer(cfg)
-    per_seed, figures = [], {}
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        rows = {}
-        for name, noise in zip(cfg.datasets, cfg.noises, strict=True):
-            study, figure = _study(cfg, trainer, name, noise, run, seed)
-            rows.update(study)
-            if figure is not None:
-                figures[name] = figure
-        per_seed.append(rows)
-    results = {
-        variant: mean_over_seeds([rows[variant] for rows in per_seed]) for variant in per_seed[0]
-    }
+    sweep = sweep_seeds(cfg.seed_range, functools.partial(_one_seed, cfg, trainer, run), run)
+    results, figures = sweep.results, sweep.first
     print(
         f"average log-likelihood per example (nats, standardised coordinates), "
         f"mean over {cfg.seeds} seed(s):"
@@ -305,13 +296,12 @@ def main(cfg: Config) -> dict:
     _plot(run, figures)
     claims = []
     for name in cfg.datasets:
-        nice = [rows[f"NICE {name}"] for rows in per_seed]
         claims += [
             Claim(
                 f"NICE's test log-likelihood on {name} is above the maximum-likelihood "
                 "full-covariance Gaussian's (metric: NICE's minus the Gaussian's, per seed)",
                 "test_gain_over_gaussian",
-                [row["test_gain_over_gaussian"] for row in nice],
+                sweep.values(f"NICE {name}", "test_gain_over_gaussian"),
                 0.0,
                 "above",
                 margin=cfg.margin_nats,
@@ -321,7 +311,7 @@ def main(cfg: Config) -> dict:
                 f"decode(encode(x)) returns the {name} test points exactly up to rounding "
                 "(max abs error, float64)",
                 "round_trip_error_float64",
-                [row["round_trip_error_float64"] for row in nice],
+                sweep.values(f"NICE {name}", "round_trip_error_float64"),
                 cfg.round_trip_tolerance,
                 "below",
                 margin=0.9 * cfg.round_trip_tolerance,

@@ -20,21 +20,23 @@ the baseline by at least ``margin_bits`` bits/dim on every seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 
 from jaxnets import create_model
 from jaxnets.data.binarized import load_binarized_digits
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.pixelcnn import bits_per_dim, pixel_frequency_logits, sample
 from jaxnets.optim import make_optimizer
-from jaxnets.train import EarlyStopping, Trainer, fit
+from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.train import EarlyStopping, Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """PixelCNN vs independent Bernoulli pixels on binarised 8x8 digits."""
 
     threshold: float = 0.5
@@ -60,16 +62,18 @@ class Config:
     """add-``smoothing`` counts of the baseline's pixel frequencies (1 = Laplace's rule)"""
     num_samples: int = 64
     """images drawn from each model for the figure"""
-    seed: int = 0
-    """first seed (of the split, the initialisation and the minibatch order)"""
-    seeds: int = 3
-    """independent repetitions (seed, seed + 1, ...)"""
     margin_bits: float = 0.05
     """how far below the baseline's test bits/dim the PixelCNN's must lie on every seed"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    # a few epochs of a tiny net already beat the baseline (the claim's direction), in seconds
+    SMOKE = {
+        "features": 8,
+        "layers": 1,
+        "epochs": 15,
+        "learning_rate": 1e-2,
+        "num_samples": 4,
+        "seeds": 2,
+    }
 
     def __post_init__(self):
         check_config(
@@ -88,30 +92,19 @@ class Config:
                 )
 
 
-# a few epochs of a tiny net already beat the baseline (the claim's direction), in seconds
-_SMOKE = {
-    "features": 8,
-    "layers": 1,
-    "epochs": 15,
-    "learning_rate": 1e-2,
-    "num_samples": 4,
-    "seeds": 2,
-}
-
-
 def _train(cfg: Config, trainer: Trainer, data, run: Run, seed: int):
     """Fit the PixelCNN on data.train (targets are the images themselves); best val epoch."""
-    state = trainer.init(jax.random.PRNGKey(seed), data.train.x[: cfg.batch_size])
     stopper = EarlyStopping("val_loss", patience=cfg.patience)
-    result = fit(
+    result = fit_from_seed(
         trainer,
-        state,
+        seed,
         (data.train.x, data.train.x),
+        data.train.x[: cfg.batch_size],
+        run=run,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         val=(data.val.x, data.val.x),
         callbacks=[stopper],
-        metrics_path=run.metrics_path,
         desc=f"pixelcnn seed {seed}",
     )
     print(
@@ -142,7 +135,7 @@ def _plot(run: Run, panels: dict[str, np.ndarray]) -> None:
 
 
 def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
-    """Train and score on one seed's split: (data, state, {variant: {metric: value}})."""
+    """Train and score on one seed's split: ({variant: {metric: value}}, (data, state))."""
     data = load_binarized_digits(cfg.threshold).split(cfg.splits, seed=seed)
     state, best_epoch = _train(cfg, trainer, data, run, seed)
     frequency_logits = pixel_frequency_logits(data.train.x, cfg.smoothing)
@@ -160,13 +153,11 @@ def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
     rows["pixelcnn"]["bits_per_dim_gain"] = (
         rows["independent_bernoulli"]["test_bits_per_dim"] - rows["pixelcnn"]["test_bits_per_dim"]
     )
-    run.log(seed=seed, **{f"{v} {m}": x for v, row in rows.items() for m, x in row.items()})
-    return data, state, rows
+    return rows, (data, state)
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, **_SMOKE)
+    cfg = cfg.sized()
     train = load_binarized_digits(cfg.threshold).split(cfg.splits, seed=cfg.seed).train
     check_batch_size(cfg.batch_size, len(train))
     run = Run("pixelcnn", cfg, root=cfg.out)
@@ -179,19 +170,13 @@ def main(cfg: Config) -> dict:
     )
     # one trainer for every seed: its compiled steps are reused
     trainer = Trainer(model, "bernoulli_nll", make_optimizer("adam", cfg.learning_rate))
-    per_seed = []
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        data, state, rows = _one_seed(cfg, trainer, run, seed)
-        per_seed.append(rows)
-        if seed == cfg.seed:
-            first_data, first_state = data, state
-            print(
-                f"binarised digits: {len(data.train)} train / {len(data.val)} val / "
-                f"{len(data.test)} test, {np.mean(data.train.x):.1%} of training pixels on"
-            )
-    results = {
-        variant: mean_over_seeds([rows[variant] for rows in per_seed]) for variant in per_seed[0]
-    }
+    sweep = sweep_seeds(cfg.seed_range, functools.partial(_one_seed, cfg, trainer, run), run)
+    first_data, first_state = sweep.first
+    print(
+        f"binarised digits: {len(first_data.train)} train / {len(first_data.val)} val / "
+        f"{len(first_data.test)} test, {np.mean(first_data.train.x):.1%} of training pixels on"
+    )
+    results = sweep.results
     print(f"mean over {cfg.seeds} seed(s):")
     print(
         format_table(
@@ -220,7 +205,7 @@ def main(cfg: Config) -> dict:
             "PixelCNN's test bits/dim is below the independent-Bernoulli baseline's "
             "(metric: baseline's bits/dim minus PixelCNN's, per seed)",
             "bits_per_dim_gain",
-            [rows["pixelcnn"]["bits_per_dim_gain"] for rows in per_seed],
+            sweep.values("pixelcnn", "bits_per_dim_gain"),
             0.0,
             "above",
             margin=cfg.margin_bits,

@@ -21,6 +21,7 @@ the claim holds when WaveNet beats the baseline by at least ``margin_nats`` on e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -29,16 +30,17 @@ import numpy as np
 
 from jaxnets import create_model
 from jaxnets.data.audio import mu_law_decode, synthetic_audio
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.language import fit_ngram
 from jaxnets.models.wavenet import generate, measured_receptive_field
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.train import Trainer, evaluate
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """WaveNet next-sample prediction on synthetic audio vs the i.i.d. marginal baseline."""
 
     train_clips: int = 256
@@ -63,16 +65,25 @@ class Config:
     generate_length: int = 384
     """samples generated after a real prompt of receptive-field length"""
     temperature: float = 1.0
-    seed: int = 0
-    """first seed; seed s draws its clips from seeds 3s, 3s + 1, 3s + 2 and initialises with s"""
-    seeds: int = 3
-    """independent repetitions (seed, seed + 1, ...)"""
     margin_nats: float = 0.5
     """how far below the baseline's NLL per sample WaveNet's must lie on every seed"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    # 16 codes and a few hundred tiny steps: small enough for the tests, long enough for
+    # WaveNet to beat the baseline (the claim's direction)
+    SMOKE = {
+        "train_clips": 64,
+        "val_clips": 4,
+        "test_clips": 4,
+        "clip_length": 65,
+        "channels": 16,
+        "residual_channels": 8,
+        "skip_channels": 8,
+        "dilations": (1, 2, 4),
+        "epochs": 10,
+        "batch_size": 8,
+        "generate_length": 8,
+        "seeds": 2,
+    }
 
     def __post_init__(self):
         check_config(self, zero_ok=("noise", "generate_length", "temperature", "seed"))
@@ -117,19 +128,20 @@ def _clips(cfg: Config, seed: int) -> dict[str, np.ndarray]:
     return {split: (codes[:, :-1], codes[:, 1:]) for split, codes in clips.items()}
 
 
-def _one_seed(cfg: Config, trainer: Trainer, seed: int, run: Run):
-    """Train WaveNet on one seed's clips; returns (state, clips, per-seed result rows)."""
+def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
+    """Train WaveNet on one seed's clips (seed s draws them from seeds 3s, 3s + 1 and 3s + 2,
+    and initialises with s); returns (per-seed result rows, (state, clips))."""
     clips = _clips(cfg, seed)
     x_train, y_train = clips["train"]
-    state = trainer.init(jax.random.PRNGKey(seed), jnp.asarray(x_train[: cfg.batch_size]))
-    state = fit(
+    state = fit_from_seed(
         trainer,
-        state,
+        seed,
         clips["train"],
+        jnp.asarray(x_train[: cfg.batch_size]),
+        run=run,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         val=clips["val"],
-        metrics_path=run.metrics_path,
         desc=f"WaveNet seed {seed}",
     ).state
     # every clip has clip_length - 1 targets, so the mean of per-clip means is per sample
@@ -149,29 +161,11 @@ def _one_seed(cfg: Config, trainer: Trainer, seed: int, run: Run):
             "test_bits_per_sample": _bits(baseline_nll),
         },
     }
-    run.log(seed=seed, **{f"{v} {m}": x for v, row in rows.items() for m, x in row.items()})
-    return state, clips, rows
+    return rows, (state, clips)
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        # 16 codes and a few hundred tiny steps: small enough for the tests, long enough
-        # for WaveNet to beat the baseline (the claim's direction)
-        cfg = dataclasses.replace(
-            cfg,
-            train_clips=64,
-            val_clips=4,
-            test_clips=4,
-            clip_length=65,
-            channels=16,
-            residual_channels=8,
-            skip_channels=8,
-            dilations=(1, 2, 4),
-            epochs=10,
-            batch_size=8,
-            generate_length=8,
-            seeds=2,
-        )
+    cfg = cfg.sized()
     run = Run("wavenet", cfg, root=cfg.out)
     model = create_model(
         "wavenet",
@@ -188,15 +182,8 @@ def main(cfg: Config) -> dict:
         "sequence_cross_entropy",
         make_optimizer("adam", cfg.learning_rate, schedule="cosine", total_steps=steps),
     )
-    per_seed = []
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        state, clips, rows = _one_seed(cfg, trainer, seed, run)
-        per_seed.append(rows)
-        if seed == cfg.seed:
-            first_state, first_clips = state, clips
-    results = {
-        variant: mean_over_seeds([rows[variant] for rows in per_seed]) for variant in per_seed[0]
-    }
+    sweep = sweep_seeds(cfg.seed_range, functools.partial(_one_seed, cfg, trainer, run), run)
+    results, (first_state, first_clips) = sweep.results, sweep.first
 
     # receptive field and a sampled continuation: the first seed's model
     variables = {"params": first_state.params}
@@ -236,7 +223,7 @@ def main(cfg: Config) -> dict:
             "WaveNet's test NLL per sample is below the i.i.d. marginal baseline's "
             "(metric: baseline's NLL minus WaveNet's, per seed)",
             "nll_gap_nats",
-            [rows["wavenet"]["nll_gap_nats"] for rows in per_seed],
+            sweep.values("wavenet", "nll_gap_nats"),
             0.0,
             "above",
             margin=cfg.margin_nats,

@@ -258,7 +258,8 @@ def parse_config(
     setting up devices and processes from ``--devices`` and friends
     (:func:`jaxnets.distributed.configure`, before JAX starts).
 
-    ``--help`` lists every field with its default and docstring, and the device flags. A
+    ``--help`` lists every field with its default and docstring, the values ``--smoke`` sets
+    (the config's ``SMOKE`` preset, see :mod:`jaxnets.sweep`) and the device flags. A
     ValueError raised by the dataclass' ``__post_init__`` (an invalid value), or by an
     impossible device set-up, is printed as one line and exits with 2, like any other usage
     error.
@@ -273,6 +274,9 @@ def parse_config(
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     text = (description or config_cls.__doc__ or "").rstrip()
+    smoke = getattr(config_cls, "SMOKE", None)  # jaxnets.sweep.ExperimentConfig's preset
+    if smoke:
+        text += "\n\n--smoke sets " + ", ".join(f"{k}={v!r}" for k, v in smoke.items())
     try:
         return tyro.cli(config_cls, args=args, description=f"{text}\n{_DEVICE_HELP}")
     except ValueError as err:

@@ -1,0 +1,191 @@
+"""What experiment scripts share besides their run directory: the base of every ``Config``
+(seeds, the ``--smoke`` preset, the output root) and the loop over seeds.
+
+A script's ``Config`` subclasses :class:`ExperimentConfig` (or :class:`SeededConfig`, which
+adds the first seed) and declares its smoke sizes once, next to its fields::
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(SeededConfig):
+        epochs: int = 30
+        SMOKE = {"epochs": 1}  # a class attribute, not a field
+
+``main`` begins with ``cfg = cfg.sized()``, and ``--help`` lists the preset
+(:func:`jaxnets.experiment.parse_config`). A study that is repeated over seeds is one function
+``one_seed(seed) -> (rows, extra)``; :func:`sweep_seeds` runs it for every seed, logs each
+seed's rows and averages them into the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import jax
+
+from jaxnets.experiment import Run, mean_over_seeds
+from jaxnets.train import FitResult, Trainer, evaluate, fit
+
+__all__ = [
+    "ExperimentConfig",
+    "SeededConfig",
+    "SeedSweep",
+    "fit_from_seed",
+    "sweep_classifier",
+    "sweep_seeds",
+]
+
+ConfigT = TypeVar("ConfigT", bound="ExperimentConfig")
+Rows = dict[str, dict[str, float]]
+"""One seed's results: variant -> metric -> value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The fields every experiment has. Subclasses set ``SMOKE``, the field values of the
+    tiny run the tests use."""
+
+    seeds: int = 3
+    """independent repetitions, each its own initialisation (and, where the script says so,
+    its own data); every claim is checked on each"""
+    smoke: bool = False
+    """tiny run for the tests: the sizes of the config's SMOKE preset (listed above)"""
+    out: str = "runs"
+    """root folder of run directories"""
+
+    SMOKE = {}  # a class attribute (no annotation, so not a field); never mutated
+
+    def sized(self: ConfigT) -> ConfigT:
+        """This config as the run uses it: with the ``SMOKE`` values when ``smoke`` is set."""
+        return dataclasses.replace(self, **self.SMOKE) if self.smoke else self
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds of the repetitions: 0, 1, ..., seeds - 1."""
+        return range(self.seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeededConfig(ExperimentConfig):
+    """An experiment whose repetitions start at a chosen seed."""
+
+    seed: int = 0
+    """first seed (repetition i uses seed + i)"""
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds of the repetitions: seed, seed + 1, ..., seed + seeds - 1."""
+        return range(self.seed, self.seed + self.seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSweep:
+    """What :func:`sweep_seeds` returns: per seed, its rows and what else its study returned.
+
+    Attributes:
+      seeds: the seeds, in the order they ran.
+      rows: per seed, ``{variant: {metric: value}}``.
+      extras: per seed, the study's second return value (states, data, figure panels).
+    """
+
+    seeds: list[int]
+    rows: list[Rows]
+    extras: list[Any]
+
+    @property
+    def results(self) -> Rows:
+        """The table: per variant of the first seed, the mean over seeds of each metric."""
+        return {
+            variant: mean_over_seeds([rows[variant] for rows in self.rows])
+            for variant in self.rows[0]
+        }
+
+    def values(self, variant: str, metric: str) -> list[float]:
+        """``metric`` of ``variant`` once per seed (what a :class:`Claim` checks)."""
+        return [rows[variant][metric] for rows in self.rows]
+
+    @property
+    def first(self) -> Any:
+        """The first seed's extra (the figures show the first seed)."""
+        return self.extras[0]
+
+
+def sweep_seeds(
+    seeds: Iterable[int],
+    one_seed: Callable[[int], tuple[Rows, Any]],
+    run: Run | None = None,
+) -> SeedSweep:
+    """Run ``one_seed(seed) -> (rows, extra)`` for every seed, in order; with ``run``, append
+    each seed's rows to its ``metrics.jsonl`` as one row ``{"seed", "<variant> <metric>": value}``.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("sweep_seeds needs at least one seed; got none (seeds must be >= 1)")
+    sweep = SeedSweep([], [], [])
+    for seed in seeds:
+        rows, extra = one_seed(seed)
+        if run is not None:
+            run.log(seed=seed, **{f"{v} {m}": x for v, row in rows.items() for m, x in row.items()})
+        sweep.seeds.append(seed)
+        sweep.rows.append(rows)
+        sweep.extras.append(extra)
+    return sweep
+
+
+def fit_from_seed(
+    trainer: Trainer,
+    seed: int,
+    train: Any,
+    sample: Any,
+    *,
+    run: Run | None = None,
+    init: Callable | None = None,
+    **options: Any,
+) -> FitResult:
+    """Initialise ``trainer``'s state from ``PRNGKey(seed)`` on ``sample`` (a batch of inputs,
+    ``(b, *input_shape)``) and :func:`~jaxnets.train.fit` it on ``train``.
+
+    ``run``: fit appends its epochs to the run's ``metrics.jsonl``. ``init``: the function that
+    builds the state (default ``trainer.init``; pass ``jax.jit(trainer.init)`` to compile it
+    once). ``options``: fit's keywords (``epochs`` and ``batch_size`` are required).
+    """
+    state = (init or trainer.init)(jax.random.PRNGKey(seed), sample)
+    metrics_path = run.metrics_path if run is not None else None
+    return fit(trainer, state, train, metrics_path=metrics_path, **options)
+
+
+def sweep_classifier(
+    trainer: Trainer,
+    splits: Any,
+    seeds: Iterable[int],
+    *,
+    run: Run,
+    label: str,
+    init: Callable | None = None,
+    **options: Any,
+) -> SeedSweep:
+    """Train a classifier from every seed on ``splits.train``, validating on ``splits.val``,
+    and score it on ``splits.test`` (each split ``.x`` (n, *input_shape), ``.y`` (n,)).
+
+    Rows: ``{label: {"test_accuracy", "val_accuracy"}}`` (validation: the last epoch's);
+    extras: each seed's :class:`~jaxnets.train.FitResult`. The sample that builds the state is
+    the first training example; ``init`` and ``options`` as in :func:`fit_from_seed`.
+    """
+
+    def one_seed(seed: int) -> tuple[Rows, FitResult]:
+        result = fit_from_seed(
+            trainer,
+            seed,
+            splits.train,
+            splits.train.x[:1],
+            run=run,
+            init=init,
+            val=splits.val,
+            desc=f"{label} seed {seed}",
+            **options,
+        )
+        accuracy = evaluate(trainer, result.state, splits.test)["accuracy"]
+        row = {"test_accuracy": accuracy, "val_accuracy": result.history[-1]["val_accuracy"]}
+        return {label: row}, result
+
+    return sweep_seeds(seeds, one_seed)
