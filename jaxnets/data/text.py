@@ -49,6 +49,11 @@ _EXCLUDED_DIRS = frozenset(
 )
 
 
+def _special_id(token: str, role: str) -> property:
+    """A read-only ``CharVocab`` property: the id of the special ``token``, which ``role``."""
+    return property(lambda vocab: vocab.token_id(token), doc=f"Id of ``{token}``, which {role}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class CharVocab:
     """A character vocabulary with special tokens first.
@@ -118,25 +123,10 @@ class CharVocab:
             f"{len(self.chars)} characters of this vocabulary"
         )
 
-    @property
-    def pad_id(self) -> int:
-        """Id of ``<pad>``, which fills sequences up to a common length."""
-        return self.token_id("<pad>")
-
-    @property
-    def eos_id(self) -> int:
-        """Id of ``<eos>``, which ends a sequence."""
-        return self.token_id("<eos>")
-
-    @property
-    def go_id(self) -> int:
-        """Id of ``<go>``, the first decoder input of a sequence-to-sequence model."""
-        return self.token_id("<go>")
-
-    @property
-    def unk_id(self) -> int:
-        """Id of ``<unk>``, which stands for every character outside the vocabulary."""
-        return self.token_id("<unk>")
+    pad_id = _special_id("<pad>", "fills sequences up to a common length")
+    eos_id = _special_id("<eos>", "ends a sequence")
+    go_id = _special_id("<go>", "is the first decoder input of a sequence-to-sequence model")
+    unk_id = _special_id("<unk>", "stands for every character outside the vocabulary")
 
     def encode(self, text: str) -> np.ndarray:
         """Character ids of ``text``: int32 ``(len(text),)``, no ``<eos>`` appended."""
