@@ -221,59 +221,42 @@ class ActivationSpec:
 
     Attributes:
       name: registry name (``"leaky_relu"``).
+      fn: the function or Module class.
+      lecture: where the lectures introduce it.
       kind: ``"elementwise"`` (plain function), ``"module"`` (elementwise Module with
         params or rng) or ``"layer"`` (replaces the affine map: maxout, RBF).
-      fn: the function or Module class.
       trainable: False when the gradient is zero almost everywhere (hard threshold).
-      lecture: where the lectures introduce it.
     """
 
     name: str
-    kind: str
     fn: Callable[..., Any]
-    trainable: bool
     lecture: str
+    kind: str = "elementwise"
+    trainable: bool = True
 
 
 ACTIVATIONS: dict[str, ActivationSpec] = {
     spec.name: spec
     for spec in (
-        ActivationSpec(
-            "identity", "elementwise", identity, True, "000 activation functions (line 103)"
-        ),
-        ActivationSpec("relu", "elementwise", relu, True, "002 hidden units: ReLU (line 848)"),
-        ActivationSpec(
-            "leaky_relu", "elementwise", leaky_relu, True, "002 hidden units: leaky ReLU (line 985)"
-        ),
-        ActivationSpec(
-            "prelu", "module", PReLU, True, "002 hidden units: parametric ReLU (line 993)"
-        ),
-        ActivationSpec(
-            "rrelu", "module", RReLU, True, "002 hidden units: randomized ReLU (line 1000)"
-        ),
-        ActivationSpec(
-            "abs", "elementwise", absolute, True, "002 hidden units: absolute value (line 980)"
-        ),
-        ActivationSpec("elu", "elementwise", elu, True, "002 hidden units: ELU (line 1020)"),
-        ActivationSpec(
-            "softplus", "elementwise", softplus, True, "002 hidden units: softplus (line 1154)"
-        ),
-        ActivationSpec(
-            "sigmoid", "elementwise", sigmoid, True, "002 hidden units: sigmoid (line 1083)"
-        ),
-        ActivationSpec("tanh", "elementwise", tanh, True, "002 hidden units: tanh (line 1124)"),
-        ActivationSpec(
-            "hard_tanh", "elementwise", hard_tanh, True, "002 hidden units: hard tanh (line 1159)"
-        ),
+        ActivationSpec("identity", identity, "000 activation functions (line 103)"),
+        ActivationSpec("relu", relu, "002 hidden units: ReLU (line 848)"),
+        ActivationSpec("leaky_relu", leaky_relu, "002 hidden units: leaky ReLU (line 985)"),
+        ActivationSpec("prelu", PReLU, "002 hidden units: parametric ReLU (line 993)", "module"),
+        ActivationSpec("rrelu", RReLU, "002 hidden units: randomized ReLU (line 1000)", "module"),
+        ActivationSpec("abs", absolute, "002 hidden units: absolute value (line 980)"),
+        ActivationSpec("elu", elu, "002 hidden units: ELU (line 1020)"),
+        ActivationSpec("softplus", softplus, "002 hidden units: softplus (line 1154)"),
+        ActivationSpec("sigmoid", sigmoid, "002 hidden units: sigmoid (line 1083)"),
+        ActivationSpec("tanh", tanh, "002 hidden units: tanh (line 1124)"),
+        ActivationSpec("hard_tanh", hard_tanh, "002 hidden units: hard tanh (line 1159)"),
         ActivationSpec(
             "hard_threshold",
-            "elementwise",
             hard_threshold,
-            False,
             "000 activation functions: hard threshold (line 113)",
+            trainable=False,
         ),
-        ActivationSpec("maxout", "layer", Maxout, True, "002 hidden units: maxout (line 1044)"),
-        ActivationSpec("rbf", "layer", RBF, True, "002 hidden units: RBF (line 1145)"),
+        ActivationSpec("maxout", Maxout, "002 hidden units: maxout (line 1044)", "layer"),
+        ActivationSpec("rbf", RBF, "002 hidden units: RBF (line 1145)", "layer"),
     )
 }
 
