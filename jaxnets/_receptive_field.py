@@ -1,4 +1,5 @@
-"""Receptive fields by interval propagation over a traced program (jaxpr).
+"""Receptive fields by interval propagation over a traced program (jaxpr), and the module
+calls each equation of it belongs to: the tracing behind :func:`jaxnets.inspect.layer_table`.
 
 Lectures: seed 004, Lecture 9 §4 "Pooling layers" (line 2291; line 2299: pooling increases the
 size of units' receptive fields, the regions of the input image which influence their
@@ -16,10 +17,12 @@ operands meeting on one grid (element-wise ops, shortcuts, Inception branches) g
 an axis that units mix (contracted by a matrix product, reduced, concatenated along, sorted,
 or inside a scan, while or cond body) is spanned: every unit sees all of it.
 
-:class:`_Walker` also records every convolution, matrix product and window reduction as an
-:class:`_Event`, attributed to the innermost module call whose ``jax.named_scope``
-(``_LAYER_SCOPE`` + call index) it was traced in, and the field of each call's outputs, which
-the caller marks with an ``optimization_barrier`` under ``_OUTPUT_SCOPE`` + call index.
+:class:`Recorder`, installed with ``flax.linen.intercept_methods`` while the forward pass is
+traced, lists the module calls (:class:`Call`), traces each call under a ``jax.named_scope``
+(``_LAYER_SCOPE`` + call index) and marks its outputs with an ``optimization_barrier`` under
+``_OUTPUT_SCOPE`` + call index. :class:`Walker` then records every convolution, matrix product
+and window reduction as an :class:`Event`, attributed to the innermost call whose scope it
+was traced in, and the field of each call's marked outputs.
 
 A ``scan`` body runs ``length`` times: its events count ``length`` times (nested scans
 multiply), the unrolled network of Lecture 13 §2 (line 2765), and its matrix products and
@@ -30,19 +33,27 @@ each of them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+import flax.linen as nn
+import jax
 import jax.extend.core as jex
+import numpy as np
+
+from jaxnets.registry import InputSpecError
+
+__all__ = ["KINDS", "Axis", "Call", "Event", "Field", "Recorder", "Walker", "batch_axis_error"]
 
 _LAYER_SCOPE, _OUTPUT_SCOPE = "_jaxnets_layer", "_jaxnets_output"
 _LAYER_RE, _OUTPUT_RE = re.compile(_LAYER_SCOPE + r"(\d+)"), re.compile(_OUTPUT_SCOPE + r"(\d+)")
 
 
-class _Axis(NamedTuple):
+class Axis(NamedTuple):
     """Where one spatial input axis went: unit ``i`` along array axis ``axis`` sees input
     positions ``[start + i * jump, start + i * jump + size)``; ``axis`` is None once units mix
     the whole axis, and then ``[start, start + size)`` is everything they see."""
@@ -53,18 +64,18 @@ class _Axis(NamedTuple):
     jump: Fraction | None
 
 
-_Field = tuple[_Axis, ...]  # one per spatial input axis; () only marks dependence on the input
+Field = tuple[Axis, ...]  # one per spatial input axis; () only marks dependence on the input
 
 
-def _span(ax: _Axis, shape: Sequence[int]) -> _Axis:
+def _span(ax: Axis, shape: Sequence[int]) -> Axis:
     """The whole extent that all units along ``ax.axis`` (of size ``shape[ax.axis]``) see."""
     if ax.axis is None:
         return ax
     reach = (shape[ax.axis] - 1) * ax.jump
-    return _Axis(None, ax.start + min(reach, 0), ax.size + abs(reach), None)
+    return Axis(None, ax.start + min(reach, 0), ax.size + abs(reach), None)
 
 
-def _merge(fields: Sequence[tuple[_Field, Sequence[int]]], same_grid: bool) -> _Field:
+def _merge(fields: Sequence[tuple[Field, Sequence[int]]], same_grid: bool) -> Field:
     """Union of operands' fields: axis by axis on a shared grid (element-wise ops, branches
     joining), every axis spanned otherwise (the output mixes all its operands see)."""
     fields = [(tuple(a if same_grid else _span(a, s) for a in f), s) for f, s in fields]
@@ -75,11 +86,11 @@ def _merge(fields: Sequence[tuple[_Field, Sequence[int]]], same_grid: bool) -> _
             if a.axis is None or (a.axis, a.jump) != (b.axis, b.jump):
                 a, b = _span(a, shape), _span(b, shape)
             start = min(a.start, b.start)
-            out[d] = _Axis(a.axis, start, max(a.start + a.size, b.start + b.size) - start, a.jump)
+            out[d] = Axis(a.axis, start, max(a.start + a.size, b.start + b.size) - start, a.jump)
     return tuple(out)
 
 
-def _remap(field: _Field, shape: Sequence[int], moves: Mapping[int, Any]) -> _Field:
+def _remap(field: Field, shape: Sequence[int], moves: Mapping[int, Any]) -> Field:
     """Move each axis by ``moves[axis]``: a new axis index, or ``(axis, window, stride, pad_lo,
     base_dilation, window_dilation)`` for a sliding window; other axes are spanned."""
     out = []
@@ -91,7 +102,7 @@ def _remap(field: _Field, shape: Sequence[int], moves: Mapping[int, Any]) -> _Fi
         axis, window, stride, pad_lo, base, dilation = move
         step = ax.jump / base
         size = ax.size + (window - 1) * dilation * step
-        out.append(_Axis(axis, ax.start - pad_lo * step, size, stride * step))
+        out.append(Axis(axis, ax.start - pad_lo * step, size, stride * step))
     return tuple(out)
 
 
@@ -102,13 +113,13 @@ _POOLS = {
     "reduce_window": "pooling",
 }
 _RECURRENT = "recurrent"  # a matrix product or convolution inside a scan body
-_KINDS = (_RECURRENT, "convolution", "fully connected", *_POOLS.values())
+KINDS = (_RECURRENT, "convolution", "fully connected", *_POOLS.values())
 _REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
 _MIXING = ("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort", "fft", "rev")
 _OPAQUE = ("scan", "while", "cond")  # bodies are counted, but fields are not followed through
 
 
-class _Event(NamedTuple):
+class Event(NamedTuple):
     """A convolution, matrix product or window reduction applied to the signal: ``out_shape``
     is one step's, ``macs`` and ``reads`` count every step of the enclosing scans, whose
     lengths ``scans`` lists outermost first (``()`` outside any scan)."""
@@ -117,13 +128,13 @@ class _Event(NamedTuple):
     layer: int | None
     kind: str
     out_shape: tuple[int, ...]
-    field: _Field
+    field: Field
     macs: int
     reads: int
     scans: tuple[int, ...] = ()
 
 
-def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
+def _transfer(eqn, ins: list, shapes: list) -> tuple[list, Event | None]:
     """Output fields of one call-free equation, and its event if it makes connections."""
     prim, p = eqn.primitive.name, eqn.params
     outs = [tuple(v.aval.shape) for v in eqn.outvars]
@@ -157,7 +168,7 @@ def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
                 move |= {a: first + i for i, a in enumerate(free[side])}
                 fields.append((_remap(ins[side], shapes[side], move), outs[0]))
         field, macs = _merge(fields, True), size * math.prod(shapes[0][a] for a in lc)
-        return [field], _Event(0, None, "fully connected", outs[0], field, macs, 0)
+        return [field], Event(0, None, "fully connected", outs[0], field, macs, 0)
     elif prim in _REDUCTIONS or prim == "squeeze":
         gone = p["axes"] if prim in _REDUCTIONS else p["dimensions"]
         moves = {a: i for i, a in enumerate(a for a in range(len(shape)) if a not in gone)}
@@ -178,7 +189,7 @@ def _transfer(eqn, ins: list, shapes: list) -> tuple[list, _Event | None]:
     if moves is not None:
         field = _remap(f, shape, moves)
         return [field] * len(outs), (
-            _Event(0, None, kind, outs[0], field, macs, reads) if kind else None
+            Event(0, None, kind, outs[0], field, macs, reads) if kind else None
         )
     same = prim == "concatenate" or (
         prim not in _MIXING and all(s == o for _, s in live for o in outs)
@@ -217,13 +228,13 @@ def _loop_inputs(eqn, body, fields: list) -> list:
         return fields
     fields, carried = list(fields), slice(first, first + count)
     for _ in range(count):
-        outs = _Walker().walk(body, fields, None)[:count]
+        outs = Walker().walk(body, fields, None)[:count]
         pairs = zip(fields[carried], outs, strict=True)
         fields[carried] = [o if f is None else f for f, o in pairs]
     return fields
 
 
-def _repeated(event: _Event, seq: int, layer: int | None, scans: tuple[int, ...]) -> _Event:
+def _repeated(event: Event, seq: int, layer: int | None, scans: tuple[int, ...]) -> Event:
     """``event`` placed at ``seq`` in ``layer``, counted once per step of the enclosing scans."""
     steps = math.prod(scans)  # 1 outside any scan
     kind = _RECURRENT if scans and event.kind in ("convolution", "fully connected") else event.kind
@@ -237,7 +248,7 @@ def _repeated(event: _Event, seq: int, layer: int | None, scans: tuple[int, ...]
     )
 
 
-class _Walker:
+class Walker:
     """Walks a jaxpr once, propagating receptive fields and attributing each equation to the
     innermost layer call in whose scope it was traced. ``output_scans[call]``: the lengths of
     the scans around the call's marked outputs (``()`` outside any; a module in ``nn.scan``)."""
@@ -245,14 +256,14 @@ class _Walker:
     def __init__(self):
         self.seq = 0
         self.first_seq: dict[int, int] = {}
-        self.events: list[_Event] = []
-        self.outputs: dict[int, _Field | None] = {}
+        self.events: list[Event] = []
+        self.outputs: dict[int, Field | None] = {}
         self.output_scans: dict[int, tuple[int, ...]] = {}
 
     def walk(
         self,
         jaxpr,
-        in_fields: Sequence[_Field | None],
+        in_fields: Sequence[Field | None],
         layer: int | None,
         scans: tuple[int, ...] = (),
     ) -> list:
@@ -296,3 +307,73 @@ class _Walker:
                 self.first_seq.setdefault(int(marks[-1]), self.seq)
             env.update(zip(eqn.outvars, outs, strict=True))
         return [read(v) for v in jaxpr.outvars]
+
+
+# ----------------------------------------------------------------------------- module calls
+
+
+@dataclasses.dataclass
+class Call:
+    """One module call seen by :class:`Recorder`: the module, its path from the root, the index
+    of the call it was made in (None at the top) and its array outputs' shapes (with batch)."""
+
+    path: tuple[str, ...]
+    module: nn.Module
+    parent: int | None
+    output_shapes: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
+
+
+class Recorder:
+    """Intercepts module calls: checks input ranks, scopes each call so that its jaxpr
+    equations can be attributed to it, and marks its outputs with an optimization barrier (a
+    no-op: this trace is only analysed) so the jaxpr walk finds their receptive fields."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        self.input_shape = input_shape
+        self.calls: list[Call] = []
+        self.stack: list[int] = []
+
+    def __call__(self, next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        module, index = context.module, len(self.calls)
+        _check_conv_rank(module, args, self.input_shape)
+        self.calls.append(Call(module.path, module, self.stack[-1] if self.stack else None))
+        self.stack.append(index)
+        try:
+            with jax.named_scope(f"{_LAYER_SCOPE}{index}"):
+                out = next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+        leaves, treedef = jax.tree.flatten(out)
+        arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+        self.calls[index].output_shapes = [tuple(leaves[i].shape) for i in arrays]
+        with jax.named_scope(f"{_OUTPUT_SCOPE}{index}"):
+            marked = jax.lax.optimization_barrier([leaves[i] for i in arrays])
+        for i, leaf in zip(arrays, marked, strict=True):
+            leaves[i] = leaf
+        return jax.tree.unflatten(treedef, leaves)
+
+
+def batch_axis_error(input_shape: tuple[int, ...], rank: int) -> InputSpecError:
+    """The error for an ``input_shape`` that has one axis more than a model's example of rank
+    ``rank``: it includes the batch axis."""
+    return InputSpecError(
+        f"input_shape {input_shape} looks like it includes a batch axis: the model takes one "
+        f"example of rank {rank}, so pass {input_shape[1:]} (layer_table adds the batch axis)"
+    )
+
+
+def _check_conv_rank(module: nn.Module, args: tuple, input_shape: tuple[int, ...]) -> None:
+    if not isinstance(module, (nn.Conv, nn.ConvTranspose, nn.ConvLocal)) or not args:
+        return
+    spatial, shape = len(module.kernel_size), tuple(np.shape(args[0]))
+    if len(shape) > spatial + 2 and len(input_shape) > spatial + 1:
+        raise batch_axis_error(input_shape, spatial + 1)
+    if len(shape) < spatial + 2:
+        hint = f"; did you mean {(*input_shape, 1)}?" if len(input_shape) == spatial else ""
+        raise InputSpecError(
+            f"layer {'/'.join(module.path)!r} ({type(module).__name__}, {spatial}-D kernel) needs "
+            f"inputs (batch, {spatial} spatial axes, channels) but got shape {shape}: input_shape "
+            f"{input_shape} must be one example of rank {spatial + 1} without the batch axis{hint}"
+        )

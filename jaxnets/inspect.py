@@ -65,15 +65,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets._receptive_field import (
-    _KINDS,
-    _LAYER_SCOPE,
-    _OUTPUT_SCOPE,
-    _Axis,
-    _Event,
-    _Field,
-    _Walker,
+    KINDS,
+    Axis,
+    Call,
+    Event,
+    Field,
+    Recorder,
+    Walker,
+    batch_axis_error,
 )
-from jaxnets.registry import InputSpecError, list_models, model_card
+from jaxnets.registry import list_models, model_card
 
 __all__ = ["LayerRow", "LayerTable", "layer_table"]
 
@@ -201,71 +202,6 @@ def _field_text(row: LayerRow) -> str:
     return f"{_xs(row.receptive_field)} ({whole})"
 
 
-# ----------------------------------------------------------------------------- tracing
-
-
-@dataclasses.dataclass
-class _Call:
-    path: tuple[str, ...]
-    module: nn.Module
-    parent: int | None
-    output_shapes: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
-
-
-class _Recorder:
-    """Intercepts module calls: checks input ranks, scopes each call so that its jaxpr
-    equations can be attributed to it, and marks its outputs with an optimization barrier (a
-    no-op: this trace is only analysed) so the jaxpr walk finds their receptive fields."""
-
-    def __init__(self, input_shape: tuple[int, ...]):
-        self.input_shape = input_shape
-        self.calls: list[_Call] = []
-        self.stack: list[int] = []
-
-    def __call__(self, next_fun, args, kwargs, context):
-        if context.method_name != "__call__":
-            return next_fun(*args, **kwargs)
-        module, index = context.module, len(self.calls)
-        _check_conv_rank(module, args, self.input_shape)
-        self.calls.append(_Call(module.path, module, self.stack[-1] if self.stack else None))
-        self.stack.append(index)
-        try:
-            with jax.named_scope(f"{_LAYER_SCOPE}{index}"):
-                out = next_fun(*args, **kwargs)
-        finally:
-            self.stack.pop()
-        leaves, treedef = jax.tree.flatten(out)
-        arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
-        self.calls[index].output_shapes = [tuple(leaves[i].shape) for i in arrays]
-        with jax.named_scope(f"{_OUTPUT_SCOPE}{index}"):
-            marked = jax.lax.optimization_barrier([leaves[i] for i in arrays])
-        for i, leaf in zip(arrays, marked, strict=True):
-            leaves[i] = leaf
-        return jax.tree.unflatten(treedef, leaves)
-
-
-def _batch_axis_error(input_shape: tuple[int, ...], rank: int) -> InputSpecError:
-    return InputSpecError(
-        f"input_shape {input_shape} looks like it includes a batch axis: the model takes one "
-        f"example of rank {rank}, so pass {input_shape[1:]} (layer_table adds the batch axis)"
-    )
-
-
-def _check_conv_rank(module: nn.Module, args: tuple, input_shape: tuple[int, ...]) -> None:
-    if not isinstance(module, (nn.Conv, nn.ConvTranspose, nn.ConvLocal)) or not args:
-        return
-    spatial, shape = len(module.kernel_size), tuple(np.shape(args[0]))
-    if len(shape) > spatial + 2 and len(input_shape) > spatial + 1:
-        raise _batch_axis_error(input_shape, spatial + 1)
-    if len(shape) < spatial + 2:
-        hint = f"; did you mean {(*input_shape, 1)}?" if len(input_shape) == spatial else ""
-        raise InputSpecError(
-            f"layer {'/'.join(module.path)!r} ({type(module).__name__}, {spatial}-D kernel) needs "
-            f"inputs (batch, {spatial} spatial axes, channels) but got shape {shape}: input_shape "
-            f"{input_shape} must be one example of rank {spatial + 1} without the batch axis{hint}"
-        )
-
-
 # ----------------------------------------------------------------------------- the table
 
 _MODULE_KINDS = {"BatchNorm": "batch norm", "LayerNorm": "layer norm", "GroupNorm": "group norm"}
@@ -306,10 +242,11 @@ def layer_table(
       A :class:`LayerTable`, every count per example.
 
     Raises:
-      ValueError: ``input_shape`` is not a tuple of positive ints. :class:`InputSpecError` (a
-        ValueError): a convolution gets an input of too low a rank, or ``input_shape`` has one
-        axis more than the model's example (a registered family's cards say its rank; a
-        convolution, its kernel's), i.e. it includes the batch axis.
+      ValueError: ``input_shape`` is not a tuple of positive ints.
+        :class:`~jaxnets.registry.InputSpecError` (a ValueError): a convolution gets an input
+        of too low a rank, or ``input_shape`` has one axis more than the model's example (a
+        registered family's cards say its rank; a convolution, its kernel's), i.e. it includes
+        the batch axis.
     """
     input_shape = tuple(input_shape)
     if not input_shape or not all(isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
@@ -323,17 +260,17 @@ def layer_table(
         len(c.input_shape) for c in cards if getattr(c.builder, "func", c.builder) is type(model)
     }
     if ranks == {len(input_shape) - 1}:  # a registered family: its cards give the example rank
-        raise _batch_axis_error(input_shape, len(input_shape) - 1)
+        raise batch_axis_error(input_shape, len(input_shape) - 1)
     if apply_kwargs is None:
         takes_train = "train" in _pyinspect.signature(type(model).__call__).parameters
         apply_kwargs = {"train": False} if takes_train else {}
     x = jax.ShapeDtypeStruct((1, *input_shape), np.dtype(dtype))
     rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     if variables is None:
-        with nn.intercept_methods(_Recorder(input_shape)):
+        with nn.intercept_methods(Recorder(input_shape)):
             variables = jax.eval_shape(lambda x: model.init(rngs, x, **apply_kwargs), x)
     variables = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), variables)
-    recorder = _Recorder(input_shape)
+    recorder = Recorder(input_shape)
 
     def forward(variables, x):
         with nn.intercept_methods(recorder):
@@ -341,8 +278,8 @@ def layer_table(
 
     closed = jax.make_jaxpr(forward)(variables, x)
     spatial = len(input_shape) - 1 if receptive_fields else 0
-    field = tuple(_Axis(a + 1, Fraction(0), Fraction(1), Fraction(1)) for a in range(spatial))
-    walker = _Walker()
+    field = tuple(Axis(a + 1, Fraction(0), Fraction(1), Fraction(1)) for a in range(spatial))
+    walker = Walker()
     walker.walk(closed.jaxpr, [None] * len(jax.tree.leaves(variables)) + [field], None)
     rows = _rows(recorder.calls, walker, variables.get("params", {}), input_shape)
     return LayerTable(type(model).__name__, input_shape, rows)
@@ -364,7 +301,7 @@ def _module_params(params: Mapping[str, Any], path: tuple[str, ...] = ()):
             yield from _module_params(value, (*path, key))
 
 
-def _adopted_params(calls: list[_Call], live, params: Mapping) -> dict[int, dict[str, Any]]:
+def _adopted_params(calls: list[Call], live, params: Mapping) -> dict[int, dict[str, Any]]:
     """Parameters of modules that are never called themselves (a recurrent cell, whose
     ``hidden_to_hidden`` its ``Recurrent`` reads through a method for the scan body), by the
     first live call of their nearest enclosing called module, keyed by their path below it."""
@@ -394,7 +331,7 @@ def _plain(value: Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
 
 
-def _field_columns(field: _Field | None, input_shape: tuple[int, ...]) -> dict[str, Any]:
+def _field_columns(field: Field | None, input_shape: tuple[int, ...]) -> dict[str, Any]:
     if not field:
         return {}
     sizes = [Fraction(n) for n in input_shape[: len(field)]]
@@ -406,12 +343,12 @@ def _field_columns(field: _Field | None, input_shape: tuple[int, ...]) -> dict[s
     }
 
 
-def _rows(calls: list[_Call], walker: _Walker, params: Mapping, input_shape) -> tuple:
+def _rows(calls: list[Call], walker: Walker, params: Mapping, input_shape) -> tuple:
     """A row per module call that owns parameters or makes connections, in the order of their
     first connection; a parameter-free container's own pooling or matrix products get rows of
     their own. Parameters of never-called modules go to their enclosing call's row."""
     parents = {c.parent for c in calls}
-    events: dict[int | None, list[_Event]] = {}
+    events: dict[int | None, list[Event]] = {}
     for event in walker.events:
         events.setdefault(event.layer, []).append(event)
     adopted_by = _adopted_params(calls, walker.outputs, params)
@@ -446,7 +383,7 @@ def _rows(calls: list[_Call], walker: _Walker, params: Mapping, input_shape) -> 
                 shape = (*e.scans, *e.out_shape[1:])
                 add(e.seq, name, e.kind, e.kind, shape, [e], e.field, {}, {})
         elif (own or adopted or found) and index in walker.outputs:  # not a shape-only trace
-            kinds = [k for k in _KINDS if any(e.kind == k for e in found)]
+            kinds = [k for k in KINDS if any(e.kind == k for e in found)]
             module = type(call.module).__name__
             kind = kinds[0] if kinds else _MODULE_KINDS.get(module, module)
             step_shape = call.output_shapes[0][1:] if call.output_shapes else ()
