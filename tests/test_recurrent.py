@@ -217,7 +217,7 @@ def _plain_autodiff_scan(cell, body, reverse, unroll):
 
         def step(carry, inputs_t):
             projected_t, extras_t = inputs_t
-            recurrent_t = cell._recurrent(weights, cell.hidden_state(carry))
+            recurrent_t = cell.recurrent_product(weights, cell.hidden_state(carry))
             return body(others, carry, projected_t, recurrent_t, extras_t)
 
         return jax.lax.scan(step, carry, (projected, extras), reverse=reverse, unroll=unroll)

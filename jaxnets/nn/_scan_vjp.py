@@ -55,7 +55,7 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     del preferred_element_type  # Dense casts both operands to its dtype first
     if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())):
         raise ValueError(
-            f"_dense_dot_general contracts lhs's last axis with rhs's first, as nn.Dense "
+            f"dense_dot_general contracts lhs's last axis with rhs's first, as nn.Dense "
             f"does; got dimension_numbers {dimension_numbers}"
         )
     return rows_matmul(lhs, rhs, precision)
@@ -76,6 +76,11 @@ def scan_with_batched_weight_grad(cell: Any, body: Callable, reverse: bool, unro
     (H, T·B) @ (T·B, G·H) matmul with the transpose materialised. Reverse mode only
     (``jax.custom_vjp``); the VJP is exact, not an approximation.
 
+    ``cell`` is a cell of :mod:`jaxnets.nn.recurrent`, used through its public interface:
+    ``recurrent_product(weights, h)`` (the matmul), ``hidden_state``, ``perturb_hidden`` and
+    ``sums_projected_and_recurrent`` (whether ``body`` reads projected_t and recurrent_t only
+    through their sum, so that their gradients are one array).
+
     Returns ``run(weights, initial_carry, projected (T, B, G·H), extras) -> (final_carry,
     outputs (T, B, H))``, ``extras`` a pytree of (T, B, ...) float arrays (every input of a
     custom VJP gets a gradient, so no integer or boolean arrays).
@@ -89,7 +94,7 @@ def scan_with_batched_weight_grad(cell: Any, body: Callable, reverse: bool, unro
         def step(carry, inputs_t):
             projected_t, extras_t = inputs_t
             h = cell.hidden_state(carry)
-            args = (without_matrix(weights), carry, projected_t, cell._recurrent(weights, h))
+            args = (without_matrix(weights), carry, projected_t, cell.recurrent_product(weights, h))
             if not save:
                 return body(*args, extras_t)
             (carry, output), pullback = jax.vjp(body, *args, extras_t)
@@ -110,13 +115,13 @@ def scan_with_batched_weight_grad(cell: Any, body: Callable, reverse: bool, unro
     def run_backward(residuals, cotangents):
         weights, hiddens, pullbacks = residuals
         d_final_carry, d_outputs = cotangents
-        stack_d_projected = not cell._sums_projected_and_recurrent
+        stack_d_projected = not cell.sums_projected_and_recurrent
 
         def back(d_carry, saved_t):
             h, pullback, d_output = saved_t
             d_weights, d_carry, d_projected, d_recurrent, d_extras = pullback((d_carry, d_output))
             # through recurrent_t = h_{t-1} W: dh_{t-1} = dz_t W^T
-            d_h = jax.vjp(lambda h: cell._recurrent(weights, h), h)[1](d_recurrent)[0]
+            d_h = jax.vjp(lambda h: cell.recurrent_product(weights, h), h)[1](d_recurrent)[0]
             d_carry = cell.perturb_hidden(d_carry, d_h)
             return d_carry, (
                 d_recurrent,

@@ -20,14 +20,15 @@ Every cell splits its work in two, which is what makes the scan fast:
 Training speed on XLA:CPU (measured against PyTorch's ``nn.LSTM``, ``benchmarks/rnn.py``):
 the backward pass computes each weight gradient as ONE matmul over all (time, batch) rows,
 with the transposed operand materialised, instead of a small matmul per step accumulated T
-times (:mod:`jaxnets.nn._scan_vjp`): XLA:CPU runs a dot that
-contracts its left operand's leading axis about half as fast.
+times (:mod:`jaxnets.nn._scan_vjp`, which reaches the cell only through its public methods):
+XLA:CPU runs a dot that contracts its left operand's leading axis about half as fast.
 
 :class:`Recurrent` runs a cell over a sequence with ``lax.scan`` (never a Python loop over
-time), with ``unroll``, ``reverse`` and per-sequence ``lengths``: past its length a sequence's
-state is held and its outputs are zero, and ``reverse`` reads each sequence's own valid part
-backwards. :class:`Bidirectional` and :class:`Stacked` compose wrappers; :func:`make_recurrent`
-builds any of them from a cell name (``rnn``, ``relu_rnn``, ``irnn``, ``lstm``, ``gru``).
+time), with ``unroll``, ``reverse`` and per-sequence ``lengths`` (:mod:`jaxnets.nn.lengths`):
+past its length a sequence's state is held and its outputs are zero, and ``reverse`` reads
+each sequence's own valid part backwards. :class:`Bidirectional` and :class:`Stacked` compose
+wrappers; :func:`make_recurrent` builds any of them from a cell name (``rnn``, ``relu_rnn``,
+``irnn``, ``lstm``, ``gru``).
 
 Parameter layout (the hand-written BPTT in :mod:`jaxnets.backprop` relies on it):
 ``input_to_hidden/{kernel (F, G·H), bias (G·H,)}``, ``hidden_to_hidden (H, G·H)`` and, for the
@@ -45,9 +46,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxnets.nn._scan_vjp import dense_dot_general, scan_with_batched_weight_grad
+from jaxnets.nn.lengths import reverse_valid, time_mask
 
 __all__ = [
     "CELLS",
@@ -97,7 +98,7 @@ class _Cell(nn.Module):
     gates = 1  # blocks of H in the projections
     # update() reads projected_t and recurrent_t only through their sum, so the two have the
     # same gradient and the backward scan stores it once (Elman, LSTM; not the GRU)
-    _sums_projected_and_recurrent = True
+    sums_projected_and_recurrent = True
 
     def setup(self):
         if self.recurrent_init not in _RECURRENT_INITS:
@@ -137,7 +138,9 @@ class _Cell(nn.Module):
         """The arrays :meth:`step` needs: ``{"hidden_to_hidden": (H, G·H)}``."""
         return {"hidden_to_hidden": self.hidden_to_hidden}
 
-    def _recurrent(self, weights, h: jax.Array) -> jax.Array:
+    def recurrent_product(self, weights, h: jax.Array) -> jax.Array:
+        """``h_{t-1} W``: h (batch, H) @ ``weights["hidden_to_hidden"]`` (H, G·H) -> (batch, G·H),
+        in the cell's ``dtype`` when it has one."""
         w = weights["hidden_to_hidden"]
         return h @ (w if self.dtype is None else w.astype(self.dtype))
 
@@ -145,7 +148,7 @@ class _Cell(nn.Module):
         """One time step: carry, projected_t (batch, G·H) -> (carry_t, h_t (batch, H)): the
         recurrent matmul ``h_{t-1} W`` (W = ``weights["hidden_to_hidden"]``), then ``update``."""
         return self.update(
-            weights, carry, projected_t, self._recurrent(weights, self.hidden_state(carry))
+            weights, carry, projected_t, self.recurrent_product(weights, self.hidden_state(carry))
         )
 
     def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Carry:
@@ -238,7 +241,7 @@ class GRUCell(_Cell):
     """
 
     gates = 3
-    _sums_projected_and_recurrent = False  # r multiplies the recurrent part of n
+    sums_projected_and_recurrent = False  # r multiplies the recurrent part of n
 
     def setup(self):
         super().setup()
@@ -280,53 +283,6 @@ def make_cell(kind: str, hidden: int, **fields: Any) -> _Cell:
     return CELLS[kind](hidden=hidden, **fields)
 
 
-def _check_lengths(lengths: jax.Array, batch: int, time: int) -> jax.Array:
-    """``lengths`` as an array after checking it is (batch,) integers in [0, time].
-
-    The values are checked when they are concrete (eager calls, ``init``); under ``jit`` they
-    are traced and only the shape and dtype can be: there a length above ``time`` would count
-    the padding as input.
-    """
-    array = jnp.asarray(lengths)
-    if array.shape != (batch,):
-        raise ValueError(f"lengths must have shape (batch,) = ({batch},); got {array.shape}")
-    if array.dtype == jnp.bool_ or not jnp.issubdtype(array.dtype, jnp.integer):
-        raise ValueError(
-            f"lengths must be integer step counts in [0, {time}] (the time axis); got dtype "
-            f"{array.dtype}"
-        )
-    # Read the values from the argument: under jit even a host constant is staged by asarray.
-    if batch and not isinstance(lengths, jax.core.Tracer):
-        values = np.asarray(lengths)
-        low, high = int(values.min()), int(values.max())
-        if low < 0 or high > time:
-            raise ValueError(
-                f"lengths must lie in [0, {time}] (the time axis of the input); got values in "
-                f"[{low}, {high}]"
-            )
-    return array
-
-
-def _time_mask(lengths: jax.Array | None, batch: int, time: int) -> jax.Array | None:
-    """(time, batch) bool: step t is inside sequence b's length."""
-    if lengths is None:
-        return None
-    lengths = _check_lengths(lengths, batch, time)
-    return jnp.arange(time)[:, None] < lengths[None, :]
-
-
-def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Reverse each sequence's first ``lengths[b]`` steps, leaving the padding in place.
-
-    x: (batch, time, ...); lengths: (batch,) ints in [0, time]. Its own inverse.
-    """
-    time = x.shape[1]
-    t = jnp.arange(time)[None, :]
-    lengths = _check_lengths(lengths, x.shape[0], time)[:, None]
-    index = jnp.where(t < lengths, lengths - 1 - t, t)
-    return jnp.take_along_axis(x, index.reshape(*index.shape, *([1] * (x.ndim - 2))), axis=1)
-
-
 class Recurrent(nn.Module):
     """Run ``cell`` over a sequence with ``lax.scan``.
 
@@ -357,7 +313,7 @@ class Recurrent(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"Recurrent expects x of shape (batch, time, features); got {x.shape}")
         batch, time, _ = x.shape
-        mask = _time_mask(lengths, batch, time)
+        mask = time_mask(lengths, batch, time)
         flip_in_place = self.reverse and mask is not None
         if flip_in_place:
             x = reverse_valid(x, lengths)
