@@ -54,13 +54,12 @@ __all__ = [
 PyTree = Any
 Residual = Callable[[PyTree, jax.Array], jax.Array]
 """``(params of one block, x) -> F(x)``, the same shape as x."""
+Branch = Callable[[jax.Array], jax.Array]
+"""``x -> F(x)``: a block's shape-preserving function of one half (F or G)."""
 
 
 def reversible_forward(
-    f: Callable[[jax.Array], jax.Array],
-    g: Callable[[jax.Array], jax.Array],
-    x1: jax.Array,
-    x2: jax.Array,
+    f: Branch, g: Branch, x1: jax.Array, x2: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """One reversible block (eq. 5): ``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)``.
 
@@ -72,10 +71,7 @@ def reversible_forward(
 
 
 def reversible_inverse(
-    f: Callable[[jax.Array], jax.Array],
-    g: Callable[[jax.Array], jax.Array],
-    y1: jax.Array,
-    y2: jax.Array,
+    f: Branch, g: Branch, y1: jax.Array, y2: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """The exact inverse of :func:`reversible_forward` (eq. 6): ``x2 = y2 - G(y1)``,
     ``x1 = y1 - F(x2)``. y1, y2: the block's outputs -> (x1, x2), its inputs."""
