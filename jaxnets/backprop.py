@@ -121,8 +121,12 @@ def _check(activation: str, loss: str) -> None:
             f"backprop supports parameter-free elementwise activations "
             f"({', '.join(DERIVATIVES)}); {activation!r} is a {spec.kind} activation"
         )
+    _check_loss("backprop", loss)
+
+
+def _check_loss(caller: str, loss: str) -> None:
     if loss not in OUTPUT_LOSSES:
-        raise ValueError(f"backprop supports the losses {', '.join(OUTPUT_LOSSES)}; got {loss!r}")
+        raise ValueError(f"{caller} supports the losses {', '.join(OUTPUT_LOSSES)}; got {loss!r}")
 
 
 def mlp_forward(
@@ -238,8 +242,7 @@ def _check_elman(activation: str, loss: str) -> None:
             f"bptt supports the Elman activations {', '.join(_ELMAN_DERIVATIVES)}; "
             f"got {activation!r}"
         )
-    if loss not in OUTPUT_LOSSES:
-        raise ValueError(f"bptt supports the losses {', '.join(OUTPUT_LOSSES)}; got {loss!r}")
+    _check_loss("bptt", loss)
 
 
 def elman_forward(
