@@ -235,28 +235,33 @@ class ActivationSpec:
     trainable: bool = True
 
 
+def _hidden_unit(title: str, line: int) -> str:
+    """Where seed 002's survey of hidden units introduces ``title``: its ``lecture`` field."""
+    return f"002 hidden units: {title} (line {line})"
+
+
 ACTIVATIONS: dict[str, ActivationSpec] = {
     spec.name: spec
     for spec in (
         ActivationSpec("identity", identity, "000 activation functions (line 103)"),
-        ActivationSpec("relu", relu, "002 hidden units: ReLU (line 848)"),
-        ActivationSpec("leaky_relu", leaky_relu, "002 hidden units: leaky ReLU (line 985)"),
-        ActivationSpec("prelu", PReLU, "002 hidden units: parametric ReLU (line 993)", "module"),
-        ActivationSpec("rrelu", RReLU, "002 hidden units: randomized ReLU (line 1000)", "module"),
-        ActivationSpec("abs", absolute, "002 hidden units: absolute value (line 980)"),
-        ActivationSpec("elu", elu, "002 hidden units: ELU (line 1020)"),
-        ActivationSpec("softplus", softplus, "002 hidden units: softplus (line 1154)"),
-        ActivationSpec("sigmoid", sigmoid, "002 hidden units: sigmoid (line 1083)"),
-        ActivationSpec("tanh", tanh, "002 hidden units: tanh (line 1124)"),
-        ActivationSpec("hard_tanh", hard_tanh, "002 hidden units: hard tanh (line 1159)"),
+        ActivationSpec("relu", relu, _hidden_unit("ReLU", 848)),
+        ActivationSpec("leaky_relu", leaky_relu, _hidden_unit("leaky ReLU", 985)),
+        ActivationSpec("prelu", PReLU, _hidden_unit("parametric ReLU", 993), "module"),
+        ActivationSpec("rrelu", RReLU, _hidden_unit("randomized ReLU", 1000), "module"),
+        ActivationSpec("abs", absolute, _hidden_unit("absolute value", 980)),
+        ActivationSpec("elu", elu, _hidden_unit("ELU", 1020)),
+        ActivationSpec("softplus", softplus, _hidden_unit("softplus", 1154)),
+        ActivationSpec("sigmoid", sigmoid, _hidden_unit("sigmoid", 1083)),
+        ActivationSpec("tanh", tanh, _hidden_unit("tanh", 1124)),
+        ActivationSpec("hard_tanh", hard_tanh, _hidden_unit("hard tanh", 1159)),
         ActivationSpec(
             "hard_threshold",
             hard_threshold,
             "000 activation functions: hard threshold (line 113)",
             trainable=False,
         ),
-        ActivationSpec("maxout", Maxout, "002 hidden units: maxout (line 1044)", "layer"),
-        ActivationSpec("rbf", RBF, "002 hidden units: RBF (line 1145)", "layer"),
+        ActivationSpec("maxout", Maxout, _hidden_unit("maxout", 1044), "layer"),
+        ActivationSpec("rbf", RBF, _hidden_unit("RBF", 1145), "layer"),
     )
 }
 
