@@ -57,6 +57,20 @@ Tree = Any  # a float array, or a dict / list / tuple of trees
 Vjp = Callable[..., np.ndarray]
 
 
+def _operators(op: str) -> tuple[Callable[[Node, Any], Node], Callable[[Node, Any], Node]]:
+    """Node's methods for ``x <op> y`` and the reflected ``y <op> x`` (as numpy's
+    ``NDArrayOperatorsMixin`` builds them): ``ops.<op>(x, y)`` and ``ops.<op>(y, x)``. ``ops``
+    is looked up at call time, since it imports this module."""
+
+    def forward(self: Node, other: Any) -> Node:
+        return getattr(_ops, op)(self, other)
+
+    def reflected(self: Node, other: Any) -> Node:
+        return getattr(_ops, op)(other, self)
+
+    return forward, reflected
+
+
 class Node:
     """One value of a traced computation: a float64 array and the op that computed it.
 
@@ -98,38 +112,14 @@ class Node:
         made_by = self.primitive.name if self.primitive else "input"
         return f"Node({self.name} = {made_by}, shape {self.value.shape})"
 
-    def __add__(self, other):
-        return _ops.add(self, other)
-
-    def __radd__(self, other):
-        return _ops.add(other, self)
-
-    def __sub__(self, other):
-        return _ops.subtract(self, other)
-
-    def __rsub__(self, other):
-        return _ops.subtract(other, self)
-
-    def __mul__(self, other):
-        return _ops.multiply(self, other)
-
-    def __rmul__(self, other):
-        return _ops.multiply(other, self)
-
-    def __truediv__(self, other):
-        return _ops.divide(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops.divide(other, self)
+    __add__, __radd__ = _operators("add")
+    __sub__, __rsub__ = _operators("subtract")
+    __mul__, __rmul__ = _operators("multiply")
+    __truediv__, __rtruediv__ = _operators("divide")
+    __matmul__, __rmatmul__ = _operators("matmul")
 
     def __neg__(self):
         return _ops.negative(self)
-
-    def __matmul__(self, other):
-        return _ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _ops.matmul(other, self)
 
     def sum(self, axis=None, keepdims=False):
         """``ops.sum(self, axis, keepdims)``."""
