@@ -261,38 +261,32 @@ _CELL_REFERENCES = {
     "gru": "Cho et al. 2014, Learning phrase representations using RNN encoder-decoder",
 }
 _TINY = {"hidden": 3}
+# head: (lecture, task, input shape, loss, outputs): Lecture 13's sequence
+# classifier, and the regressor of Lecture 14's adding problem (100 steps of 2 inputs).
+_HEADS = {
+    "classifier": (f"{_LECTURE_13} §2", "classification", (20, 1), "softmax_cross_entropy", 2),
+    "regressor": (f"{_LECTURE_14} §1 adding problem", "regression", (100, 2), "squared_error", 1),
+}
+_READOUTS = {"classifier": "softmax", "regressor": "linear output"}
 
 for _cell, _reference in _CELL_REFERENCES.items():
-    register_model(
-        f"{_cell}_classifier",
-        functools.partial(SequenceModel, cell=_cell),
-        family="rnn",
-        lecture=f"{_LECTURE_13} §2",
-        reference=_reference,
-        task="classification",
-        input_shape=(20, 1),
-        loss="softmax_cross_entropy",
-        defaults={"hidden": 64, "outputs": 2},
-        test_config=_TINY,
-        test_input_shape=(4, 2),
-        description=f"{_cell.upper()} sequence classifier: final hidden state -> softmax"
-        + (" (cell='irnn' or 'relu_rnn' for ReLU units)" if _cell == "rnn" else ""),
-    )
-    register_model(
-        f"{_cell}_regressor",
-        functools.partial(SequenceModel, cell=_cell),
-        family="rnn",
-        lecture=f"{_LECTURE_14} §1 adding problem",
-        reference=_reference,
-        task="regression",
-        input_shape=(100, 2),
-        loss="squared_error",
-        defaults={"hidden": 64, "outputs": 1},
-        test_config=_TINY,
-        test_input_shape=(4, 2),
-        description=f"{_cell.upper()} sequence regressor: final hidden state -> linear output"
-        + (" (cell='irnn' or 'relu_rnn' for ReLU units)" if _cell == "rnn" else ""),
-    )
+    _relu_note = " (cell='irnn' or 'relu_rnn' for ReLU units)" if _cell == "rnn" else ""
+    for _head, (_lecture, _task, _input_shape, _loss, _outputs) in _HEADS.items():
+        register_model(
+            f"{_cell}_{_head}",
+            functools.partial(SequenceModel, cell=_cell),
+            family="rnn",
+            lecture=_lecture,
+            reference=_reference,
+            task=_task,
+            input_shape=_input_shape,
+            loss=_loss,
+            defaults={"hidden": 64, "outputs": _outputs},
+            test_config=_TINY,
+            test_input_shape=(4, 2),
+            description=f"{_cell.upper()} sequence {_head}: final hidden state -> "
+            f"{_READOUTS[_head]}{_relu_note}",
+        )
 
 register_model(
     "char_lm",
