@@ -284,6 +284,14 @@ def xor_handset(kind: str = "relu") -> tuple[MLP, dict[str, Any]]:
 
 _TINY_MLP = {"hidden": (5,), "num_outputs": 3}
 _DIGITS = {"hidden": (128,), "num_outputs": 10, "output": "softmax"}
+# the card fields every 8x8-digits classifier of the family shares (tiny config: 4 features)
+_DIGITS_CARD = {
+    "family": "mlp",
+    "task": "classification",
+    "input_shape": (64,),
+    "loss": "softmax_cross_entropy",
+    "test_input_shape": (4,),
+}
 _XOR_DEFAULTS = {"hidden": (2,), "num_outputs": 1, "activation": "tanh", "output": "sigmoid"}
 _ACT_REFERENCES = {
     "identity": "Goodfellow, Bengio & Courville, Deep Learning (2016) §6.3",
@@ -304,15 +312,11 @@ _ACT_REFERENCES = {
 register_model(
     "mlp",
     MLP,
-    family="mlp",
+    **_DIGITS_CARD,
     lecture="004 §3 Multilayer perceptrons (line 971); 002 output units (line 688)",
     reference="Rumelhart, Hinton & Williams (1986)",
-    task="classification",
-    input_shape=(64,),
-    loss="softmax_cross_entropy",
     defaults={**_DIGITS, "activation": "relu"},
     test_config=_TINY_MLP,
-    test_input_shape=(4,),
     description="MLP for 8x8 digits: 64 -> 128 ReLU -> 10 softmax logits",
 )
 
@@ -322,15 +326,11 @@ for _name, _spec in ACTIVATIONS.items():
     register_model(
         f"mlp_{_name}",
         functools.partial(MLP, activation=_name),
-        family="mlp",
+        **_DIGITS_CARD,
         lecture=_spec.lecture,
         reference=_ACT_REFERENCES[_name],
-        task="classification",
-        input_shape=(64,),
-        loss="softmax_cross_entropy",
         defaults=_DIGITS,
         test_config=_TINY_MLP,
-        test_input_shape=(4,),
         description=f"digits MLP with {_name} hidden units: 64 -> 128 -> 10 softmax logits",
     )
 
@@ -385,15 +385,11 @@ for _conn, _ref in _DEEP_REFERENCES.items():
     register_model(
         f"{_conn}_mlp",
         functools.partial(DeepMLP, connectivity=_conn),
-        family="mlp",
+        **_DIGITS_CARD,
         lecture="001 Other network connectivity (line 557)",
         reference=_ref,
-        task="classification",
-        input_shape=(64,),
-        loss="softmax_cross_entropy",
         defaults={"width": 64, "depth": 8, "num_outputs": 10, "activation": "relu"},
         test_config={"width": 4, "depth": 2, "num_outputs": 3},
-        test_input_shape=(4,),
         description=f"digits MLP, 8 layers of 64 with {_conn} connections",
     )
 
