@@ -72,6 +72,17 @@ def meshes(out: str) -> None:
                 "param_scale": float(np.abs(_flat(base.params)).max()),
             }
 
+    # reduction_groups: the same 8 groups wherever they sit give bitwise equal parameters
+    for name in ("mlp", "lstm_classifier"):
+        base, base_loss = _fit(_trainer(name, reduction_groups=8), name)
+        for k in (1, 2, 4, 8):
+            state, loss = _fit(_trainer(name, distributed.data_mesh(k), reduction_groups=8), name)
+            report[f"grouped/{name}/{k}"] = {
+                "param_diff": float(np.abs(_flat(state.params) - _flat(base.params)).max()),
+                "val_loss_diff": abs(loss - base_loss),
+                "param_scale": float(np.abs(_flat(base.params)).max()),
+            }
+
     # FSDP: a wider MLP whose large kernels and their Adam moments are split 8 ways
     mesh8 = distributed.data_mesh(8)
     wide = dict(hidden=(64,), num_outputs=3)

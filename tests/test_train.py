@@ -655,3 +655,45 @@ def test_fit_rejects_an_unknown_non_finite_policy(trainer):
     x, y = _data(8)
     with pytest.raises(ValueError, match="on_non_finite must be 'raise' .* or 'stop' .*got 'skip'"):
         fit(trainer, _state(trainer), (x, y), epochs=1, batch_size=4, on_non_finite="skip")
+
+
+def test_reduction_groups_sum_the_groups_gradients_to_the_batch_gradient():
+    """reduction_groups=4 splits a batch of 8 into 4 groups of 2 and adds their gradients:
+    the same gradient (regularizer included) and metrics as one reduction over the batch,
+    to float32 rounding, and an SGD step that equals p - lr * g."""
+    l2 = lambda p: 0.01 * sum(jnp.sum(w**2) for w in jax.tree.leaves(p))  # noqa: E731
+    common = dict(loss="softmax_cross_entropy", optimizer=make_optimizer("sgd", 0.5))
+    whole = Trainer(_Net(dropout=0.0), regularizer=l2, **common)
+    grouped = Trainer(_Net(dropout=0.0), regularizer=l2, reduction_groups=4, **common)
+    state = _state(whole)
+    x, y = map(jnp.asarray, _data(8))
+    _, metrics, grads = whole.step_with_grads(state, (x, y))
+    new_state, grouped_metrics, grouped_grads = grouped.step_with_grads(state, (x, y))
+    for name in ("loss", "accuracy"):
+        assert float(grouped_metrics[name]) == pytest.approx(float(metrics[name]), rel=1e-6)
+    for g, h, p, q in zip(*map(jax.tree.leaves, (grads, grouped_grads, state.params,
+                                                  new_state.params)), strict=True):  # fmt: skip
+        assert float(jnp.abs(g).max()) > 1e-3
+        np.testing.assert_allclose(h, g, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(q, p - 0.5 * h, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(reduction_groups=0), "reduction_groups must be"),
+        (dict(reduction_groups=3, per_example=False), "couples the examples"),
+    ],
+)
+def test_reduction_groups_refuse_impossible_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(_Net(), "softmax_cross_entropy", make_optimizer("sgd", 0.1), **options)
+
+
+def test_a_batch_that_does_not_split_into_the_groups_is_refused_before_any_step():
+    tr = Trainer(_Net(), "softmax_cross_entropy", make_optimizer("sgd", 0.1), reduction_groups=3)
+    x, y = _data(16)
+    with pytest.raises(ValueError, match="batch_size 8 does not split into 3 reduction groups"):
+        fit(tr, _state(tr), (x, y), epochs=1, batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="does not split into 3 reduction groups"):
+        tr.train_step(_state(tr), (jnp.asarray(x[:8]), jnp.asarray(y[:8])))

@@ -93,6 +93,28 @@ def model_outputs(
     return model.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
 
 
+def metric_sums(
+    loss: _losses.LossSpec, outputs: jax.Array, y: jax.Array, weight: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """Per-example losses (and, for classifiers, accuracies) summed over a batch:
+    outputs (batch, ...), y (batch, ...), optional weight (batch,) -> {"loss": (), ...}."""
+    per_example = {"loss": jax.vmap(loss.fn)(outputs, y)}
+    if loss.is_classification:
+        per_example["accuracy"] = jax.vmap(loss.accuracy)(outputs, y)
+    if weight is not None:
+        per_example = {k: weight * v for k, v in per_example.items()}
+    return {k: jnp.sum(v) for k, v in per_example.items()}
+
+
+def _sum_in_order(stacked: jax.Array) -> jax.Array:
+    """stacked (groups, ...) summed group after group: ((g0 + g1) + g2) + ..., an order that
+    does not depend on where the groups were computed."""
+    total = stacked[0]
+    for i in range(1, stacked.shape[0]):
+        total = total + stacked[i]
+    return total
+
+
 def batch_loss(
     model: nn.Module,
     loss: _losses.LossSpec,
@@ -115,10 +137,7 @@ def batch_loss(
     """
     x, y = batch
     outputs, new_state = model_outputs(model, params, model_state, x, rng, train=train)
-    per_example_loss = jax.vmap(loss.fn)(outputs, y)
-    metrics = {"loss": jnp.mean(per_example_loss)}
-    if loss.is_classification:
-        metrics["accuracy"] = jnp.mean(jax.vmap(loss.accuracy)(outputs, y))
+    metrics = {k: v / x.shape[0] for k, v in metric_sums(loss, outputs, y).items()}
     objective = metrics["loss"]
     if regularizer is not None:
         objective = objective + regularizer(params)
@@ -147,6 +166,15 @@ class Trainer:
       fsdp: with a mesh, also split every parameter of at least ``fsdp_min_size`` elements,
         and its optimizer state, over the data axis (fully sharded data parallel: each
         device holds 1/N of them; the compiler gathers them for each step).
+      reduction_groups: split each minibatch into this many equal groups, take each group's
+        gradient separately and add the groups' gradients (and metrics) one after the other
+        in a fixed order. The arithmetic is then the same whether the groups sit on 1 device
+        or are spread over 2, 4, ... (any device count that divides the group count), so the
+        trained parameters are bitwise equal across device counts instead of equal to float32
+        rounding (whose differences grow over a long run until single test predictions flip).
+        Costs speed (about 3x per step for an MLP at batch 32 on the CPU). Each group draws
+        its own dropout mask. Not for batch-norm models, whose statistics span the batch.
+        None (default): one reduction over the whole batch.
       epoch_mode: how :attr:`train_epoch` and :attr:`evaluate` loop over minibatches:
         ``"scan"`` (one compiled ``lax.scan``), ``"python"`` (a Python loop over the jitted
         step) or ``"auto"``: python on the CPU when the step contains a convolution (see the
@@ -164,6 +192,7 @@ class Trainer:
     mesh: Mesh | None = None
     fsdp: bool = False
     fsdp_min_size: int = 1 << 16
+    reduction_groups: int | None = None
 
     def __post_init__(self):
         if isinstance(self.loss, str):
@@ -181,6 +210,19 @@ class Trainer:
             )
         if self.fsdp and self.mesh is None:
             raise ValueError("fsdp shards parameters over a mesh: pass mesh= (or --devices N)")
+        if self.reduction_groups is not None:
+            check_positive_int("reduction_groups", self.reduction_groups)
+            if not self.per_example:
+                raise ValueError(
+                    "reduction_groups needs a model whose examples do not interact: this one "
+                    "couples the examples of a batch (batch norm), so its groups cannot be "
+                    "computed apart; leave reduction_groups=None"
+                )
+            if self.reduction_groups % self.data_devices:
+                raise ValueError(
+                    f"reduction_groups={self.reduction_groups} does not split over the mesh's "
+                    f"{self.data_devices} devices; use a multiple of {self.data_devices}"
+                )
 
     @property
     def data_devices(self) -> int:
@@ -194,8 +236,17 @@ class Trainer:
         """A Trainer for the registered model ``name`` with its card's default loss and
         per-example setting; inputs are checked against the card. ``overrides`` are the
         model's hyperparameters, except the Trainer's own options (``regularizer``,
-        ``augment``, ``epoch_mode``, ``mesh``, ``fsdp``, ``fsdp_min_size``)."""
-        trainer_options = ("regularizer", "augment", "epoch_mode", "mesh", "fsdp", "fsdp_min_size")
+        ``augment``, ``epoch_mode``, ``mesh``, ``fsdp``, ``fsdp_min_size``,
+        ``reduction_groups``)."""
+        trainer_options = (
+            "regularizer",
+            "augment",
+            "epoch_mode",
+            "mesh",
+            "fsdp",
+            "fsdp_min_size",
+            "reduction_groups",
+        )
         options = {k: overrides.pop(k) for k in trainer_options if k in overrides}
         card = registry.model_card(name)
         return cls(
@@ -365,13 +416,18 @@ class Trainer:
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise unless ``batch_size`` is a positive integer (TypeError for bools and floats,
-        ValueError below 1) that splits evenly over the mesh's data axis (ValueError)."""
+        ValueError below 1) that splits evenly over the mesh's data axis and into
+        ``reduction_groups`` (ValueError)."""
         check_positive_int("batch_size", batch_size)
-        if batch_size % self.data_devices:
-            raise ValueError(
-                f"batch_size {batch_size} does not split over {self.data_devices} devices; "
-                f"use a multiple of {self.data_devices}"
-            )
+        for parts, what in (
+            (self.data_devices, "devices"),
+            (self.reduction_groups or 1, "reduction groups"),
+        ):
+            if batch_size % parts:
+                raise ValueError(
+                    f"batch_size {batch_size} does not split into {parts} {what}; "
+                    f"use a multiple of {parts}"
+                )
 
     def _put_rows(self, arrays: tuple[np.ndarray, ...], rows: np.ndarray) -> list[jax.Array]:
         """``a[rows]`` for each host array ``a`` (n, ...), as global arrays of shape
@@ -417,10 +473,14 @@ class Trainer:
         x, y = batch
         if self.augment is not None:
             x = self.augment(jax.random.fold_in(rng, _AUGMENT_TAG), x)
-        grad_fn = jax.value_and_grad(self._objective, has_aux=True)
-        (_, (metrics, model_state)), grads = grad_fn(
-            state.params, state.model_state, (x, y), rng, True
-        )
+        if self.reduction_groups is None:
+            grad_fn = jax.value_and_grad(self._objective, has_aux=True)
+            (_, (metrics, model_state)), grads = grad_fn(
+                state.params, state.model_state, (x, y), rng, True
+            )
+        else:
+            metrics, grads = self._grouped_grads(state, x, y, rng)
+            model_state = state.model_state
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(
@@ -429,6 +489,52 @@ class Trainer:
         if self.mesh is not None:
             new_state = jax.lax.with_sharding_constraint(new_state, self.state_shardings(new_state))
         return new_state, metrics, grads
+
+    def _grouped_grads(self, state: TrainState, x: jax.Array, y: jax.Array, rng: jax.Array):
+        """Metrics and gradients of the batch objective, as sums over ``reduction_groups``
+        groups of the batch, added in a fixed order (see ``reduction_groups``).
+
+        Each device loops (``lax.map``) over the groups it holds, so every group is computed
+        by the same program on arrays of the same shape whatever the device count: XLA's
+        CPU matmuls round each row differently for different row counts, so a ``vmap`` over
+        groups (one matmul of all the device's rows) would not be invariant."""
+        groups, n = self.reduction_groups, x.shape[0]
+        self.check_batch_size(n)  # shapes are static: this runs while tracing
+        xs = x.reshape(groups, n // groups, *x.shape[1:])
+        ys = y.reshape(groups, n // groups, *y.shape[1:])
+        keys = jax.random.split(rng, groups)
+
+        def group_objective(params, model_state, xg, yg, key):
+            outputs, _ = model_outputs(self.model, params, model_state, xg, key, train=True)
+            sums = {k: v / n for k, v in metric_sums(self.loss, outputs, yg).items()}
+            return sums["loss"], sums
+
+        def local_groups(params, model_state, xs, ys, keys):
+            grad_fn = jax.grad(group_objective, has_aux=True)
+            return jax.lax.map(lambda g: grad_fn(params, model_state, *g), (xs, ys, keys))
+
+        if self.mesh is not None:
+            split, whole = PartitionSpec(distributed.DATA_AXIS), PartitionSpec()
+            # check_vma=False: model code (a scan's zero initial carry) need not mark values
+            # as varying over devices, and the gradient with respect to the replicated
+            # params stays each device's own, not summed over the devices in XLA's order
+            run_groups = jax.shard_map(
+                local_groups,
+                mesh=self.mesh,
+                in_specs=(whole, whole, split, split, split),
+                out_specs=split,
+                check_vma=False,
+            )
+        else:
+            run_groups = local_groups
+        grads, metrics = run_groups(state.params, state.model_state, xs, ys, keys)
+        if self.mesh is not None:  # gather every group's sums before adding them in order
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            grads, metrics = jax.lax.with_sharding_constraint((grads, metrics), replicated)
+        grads, metrics = jax.tree.map(_sum_in_order, (grads, metrics))
+        if self.regularizer is not None:
+            grads = jax.tree.map(jnp.add, grads, jax.grad(self.regularizer)(state.params))
+        return metrics, grads
 
     def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         """The pure, unjitted step ``(state, (x, y)) -> (state, metrics)``: compose it under
@@ -473,7 +579,6 @@ class Trainer:
     def _mesh_epoch(self, state: TrainState, x: Any, y: Any, *, batch_size: int):
         """One epoch on the mesh: the same shuffled minibatches as :meth:`epoch`, each process
         reading from the host data only its devices' part of every minibatch."""
-        self.check_batch_size(batch_size)
         x, y = np.asarray(x), np.asarray(y)
         order = distributed.to_host(self._jitted_order(state, x.shape[0], batch_size))
         if not self.uses_python_loops(x):
@@ -525,6 +630,7 @@ class Trainer:
         input state is donated either way. The data are checked first (:meth:`check_data`).
         """
         self.check_data(x, y, state=state, batch_size=batch_size, train=True)
+        self.check_batch_size(batch_size)
         if self.mesh is not None:
             return self._mesh_epoch(state, x, y, batch_size=batch_size)
         if self.uses_python_loops(x):
@@ -556,10 +662,7 @@ class Trainer:
         outputs, _ = model_outputs(
             self.model, state.params, state.model_state, xb, state.rng, train=False
         )
-        sums = {"loss": jnp.sum(wb * jax.vmap(self.loss.fn)(outputs, yb))}
-        if self.loss.is_classification:
-            sums["accuracy"] = jnp.sum(wb * jax.vmap(self.loss.accuracy)(outputs, yb))
-        return sums
+        return metric_sums(self.loss, outputs, yb, wb)
 
     def pure_evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):
         """The pure, unjitted :meth:`evaluate` on data held by the device: a ``lax.map`` over
