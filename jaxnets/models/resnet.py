@@ -239,41 +239,33 @@ _CARD = {
     "per_example_grads": False,
 }
 # Tiny test configs (2-8 maps, a few hundred parameters in few layers: every parameter layer
-# costs compile time in each registry-wide test). ResNet-56 is a preset but not registered:
-# it is ResNet-20 with n=9.
-register_model(
-    "resnet18",
-    resnet18,
-    **_CARD,
-    input_shape=(224, 224, 3),
-    test_config={"num_classes": 3, "stage_sizes": (1, 1), "widths": (2, 4)},
-    test_input_shape=(16, 16, 1),
-    description="ResNet-18: 7x7 stem, basic blocks 2-2-2-2 of 64-128-256-512 maps, projections",
-)
-register_model(
-    "resnet34",
-    resnet34,
-    **_CARD,
-    input_shape=(224, 224, 3),
-    test_config={"num_classes": 3, "stage_sizes": (1, 1), "widths": (2, 4)},
-    test_input_shape=(16, 16, 1),
-    description="ResNet-34: 7x7 stem, basic blocks 3-4-6-3 of 64-128-256-512 maps, projections",
-)
-register_model(
-    "resnet50",
-    resnet50,
-    **_CARD,
-    input_shape=(224, 224, 3),
-    test_config={"num_classes": 3, "stage_sizes": (1,), "widths": (2,)},
-    test_input_shape=(16, 16, 1),
-    description="ResNet-50: 7x7 stem, bottleneck blocks 3-4-6-3 (256-2048 maps), projections",
-)
+# costs compile time in each registry-wide test): two stages of basic blocks, or one stage
+# of bottlenecks (whose outputs are 4x wider). ResNet-56 is a preset but not registered: it
+# is ResNet-20 with n=9.
+_TWO_BASIC_STAGES = {"num_classes": 3, "stage_sizes": (1, 1), "widths": (2, 4)}
+_ONE_BOTTLENECK_STAGE = {"num_classes": 3, "stage_sizes": (1,), "widths": (2,)}
+# The ImageNet ResNets of §4.1: name -> (preset, test config, blocks in the description).
+_IMAGENET_RESNETS = {
+    "resnet18": (resnet18, _TWO_BASIC_STAGES, "basic blocks 2-2-2-2 of 64-128-256-512 maps"),
+    "resnet34": (resnet34, _TWO_BASIC_STAGES, "basic blocks 3-4-6-3 of 64-128-256-512 maps"),
+    "resnet50": (resnet50, _ONE_BOTTLENECK_STAGE, "bottleneck blocks 3-4-6-3 (256-2048 maps)"),
+}
+for _name, (_builder, _test_config, _blocks) in _IMAGENET_RESNETS.items():
+    register_model(
+        _name,
+        _builder,
+        **_CARD,
+        input_shape=(224, 224, 3),
+        test_config=_test_config,
+        test_input_shape=(16, 16, 1),
+        description=f"ResNet-{_name[len('resnet') :]}: 7x7 stem, {_blocks}, projections",
+    )
 register_model(
     "resnet20",
     resnet20,
     **_CARD,
     input_shape=(32, 32, 3),
-    test_config={"num_classes": 3, "stage_sizes": (1, 1), "widths": (2, 4)},
+    test_config=_TWO_BASIC_STAGES,
     test_input_shape=(8, 8, 1),
     description="CIFAR ResNet-20: 3x3 stem, 3 stages of 3 basic blocks (16-32-64 maps), "
     "parameter-free zero-padding shortcuts",
