@@ -8,8 +8,8 @@ of words avoids the huge vocabulary. The n-gram baselines are those of Lecture 1
 interpolated with the lower orders, weights fitted on the validation split.
 
 Corpus: the Python standard library's own source files (:func:`jaxnets.data.load_char_corpus`:
-split by file into train/val/test, vocabulary from train). The LSTM trains on windows of the
-train split, ``seeds`` times at once (one vmapped program,
+split by file into train/val/test, drawn by ``seed``; vocabulary from train). The LSTM
+trains on windows of the train split, ``seeds`` times at once (one vmapped program,
 :func:`jaxnets.train.train_ensemble`: each seed its own initialisation and shuffling); every
 model is scored in test bits per character (the LSTM's as a mean over seeds, its claim on
 every seed), and the first seed's samples are printed at two temperatures.
@@ -30,12 +30,13 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.language import fit_interpolated, fit_ngram
 from jaxnets.models.rnn import CharLM
 from jaxnets.optim import make_optimizer
+from jaxnets.sweep import SeededConfig, seed_keys
 from jaxnets.train import Trainer, init_ensemble, train_ensemble
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """LSTM character language model on Python standard-library source vs n-gram baselines."""
 
     max_chars: int = 1_250_000
@@ -53,14 +54,15 @@ class Config:
     temperatures: tuple[float, ...] = (0.8, 1.0)
     """sampling temperatures (0 takes the most likely character)"""
     prompt: str = "def "
-    seeds: int = 3
-    """LSTMs trained at once, each its own initialisation and shuffling"""
-    seed: int = 0
-    """seeds the corpus split (and the first LSTM)"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    SMOKE = {
+        "max_chars": 20_000,
+        "window": 16,
+        "hidden": 8,
+        "embed": 4,
+        "epochs": 1,
+        "sample_chars": 20,
+    }
 
     def __post_init__(self):
         check_config(self, zero_ok=("sample_chars", "temperatures", "seed"))
@@ -73,10 +75,7 @@ def _bits(nats: float) -> float:
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg, max_chars=20_000, window=16, hidden=8, embed=4, epochs=1, sample_chars=20
-        )
+    cfg = cfg.sized()
     corpus = load_char_corpus(max_chars=cfg.max_chars, seed=cfg.seed)
     vocab_size = corpus.vocab.size
     print(
@@ -115,8 +114,9 @@ def main(cfg: Config) -> dict:
             clip_norm=cfg.clip_norm,
         ),
     )
-    keys = jnp.stack([jax.random.PRNGKey(cfg.seed + s) for s in range(cfg.seeds)])
-    states = init_ensemble(trainer, keys, jnp.asarray(x_train[: cfg.batch_size]))
+    states = init_ensemble(
+        trainer, seed_keys(cfg.seed_range), jnp.asarray(x_train[: cfg.batch_size])
+    )
     print(f"training {cfg.seeds} char LSTMs at once ({cfg.epochs} epochs, {steps} steps)")
     states, history = train_ensemble(
         trainer,

@@ -52,6 +52,9 @@ class Config(ExperimentConfig):
     """L2 penalty on the MLP's weights"""
     augment_shift: int = 1
     """random shift in pixels for MLP training images (0 disables augmentation)"""
+    reduction_groups: int = 8
+    """each minibatch's gradient is the sum of this many groups' gradients in a fixed order,
+    so 1, 2, 4 or 8 devices (--devices, jaxnets launch) train bitwise the same weights"""
 
     SMOKE = {"seeds": 1, "epochs": 2}
 
@@ -141,6 +144,7 @@ def main(cfg: Config) -> dict:
             optimizer,
             regularizer=make_regularizer("l2", weight_decay),
             augment=augment,
+            reduction_groups=cfg.reduction_groups,
         )
         sweep = sweep_classifier(
             trainer,

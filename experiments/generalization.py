@@ -31,6 +31,7 @@ from jaxnets.data import load_digits, random_shift
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
+from jaxnets.sweep import SeededConfig
 from jaxnets.train import (
     Trainer,
     ensemble_accuracy,
@@ -43,15 +44,13 @@ from jaxnets.viz import image_grid
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """Baseline, early stopping, weight decay, dropout, augmentation and an ensemble on digits."""
 
     train_size: int = 150
     """training digits (the small training set that makes overfitting show)"""
     val_size: int = 300
     """validation digits (the remaining ~1350 are the test set)"""
-    seeds: int = 3
-    """independent repetitions of every claim (groups of ``members`` nets)"""
     members: int = 8
     """nets per group, each its own initialisation and shuffling; the ensemble's size"""
     hidden: int = 256
@@ -69,11 +68,15 @@ class Config:
     """hidden widths of the capacity sweep (none: no sweep)"""
     flip_fraction: float = 0.1
     """share of training labels flipped for the per-example gradient-norm demonstration"""
-    seed: int = 0
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests: 2 seeds of 2 nets, 3 epochs, no weight-decay or capacity sweep"""
+
+    SMOKE = {
+        "seeds": 2,
+        "members": 2,
+        "hidden": 16,
+        "epochs": 3,
+        "weight_decays": (),
+        "widths": (),
+    }
 
     def __post_init__(self):
         check_config(
@@ -256,10 +259,7 @@ def _flipped_label_search(cfg: Config, data, run: Run, seed: int) -> dict[str, f
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg, seeds=2, members=2, hidden=16, epochs=3, weight_decays=(), widths=()
-        )
+    cfg = cfg.sized()
     digits = load_digits()
     if cfg.train_size + cfg.val_size >= len(digits):
         raise ValueError(
@@ -329,7 +329,7 @@ def main(cfg: Config) -> dict:
                 ["train_loss", "test_loss", "train_accuracy", "test_accuracy"],
             )
         )
-    searches = [_flipped_label_search(cfg, data, run, cfg.seed + i) for i in range(cfg.seeds)]
+    searches = [_flipped_label_search(cfg, data, run, seed) for seed in cfg.seed_range]
     search = mean_over_seeds(searches)
     print(
         f"per-example gradient norms: {search['flipped_in_top']:.3g} of the "

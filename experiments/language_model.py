@@ -33,17 +33,18 @@ import numpy as np
 
 from jaxnets import create_model
 from jaxnets.data import WordCorpus, context_windows, load_word_corpus
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.language import fit_add_k, fit_interpolated
 from jaxnets.models.nplm import METRICS, NPLM, nearest_neighbours, token_log_probs
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, fit
+from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import tsne_map
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """Neural probabilistic language model vs n-gram models on stdlib docstrings and comments."""
 
     vocab_size: int = 2000
@@ -80,18 +81,25 @@ class Config:
     samples: int = 5
     sample_length: int = 40
     temperature: float = 1.0
-    seed: int = 0
-    """first seed (of the file split, the initialisation, dropout and minibatch order)"""
-    seeds: int = 3
-    """independent repetitions (seed, seed + 1, ...)"""
     margin: float = 0.02
     """how far below 1 the chosen NPLM's test perplexity / the trigram's must lie on every seed"""
     max_files: int | None = None
     """read only the first files of the standard library (None: all)"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    SMOKE = {
+        "vocab_size": 60,
+        "contexts": (1, 2),
+        "embed": 4,
+        "hidden": 8,
+        "epochs": 1,
+        "max_files": 30,
+        "query_words": ("the", "is"),
+        "neighbours": 2,
+        "map_words": 20,
+        "samples": 2,
+        "sample_length": 8,
+        "seeds": 2,
+    }
 
     def __post_init__(self):
         check_config(
@@ -147,11 +155,11 @@ def _train_nplm(cfg: Config, corpus: WordCorpus, context: int, direct: bool, see
         "softmax_cross_entropy",
         make_optimizer("adam", cfg.learning_rate, schedule="cosine", total_steps=steps),
     )
-    state = trainer.init(jax.random.PRNGKey(seed), jnp.asarray(x_train[: cfg.batch_size]))
-    history = fit(
+    history = fit_from_seed(
         trainer,
-        state,
+        seed,
         (x_train, y_train),
+        jnp.asarray(x_train[: cfg.batch_size]),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         val=(x_val, y_val),
@@ -203,7 +211,8 @@ def _map_words(corpus: WordCorpus, count: int) -> list[int]:
 
 
 def _one_seed(cfg: Config, run: Run, corpus: WordCorpus, seed: int):
-    """n-grams and NPLMs on one seed's split: (rows, chosen NPLM name, trained)."""
+    """n-grams and NPLMs on one seed's split: (rows, (chosen NPLM name, its (model,
+    variables), corpus))."""
     print(
         f"seed {seed}: Python {corpus.python_version} stdlib docstrings and comments: "
         f"{len(corpus.train):,} train / {len(corpus.val):,} val / {len(corpus.test):,} test "
@@ -227,42 +236,20 @@ def _one_seed(cfg: Config, run: Run, corpus: WordCorpus, seed: int):
     run.log(
         seed=seed, chosen=best, **{f"{v} {m}": x for v, r in rows.items() for m, x in r.items()}
     )
-    return rows, best, trained
+    return rows, (best, trained[best], corpus)
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg,
-            vocab_size=60,
-            contexts=(1, 2),
-            embed=4,
-            hidden=8,
-            epochs=1,
-            max_files=30,
-            query_words=("the", "is"),
-            neighbours=2,
-            map_words=20,
-            samples=2,
-            sample_length=8,
-            seeds=2,
-        )
-    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    corpora = {s: load_word_corpus(cfg.vocab_size, seed=s, max_files=cfg.max_files) for s in seeds}
+    cfg = cfg.sized()
+    corpora = {
+        s: load_word_corpus(cfg.vocab_size, seed=s, max_files=cfg.max_files) for s in cfg.seed_range
+    }
     # an NPLM trains on one context window per training token
     check_batch_size(cfg.batch_size, min(len(c.train) for c in corpora.values()))
     run = Run("language_model", cfg, root=cfg.out)
-    per_seed, chosen = [], []
-    for seed in seeds:
-        corpus_s = corpora[seed]
-        rows, best_s, trained_s = _one_seed(cfg, run, corpus_s, seed)
-        per_seed.append(rows)
-        chosen.append(best_s)
-        if seed == cfg.seed:
-            corpus, best, (model, variables) = corpus_s, best_s, trained_s[best_s]
-    results = {
-        variant: mean_over_seeds([rows[variant] for rows in per_seed]) for variant in per_seed[0]
-    }
+    sweep = sweep_seeds(cfg.seed_range, lambda seed: _one_seed(cfg, run, corpora[seed], seed))
+    results, (best, (model, variables), corpus) = sweep.results, sweep.first
+    chosen = [name for name, _, _ in sweep.extras]
     print(f"mean over {cfg.seeds} seed(s); chosen on validation: {', '.join(chosen)}")
     print(
         format_table(
@@ -296,7 +283,7 @@ def main(cfg: Config) -> dict:
             "the NPLM chosen on validation beats the interpolated trigram in test perplexity "
             "(metric: its test perplexity / the trigram's, per seed)",
             "test_ratio_to_trigram",
-            [rows["NPLM chosen on validation"]["test_ratio_to_trigram"] for rows in per_seed],
+            sweep.values("NPLM chosen on validation", "test_ratio_to_trigram"),
             1.0,
             "below",
             margin=cfg.margin,

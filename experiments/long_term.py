@@ -34,12 +34,13 @@ from jaxnets.data import ADDING_BASELINE_MSE, make_adding_problem
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.nn.recurrent import CELLS, Recurrent, gradient_flow, make_cell
 from jaxnets.optim import make_optimizer
+from jaxnets.sweep import SeededConfig, seed_keys
 from jaxnets.train import Trainer, init_ensemble, train_ensemble
 from jaxnets.validation import check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """The adding problem at several lengths: vanilla RNN vs IRNN vs LSTM vs GRU, ± clipping."""
 
     lengths: tuple[int, ...] = (100, 200)
@@ -60,13 +61,16 @@ class Config:
     test_examples: int = 1000
     threshold: float = 0.01
     """test MSE that counts as solving the task"""
-    seeds: int = 3
-    """independent runs of every cell (initialisation and training examples), vmapped"""
-    seed: int = 0
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    SMOKE = {
+        "lengths": (6,),
+        "cells": ("lstm",),
+        "clip_norms": (1.0,),
+        "hidden": 4,
+        "steps": 20,
+        "eval_every": 10,
+        "test_examples": 50,
+    }
 
     def __post_init__(self):
         check_config(self, zero_ok=("clip_norms", "seed"))
@@ -100,10 +104,9 @@ def _train(cfg: Config, cell: str, length: int, clip: float, test) -> dict:
     model = create_model("rnn_regressor", cell=cell, hidden=cfg.hidden)
     optimizer = make_optimizer("adam", cfg.learning_rate, clip_norm=clip or None)
     trainer = Trainer(model, "squared_error", optimizer)
-    seeds = [cfg.seed + s for s in range(cfg.seeds)]
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    seeds = cfg.seed_range
     chunk = cfg.eval_every * cfg.batch_size
-    initial = init_ensemble(trainer, keys, jnp.zeros((cfg.batch_size, length, 2)))
+    initial = init_ensemble(trainer, seed_keys(seeds), jnp.zeros((cfg.batch_size, length, 2)))
     states, curves = initial, [[] for _ in seeds]
     for i in range(cfg.steps // cfg.eval_every):
         # fresh examples for every chunk of steps and every seed: the task has unlimited data
@@ -194,17 +197,7 @@ def _plot_gradient_flow(run: Run, cfg: Config, runs: dict, length: int, x: jax.A
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg,
-            lengths=(6,),
-            cells=("lstm",),
-            clip_norms=(1.0,),
-            hidden=4,
-            steps=20,
-            eval_every=10,
-            test_examples=50,
-        )
+    cfg = cfg.sized()
     run = Run("long_term", cfg, root=cfg.out)
     runs, results = {}, {}
     for length in cfg.lengths:

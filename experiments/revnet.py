@@ -26,6 +26,7 @@ of the compiled program, which no seed changes, so the memory claims have one va
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -34,10 +35,11 @@ import numpy as np
 
 from jaxnets import create_model, model_card
 from jaxnets.data import ArrayDataset, load_digits
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.revnet import residual_net
 from jaxnets.optim import make_optimizer
-from jaxnets.train import Trainer, evaluate, fit
+from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.train import Trainer, evaluate
 from jaxnets.validation import check_batch_size, check_config
 
 MIB = 2**20
@@ -50,7 +52,7 @@ LABELS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """Training-step memory and time of RevNet vs a residual net; both trained on digits."""
 
     batch_size: int = 256
@@ -73,14 +75,19 @@ class Config:
     """minibatch size of that training"""
     learning_rate: float = 3e-3
     """Adam's peak learning rate (cosine decay to zero)"""
-    seed: int = 0
-    """first seed of the split, the initialisations and the timing data"""
-    seeds: int = 3
-    """independent trainings on digits (seed, seed + 1, ...)"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    SMOKE = {
+        "batch_size": 8,
+        "features": 4,
+        "depth": 2,
+        "depths": (1, 2),
+        "timing_steps": 1,
+        "train_features": 4,
+        "train_depth": 1,
+        "epochs": 1,
+        "train_batch_size": 128,
+        "seeds": 2,
+    }
 
     def __post_init__(self):
         if self.depth not in self.depths:
@@ -184,24 +191,27 @@ def _digits_splits(seed: int):
     return images.split((0.7, 0.1, 0.2), seed=seed)
 
 
-def _train(cfg: Config, run: Run, trainer: Trainer, variant: str, splits, seed: int) -> dict:
-    state = trainer.init(jax.random.PRNGKey(seed), splits.train.x[:1])
-    result = fit(
-        trainer,
-        state,
-        splits.train,
-        val=splits.val,
-        epochs=cfg.epochs,
-        batch_size=cfg.train_batch_size,
-        metrics_path=run.metrics_path,
-        desc=f"{variant} seed {seed}",
-    )
-    test = evaluate(trainer, result.state, splits.test)
-    return {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "history": [h["val_accuracy"] for h in result.history],
-    }
+def _train_seed(cfg: Config, run: Run, trainers: dict[str, Trainer], seed: int):
+    """Every variant on one seed's split: ({variant: test metrics}, {variant: validation
+    accuracy per epoch})."""
+    splits = _digits_splits(seed)
+    rows, curves = {}, {}
+    for variant, trainer in trainers.items():
+        result = fit_from_seed(
+            trainer,
+            seed,
+            splits.train,
+            splits.train.x[:1],
+            run=run,
+            val=splits.val,
+            epochs=cfg.epochs,
+            batch_size=cfg.train_batch_size,
+            desc=f"{variant} seed {seed}",
+        )
+        test = evaluate(trainer, result.state, splits.test)
+        rows[variant] = {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+        curves[variant] = [h["val_accuracy"] for h in result.history]
+    return rows, curves
 
 
 def _plot(run: Run, cfg: Config, rows: dict, curves: dict) -> None:
@@ -234,20 +244,7 @@ def _plot(run: Run, cfg: Config, rows: dict, curves: dict) -> None:
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg,
-            batch_size=8,
-            features=4,
-            depth=2,
-            depths=(1, 2),
-            timing_steps=1,
-            train_features=4,
-            train_depth=1,
-            epochs=1,
-            train_batch_size=128,
-            seeds=2,
-        )
+    cfg = cfg.sized()
     splits = _digits_splits(cfg.seed)
     check_batch_size(cfg.train_batch_size, len(splits.train), field="train_batch_size")
     run = Run("revnet", cfg, root=cfg.out)
@@ -256,7 +253,7 @@ def main(cfg: Config) -> dict:
         f"(device: {jax.devices()[0].device_kind}):"
     )
     rows, step_seconds = _memory_sweep(cfg)
-    results, per_seed = {}, []
+    results = {}
     for variant in VARIANTS:
         results[variant] = {
             **{k: v for k, v in rows[variant, cfg.depth].items() if k != "compile_s"},
@@ -282,18 +279,9 @@ def main(cfg: Config) -> dict:
         )
         for variant in ("revnet", "residual")
     }
-    curves, accuracies = {}, {variant: [] for variant in trainers}
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        splits = _digits_splits(seed)
-        trained = {}
-        for variant, trainer in trainers.items():
-            trained[variant] = _train(cfg, run, trainer, variant, splits, seed)
-            curves.setdefault(variant, trained[variant].pop("history"))  # the first seed's
-            accuracies[variant].append(trained[variant]["test_accuracy"])
-        run.log(seed=seed, **{f"{v} {m}": x for v, row in trained.items() for m, x in row.items()})
-        per_seed.append(trained)
+    sweep = sweep_seeds(cfg.seed_range, functools.partial(_train_seed, cfg, run, trainers), run)
     for variant in trainers:
-        results[variant].update(mean_over_seeds([trained[variant] for trained in per_seed]))
+        results[variant].update(sweep.results[variant])
     print(
         format_table(
             {LABELS[v]: results[v] for v in VARIANTS},
@@ -307,7 +295,7 @@ def main(cfg: Config) -> dict:
         f"operations and {revnet['time_ratio_vs_stored']:.2f}x the time of the "
         "stored-activation step"
     )
-    _plot(run, cfg, rows, curves)
+    _plot(run, cfg, rows, sweep.first)
     # the memory ratios are of the compiled program (no seed changes it): one value each,
     # with a margin of 0.1 (about a quarter of what storing costs beyond recomputing)
     claims = [
@@ -332,7 +320,7 @@ def main(cfg: Config) -> dict:
         Claim(
             "RevNet trained through its recomputing backward pass learns the digits",
             "test_accuracy",
-            accuracies["revnet"],
+            sweep.values("revnet", "test_accuracy"),
             0.9,
             "above",
             margin=0.02,

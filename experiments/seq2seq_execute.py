@@ -28,12 +28,13 @@ from jaxnets.data import ExecutionTask, make_execution_task, most_common_answer_
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.models.rnn import Seq2Seq, seq2seq_inputs
 from jaxnets.optim import make_optimizer
+from jaxnets.sweep import SeededConfig
 from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """LSTM encoder-decoder on generated programs: exact match vs the most common answer."""
 
     programs: int = 12_000
@@ -51,14 +52,15 @@ class Config:
     clip_norm: float = 1.0
     reverse_source: tuple[bool, ...] = (False, True)
     """source orders to train (True reads each program backwards)"""
-    seeds: int = 3
-    """runs of each source order, each its own initialisation, shuffling and split"""
-    seed: int = 0
-    """seeds the programs (and the first run)"""
-    out: str = "runs"
-    """root folder of run directories"""
-    smoke: bool = False
-    """tiny run for the tests"""
+
+    SMOKE = {
+        "programs": 300,
+        "hidden": 8,
+        "embed": 4,
+        "epochs": 1,
+        "batch_size": 32,
+        "reverse_source": (True,),
+    }
 
     def __post_init__(self):
         check_config(self, zero_ok=("seed",))
@@ -104,12 +106,9 @@ def _stack(arrays) -> jax.Array:
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg, programs=300, hidden=8, embed=4, epochs=1, batch_size=32, reverse_source=(True,)
-        )
+    cfg = cfg.sized()
     task = make_execution_task(cfg.programs, seed=cfg.seed, digits=cfg.digits, nesting=cfg.nesting)
-    seeds = [cfg.seed + s for s in range(cfg.seeds)]
+    seeds = cfg.seed_range
     splits = [task.split((0.8, 0.1, 0.1), seed=seed) for seed in seeds]  # (train, val, test)
     vocab_size = task.vocab.size
     source_length = task.source_ids.shape[1]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 
 from jaxnets.experiment import Run, mean_over_seeds
 from jaxnets.train import FitResult, Trainer, evaluate, fit
@@ -31,6 +32,7 @@ __all__ = [
     "SeededConfig",
     "SeedSweep",
     "fit_from_seed",
+    "seed_keys",
     "sweep_classifier",
     "sweep_seeds",
 ]
@@ -189,3 +191,9 @@ def sweep_classifier(
         return {label: row}, result
 
     return sweep_seeds(seeds, one_seed)
+
+
+def seed_keys(seeds: Iterable[int]) -> jax.Array:
+    """``PRNGKey(seed)`` of every seed, stacked: (len(seeds), 2), the keys of an ensemble
+    (:func:`jaxnets.train.init_ensemble`) whose member i is the run from the i-th seed."""
+    return jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
