@@ -13,11 +13,9 @@ nine variants, each a failure or its fix, from ``seeds`` initialisations (and sh
 the claims are checked on every seed, the table shows means over seeds.
 
 The too-high learning rates are not fixed numbers but a clear multiple of the stability limit
-of gradient descent (§4.5, line 1985: too large a rate overshoots and the cost blows up; §4.8,
-line 2072: curvature is formalised by the eigenvalues of the Hessian; on a quadratic, GD
-diverges once α > 2/λ_max, λ_max the Hessian's largest eigenvalue): λ_max of the full training
-loss at the initial parameters is estimated per seed by power iteration on Hessian-vector
-products, and α = ``too_high_lr_factor`` × 2/λ_max. Near the limit the outcome is not
+of gradient descent, α = ``too_high_lr_factor`` × 2/λ_max, λ_max of the full training loss at
+the initial parameters estimated per seed (:mod:`jaxnets.failures`, which also holds the bad
+initialisations). Near the limit the outcome is not
 robust: the old fixed α = 1 for tanh, about 2 × 2/λ_max, ended at a training loss of 0.0027 on
 one CPU and 26 on another; here 1.5 × 2/λ_max still trains the tanh net (loss ~0.001), while
 3x gives ~40 and 10x ~150, against chance ln 10 = 2.3, from the first epoch on.
@@ -43,33 +41,34 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxnets import create_model
 from jaxnets.data import load_digits
-from jaxnets.diagnostics import (
-    SATURATION_BOUNDS,
-    dead_units,
-    hidden_activations,
-    saturated_units,
-    step_norms,
-    symmetry_check,
+from jaxnets.diagnostics import hidden_activations, step_norms, symmetry_check
+from jaxnets.experiment import Claim, Run, format_table, parse_config
+from jaxnets.failures import (
+    Transform,
+    constant_kernels,
+    hidden_bias,
+    scale_kernels,
+    settable_sgd,
+    top_hessian_eigenvalue,
+    unit_fractions,
+    with_learning_rate,
+    zero_params,
 )
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
-from jaxnets.train import JSONLLogger, Trainer, TrainState, batch_loss, fit
+from jaxnets.sweep import SeededConfig, SeedSweep, sweep_seeds
+from jaxnets.train import JSONLLogger, Trainer, TrainState, fit
 from jaxnets.validation import check_batch_size, check_config
-
-PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(SeededConfig):
     """Too-high learning rate, dead ReLUs, saturated tanh units and symmetric init on digits."""
 
     epochs: int = 60
@@ -93,16 +92,10 @@ class Config:
     """factor on the default (LeCun normal) initial kernels that saturates tanh units"""
     constant_weight: float = 0.05
     """every weight of the constant-init variant (biases 0)"""
-    seeds: int = 3
-    """initialisations (and shuffles) per variant"""
-    seed: int = 0
-    """first seed (repetition i uses seed + i)"""
     split_seed: int = 0
     """seed of the stratified 60/20/20 train/val/test split"""
-    smoke: bool = False
-    """tiny run for tests: 2 epochs"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    SMOKE = {"epochs": 2, "seeds": 1, "hidden": (16, 16), "power_iterations": 5}
 
     def __post_init__(self):
         check_config(
@@ -135,58 +128,35 @@ class Variant(NamedTuple):
 
     activation: str
     learning_rate: float | None
-    init: Callable[[PyTree], PyTree]
+    init: Transform
     lesson: str
-
-
-def _map_leaves(params: PyTree, kernel: Callable, bias: Callable) -> PyTree:
-    return {
-        layer: {name: (kernel if name == "kernel" else bias)(leaf) for name, leaf in leaves.items()}
-        for layer, leaves in params.items()
-    }
-
-
-def _hidden_bias(value: float) -> Callable[[PyTree], PyTree]:
-    def init(params: PyTree) -> PyTree:
-        return {
-            layer: {**leaves, "bias": np.full_like(leaves["bias"], value)}
-            if layer.startswith("hidden")
-            else leaves
-            for layer, leaves in params.items()
-        }
-
-    return init
 
 
 def _variants(cfg: Config) -> dict[str, Variant]:
     lr = cfg.learning_rate
     keep = lambda params: params  # noqa: E731
-    same = lambda leaf: leaf  # noqa: E731
-    constant_kernel = functools.partial(np.full_like, fill_value=cfg.constant_weight)
     return {
         "tanh": Variant("tanh", lr, keep, "good learning rate and init scale (the fix)"),
         "tanh_high_lr": Variant("tanh", None, keep, "too-high learning rate: the loss grows"),
         "tanh_large_init": Variant(
             "tanh",
             lr,
-            lambda p: _map_leaves(p, lambda k: cfg.saturating_scale * k, same),
+            scale_kernels(cfg.saturating_scale),
             "large initial weights: saturated units",
         ),
         "relu": Variant("relu", lr, keep, "good learning rate, random init (the fix)"),
         "relu_high_lr": Variant("relu", None, keep, "too-high learning rate kills ReLUs"),
         "relu_negative_bias": Variant(
-            "relu", lr, _hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
+            "relu", lr, hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
         ),
         "leaky_negative_bias": Variant(
-            "leaky_relu", lr, _hidden_bias(cfg.dead_bias), "leaky units still get gradient"
+            "leaky_relu", lr, hidden_bias(cfg.dead_bias), "leaky units still get gradient"
         ),
-        "zero_init": Variant(
-            "relu", lr, lambda p: jax.tree.map(np.zeros_like, p), "zero init: symmetric units"
-        ),
+        "zero_init": Variant("relu", lr, zero_params, "zero init: symmetric units"),
         "constant_init": Variant(
             "relu",
             lr,
-            lambda p: _map_leaves(p, constant_kernel, np.zeros_like),
+            constant_kernels(cfg.constant_weight),
             "constant init: symmetric units",
         ),
     }
@@ -199,7 +169,7 @@ def _trainer(cfg: Config, activation: str) -> Trainer:
     )
     # The learning rate lives in the optimizer state, so variants that differ only in it (or
     # in the init) share one Trainer and its compiled programs.
-    return Trainer(model, "softmax_cross_entropy", optax.inject_hyperparams(optax.sgd)(1.0))
+    return Trainer(model, "softmax_cross_entropy", settable_sgd())
 
 
 def _initial_state(trainer: Trainer, variant: Variant, seed: int, x: np.ndarray) -> TrainState:
@@ -210,62 +180,11 @@ def _initial_state(trainer: Trainer, variant: Variant, seed: int, x: np.ndarray)
     return state.replace(params=params, opt_state=trainer.optimizer.init(params))
 
 
-def _with_learning_rate(state: TrainState, learning_rate: float) -> TrainState:
-    hyperparams = {"learning_rate": jnp.asarray(learning_rate, jnp.float32)}
-    return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
-
-
-@functools.partial(jax.jit, static_argnames=("trainer", "iterations"))
-def top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iterations: int):
-    """λ_max of the Hessian of the mean training loss at ``params``, by power iteration.
-
-    Each step multiplies by the Hessian without forming it: a Hessian-vector product is the
-    forward-mode derivative of the gradient, ``jvp(grad(loss), (params,), (v,))``. The
-    Rayleigh quotient vᵀHv of the normalised iterate estimates the eigenvalue of largest
-    magnitude (the largest one, at an initialisation where the loss curves upward most).
-
-    x: (n, 64), y: (n,) the whole training set; key seeds the random start vector.
-    """
-
-    def loss(p):
-        return batch_loss(trainer.model, trainer.loss, p, {}, (x, y), key, train=False)[0]
-
-    def hvp(v):
-        return jax.jvp(jax.grad(loss), (params,), (v,))[1]
-
-    def normalise(v):
-        norm = jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(v)))
-        return jax.tree.map(lambda leaf: leaf / norm, v)
-
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    start = [
-        jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)
-    ]
-    v = normalise(jax.tree.unflatten(treedef, start))
-    v = jax.lax.fori_loop(0, iterations, lambda _, v: normalise(hvp(v)), v)
-    return sum(
-        jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hvp(v)), strict=True)
-    )
-
-
-def _unit_fractions(activations: dict[str, jax.Array], activation: str, when: str) -> dict:
-    """Dead (and, for bounded units, saturated) share of all hidden units, layers pooled."""
-    units = {layer: h.shape[-1] for layer, h in activations.items()}
-
-    def pooled(per_layer: dict[str, float]) -> float:
-        return sum(per_layer[k] * units[k] for k in units) / sum(units.values())
-
-    fractions = {f"dead_{when}": pooled(dead_units(activations))}
-    if activation in SATURATION_BOUNDS:
-        fractions[f"saturated_{when}"] = pooled(saturated_units(activations, activation))
-    return fractions
-
-
 def _diagnose(
     run: Run, name: str, variant: Variant, trainer: Trainer, cfg: Config, splits, seed: int
 ):
-    """Train one variant from one seed; returns its table row and what the figure needs."""
+    """Train one variant from one seed; returns ({name: its table row}, what the figure
+    needs)."""
     first_batch = (splits.train.x[: cfg.batch_size], splits.train.y[: cfg.batch_size])
     x, y = jnp.asarray(splits.train.x), jnp.asarray(splits.train.y)
     state = _initial_state(trainer, variant, seed, splits.train.x)
@@ -278,7 +197,7 @@ def _diagnose(
         )
         learning_rate = cfg.too_high_lr_factor * 2 / lambda_max
         curvature = {"lambda_max_at_init": lambda_max, "learning_rate": learning_rate}
-    state = _with_learning_rate(state, learning_rate)
+    state = with_learning_rate(state, learning_rate)
     _, first_step = step_norms(trainer, state, first_batch)
     init_activations = hidden_activations(trainer.model, {"params": state.params}, x)
     # a too-high rate may overflow the loss: fit then ends after that epoch instead of raising
@@ -300,8 +219,8 @@ def _diagnose(
             f"(epoch {len(losses)}); stopped"
         )
     activations = hidden_activations(trainer.model, {"params": state.params}, x)
-    at_init = _unit_fractions(init_activations, variant.activation, "at_init")
-    after = _unit_fractions(activations, variant.activation, "after")
+    at_init = unit_fractions(init_activations, variant.activation, "at_init")
+    after = unit_fractions(activations, variant.activation, "after")
     test = trainer.evaluate(state, splits.test.x, splits.test.y, batch_size=len(splits.test))
     row = {
         **curvature,
@@ -322,7 +241,7 @@ def _diagnose(
         "grad": first_step.grad,
         "init_activations": jax.device_get(init_activations),
     }
-    return row, extras
+    return {name: row}, extras
 
 
 def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
@@ -373,7 +292,7 @@ def _plot(run: Run, results: dict, extras: dict) -> None:
     run.savefig(fig, "failure_modes")
 
 
-def _claims(per_seed: dict[str, list[dict]], cfg: Config) -> list[Claim]:
+def _claims(sweeps: dict[str, SeedSweep], cfg: Config) -> list[Claim]:
     """The lecture's claims, each read off one variant's rows (one per seed): (text, variant,
     metric, threshold, direction, margin). Each margin keeps every seed clearly on its side:
     a few test examples (one is 1/359 = 0.28% of the test set), a few hidden units (one is
@@ -497,42 +416,32 @@ def _claims(per_seed: dict[str, list[dict]], cfg: Config) -> list[Claim]:
         ),
     ]
     return [
-        Claim(
-            text,
-            metric,
-            [row[metric] for row in per_seed[variant]],
-            threshold,
-            direction,
-            margin=margin,
-        )
+        Claim(text, metric, sweeps[variant].values(variant, metric), threshold, direction, margin)
         for text, variant, metric, threshold, direction, margin in checks
     ]
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, epochs=2, seeds=1, hidden=(16, 16), power_iterations=5)
+    cfg = cfg.sized()
     splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
     print(f"digits: {len(splits.train)} train / {len(splits.test)} test; MLP {cfg.hidden}")
     check_batch_size(cfg.batch_size, len(splits.train))
     run = Run("failure_modes", cfg, root=cfg.out)
     trainers: dict[str, Trainer] = {}
-    per_seed, extras = {}, {}
+    sweeps = {}
     for name, variant in _variants(cfg).items():
         if variant.activation not in trainers:
             trainers[variant.activation] = _trainer(cfg, variant.activation)
         trainer = trainers[variant.activation]
-        per_seed[name] = []
-        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-            row, extra = _diagnose(run, name, variant, trainer, cfg, splits, seed)
-            per_seed[name].append(row)
-            extras.setdefault(name, extra)  # the figure shows the first seed
+        diagnose = functools.partial(_diagnose, run, name, variant, trainer, cfg, splits)
+        sweeps[name] = sweep_seeds(cfg.seed_range, diagnose)
         print(f"{name:>20}: {variant.lesson}")
-    results = {name: mean_over_seeds(rows) for name, rows in per_seed.items()}
+    results = {name: sweep.results[name] for name, sweep in sweeps.items()}
+    extras = {name: sweep.first for name, sweep in sweeps.items()}  # the figure: first seed
     _plot(run, results, extras)
     columns = list(dict.fromkeys(m for row in results.values() for m in row))
     print(format_table(results, columns))
-    return run.write_summary(results, _claims(per_seed, cfg))
+    return run.write_summary(results, _claims(sweeps, cfg))
 
 
 if __name__ == "__main__":
