@@ -15,21 +15,19 @@ decay; §4.8 badly conditioned curvature (a ravine, off-centre inputs) and Adam;
     whatever the gradient's size, use α = f·‖θ₀ − θ*‖.
 (b) An MLP on the digits training set: the same optimizers, learning-rate schedules and batch
     sizes, each row varying one thing from momentum SGD with batch 32 and a constant rate.
-    Each row trains ``seeds`` members at once with the engine's
-    :func:`~jaxnets.train.ensemble.train_ensemble_steps` (one compiled program over stacked
-    states; every member its own initial weights and stream of shuffled epochs, the same in
-    every row); the full training loss is the members' mean, measured every ``eval_every``
-    steps. Wall time counts only the compiled training steps (compilation and the loss
-    evaluations are left out) of all members together; it is plotted but no claim rests on
-    it (it differs between machines): the cost of minibatch steps is counted in examples
-    processed. The digits claims compare each member with itself (same initial weights) in
-    two rows, so they are checked once per member (seed).
+    Each row trains ``seeds`` members at once (:func:`jaxnets.convergence.timed_ensemble_curve`:
+    one compiled program over stacked states; every member its own initial weights and stream
+    of shuffled epochs, the same in every row), measuring the full training loss every
+    ``eval_every`` steps. Wall time counts only the compiled training steps of all members
+    together; it is plotted but no claim rests on it (it differs between machines): the cost
+    of minibatch steps is counted in examples processed. The digits claims compare each
+    member with itself (same initial weights) in two rows: they are checked once per member.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,10 +35,16 @@ import numpy as np
 import optax
 
 from jaxnets import create_model, model_card
+from jaxnets.convergence import (
+    curvature_range,
+    gd_growth,
+    race,
+    timed_ensemble_curve,
+    to_target,
+)
 from jaxnets.data import load_digits
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.landscapes import (
-    hessian_eigenvalues,
     logistic_data,
     logistic_regression,
     plot_trajectories,
@@ -49,8 +53,8 @@ from jaxnets.landscapes import (
     trajectory,
 )
 from jaxnets.optim import OPTIMIZERS, make_optimizer
-from jaxnets.train import Trainer
-from jaxnets.train.ensemble import evaluate_ensemble, init_ensemble, train_ensemble_steps
+from jaxnets.sweep import ExperimentConfig
+from jaxnets.train import Trainer, evaluate_ensemble, init_ensemble
 from jaxnets.validation import check_batch_size, check_config
 
 ADAPTIVE = ("rmsprop", "adam", "adamw")
@@ -58,7 +62,7 @@ LABELS = {"sgd": "GD", "nesterov": "Nesterov"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ExperimentConfig):
     """Optimizer trajectories on 2-D costs; optimizers, schedules and batch sizes on digits."""
 
     optimizers: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adam")
@@ -89,14 +93,18 @@ class Config:
     """learning rate of SGD, momentum and Nesterov on digits"""
     adaptive_learning_rate: float = 1e-3
     """learning rate of RMSprop and Adam on digits"""
-    seeds: int = 3
-    """ensemble members per digits row (vmapped; one compile per row)"""
     split_seed: int = 0
     """seed of the stratified 60/20/20 digits split (only the training part is trained on)"""
-    smoke: bool = False
-    """tiny run for tests"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    SMOKE = {
+        "optimizers": ("sgd", "momentum"),
+        "steps": 60,
+        "digits_steps": 20,
+        "eval_every": 5,
+        "hidden": (16,),
+        "seeds": 1,
+        "batch_sizes": (0,),
+    }
 
     def __post_init__(self):
         unknown = set(self.optimizers) - set(OPTIMIZERS)
@@ -139,7 +147,7 @@ def _landscape_runs(cfg: Config, run: Run):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     results, lr_max = {}, {}
     for ax, (key, problem) in zip(axes, problems.items(), strict=True):
-        lr_max[key] = float(hessian_eigenvalues(problem.cost, problem.minimizer)[-1])
+        lr_max[key] = curvature_range(problem)[1]
         distance = float(np.linalg.norm(np.asarray(problem.start) - problem.minimizer))
         paths = {}
         for name in cfg.optimizers:
@@ -148,18 +156,9 @@ def _landscape_runs(cfg: Config, run: Run):
                 if name in ADAPTIVE
                 else cfg.gd_lr_times_curvature / lr_max[key]
             )
-            path, costs = trajectory(
-                problem.cost, make_optimizer(name, lr), problem.start, cfg.steps
-            )
-            path, gaps = np.asarray(path), np.asarray(costs) - problem.min_cost
-            hits = np.flatnonzero(gaps <= cfg.tolerance * gaps[0])
+            path, row = race(problem, make_optimizer(name, lr), cfg.steps, cfg.tolerance)
             paths[f"{LABELS.get(name, name)} (α={lr:.3g})"] = path
-            results[f"{key}/{name}"] = {
-                "learning_rate": lr,
-                "steps_to_minimum": int(hits[0]) if hits.size else cfg.steps,
-                "reached_minimum": float(hits.size > 0),
-                "final_distance": float(np.linalg.norm(path[-1] - problem.minimizer)),
-            }
+            results[f"{key}/{name}"] = {"learning_rate": lr, **row}
         plot_trajectories(problem, paths, ax=ax, title=f"{problem.name}, {cfg.steps} steps")
     run.savefig(fig, "trajectories")
     return problems["quadratic"], lr_max, results
@@ -177,12 +176,7 @@ def _learning_rate_regimes(cfg: Config, run: Run, problem, lr_max: float, steps:
         path = np.asarray(
             trajectory(problem.cost, make_optimizer("sgd", lr), problem.start, steps)[0]
         )
-        steep = path[:, 1]
-        regimes[multiple] = {
-            "steep_growth": float(abs(steep[-1]) / abs(steep[0])),
-            "shallow_growth": float(abs(path[-1, 0]) / abs(path[0, 0])),
-            "steep_sign_flips": float(np.mean(np.sign(steep[1:]) != np.sign(steep[:-1]))),
-        }
+        regimes[multiple] = gd_growth(path)
         plot_trajectories(
             problem, {f"GD α={multiple}/λ_max": path}, ax=ax, title=f"α = {multiple}/λ_max"
         )
@@ -191,9 +185,8 @@ def _learning_rate_regimes(cfg: Config, run: Run, problem, lr_max: float, steps:
 
 
 def _conditioning(offset: float) -> float:
-    problem = logistic_regression(*logistic_data(offset=offset))
-    low, high = hessian_eigenvalues(problem.cost, problem.minimizer)
-    return float(high / low)
+    low, high = curvature_range(logistic_regression(*logistic_data(offset=offset)))
+    return high / low
 
 
 # -- (b) digits: optimizers, schedules, batch sizes -----------------------------------------
@@ -237,42 +230,8 @@ def _find(rows: dict[str, _Row], optimizer: str, schedule: str, batch_size: int)
     )
 
 
-def _train_row(cfg: Config, trainer: Trainer, states, train, test, batch_size: int):
-    """Train all members for cfg.digits_steps steps with the engine's
-    :func:`~jaxnets.train.ensemble.train_ensemble_steps`, stopping every cfg.eval_every steps
-    to evaluate the full training loss; the clock runs only around the compiled training
-    calls. Returns the curve (steps, seconds, losses), losses (evaluations, members), and each
-    member's final test accuracy (members,)."""
-
-    def advance(states):
-        return train_ensemble_steps(
-            trainer, states, train, steps=cfg.eval_every, batch_size=batch_size
-        )[0]
-
-    def train_loss(states) -> np.ndarray:  # (members,)
-        return np.asarray(
-            evaluate_ensemble(trainer, states, *train, batch_size=len(train[0]))["loss"]
-        )
-
-    jax.block_until_ready(advance(states))  # compile outside the clock
-    steps, seconds, losses = [0], [0.0], [train_loss(states)]
-    while steps[-1] < cfg.digits_steps:
-        start = time.perf_counter()
-        states = jax.block_until_ready(advance(states))
-        seconds.append(seconds[-1] + time.perf_counter() - start)
-        steps.append(steps[-1] + cfg.eval_every)
-        losses.append(train_loss(states))
-    accuracy = evaluate_ensemble(trainer, states, *test, batch_size=len(test[0]))["accuracy"]
-    return (steps, seconds, np.stack(losses)), np.asarray(accuracy)
-
-
-def _digits_splits(cfg: Config):
-    return load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
-
-
-def _digits_runs(cfg: Config, run: Run):
+def _digits_runs(cfg: Config, run: Run, splits):
     """Train every row: returns the rows, results per row and curves (steps, seconds, losses)."""
-    splits = _digits_splits(cfg)
     train = (jnp.asarray(splits.train.x), jnp.asarray(splits.train.y))
     test = (jnp.asarray(splits.test.x), jnp.asarray(splits.test.y))
     # initial weights (and minibatch streams) shared by every row; each row brings its own
@@ -287,34 +246,22 @@ def _digits_runs(cfg: Config, run: Run):
         )
         states = initial.replace(opt_state=jax.vmap(optimizer.init)(initial.params))
         trainer = Trainer(base.model, base.loss, optimizer)
-        curves[label], accuracy = _train_row(cfg, trainer, states, train, test, row.batch_size)
-        steps, seconds, losses = curves[label]
-        for step, second, loss in zip(steps, seconds, losses, strict=True):
-            run.log(
-                variant=label,
-                step=step,
-                seconds=second,
-                train_loss=float(np.mean(loss)),
-                member_train_loss=loss.tolist(),
+        curves[label], states = timed_ensemble_curve(
+            trainer,
+            states,
+            train,
+            steps=cfg.digits_steps,
+            every=cfg.eval_every,
+            batch_size=row.batch_size,
+            log=functools.partial(run.log, variant=label),
+        )
+        accuracy = evaluate_ensemble(trainer, states, *test, batch_size=len(test[0]))["accuracy"]
+        members[label] = [  # each member's own first crossing of the target
+            {**member, "test_accuracy": float(a)}
+            for member, a in zip(
+                to_target(curves[label], cfg.target_loss, row.batch_size), accuracy, strict=True
             )
-        # a constant rate leaves the minibatch loss fluctuating (§4.6): one evaluation is a
-        # random draw from the fluctuations, their mean over the last fifth of the run is not
-        late = max(1, (len(steps) - 1) // 5)
-        members[label] = []
-        for m in range(cfg.seeds):  # each member's own first crossing of the target
-            below = np.flatnonzero(losses[:, m] <= cfg.target_loss)
-            hit = below[0] if below.size else len(steps) - 1
-            members[label].append(
-                {
-                    "steps_to_target": steps[hit],
-                    "examples_to_target": steps[hit] * row.batch_size,
-                    "seconds_to_target": seconds[hit],
-                    "reached_target": float(below.size > 0),
-                    "final_train_loss": float(losses[-1, m]),
-                    "late_train_loss": float(np.mean(losses[-late:, m])),
-                    "test_accuracy": float(accuracy[m]),
-                }
-            )
+        ]
         results[label] = {
             "batch_size": row.batch_size,
             "learning_rate": row.learning_rate,
@@ -475,45 +422,22 @@ def _claims(cfg: Config, landscape_results, regimes, conditioning, rows, members
 
 
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(
-            cfg,
-            optimizers=("sgd", "momentum"),
-            steps=60,
-            digits_steps=20,
-            eval_every=5,
-            hidden=(16,),
-            seeds=1,
-            batch_sizes=(0,),
-        )
-    check_batch_size(cfg.batch_size, len(_digits_splits(cfg).train))
+    cfg = cfg.sized()
+    splits = load_digits().split((0.6, 0.2, 0.2), seed=cfg.split_seed)
+    check_batch_size(cfg.batch_size, len(splits.train))
     run = Run("optimizers", cfg, root=cfg.out)
     problem, lr_max, landscape_results = _landscape_runs(cfg, run)
     regimes = _learning_rate_regimes(cfg, run, problem, lr_max["quadratic"])
     conditioning = {"offset": _conditioning(2.0), "centred": _conditioning(0.0)}
-    rows, digits, members, curves = _digits_runs(cfg, run)
+    rows, digits, members, curves = _digits_runs(cfg, run, splits)
     _plot_digits(run, cfg, curves)
     print(format_table(landscape_results, ["learning_rate", "steps_to_minimum", "final_distance"]))
-    print(
-        format_table(
-            digits,
-            [
-                "steps_to_target",
-                "examples_to_target",
-                "reached_target",
-                "final_train_loss",
-                "late_train_loss",
-                "test_accuracy",
-            ],
-        )
-    )
+    columns = ["steps_to_target", "examples_to_target", "reached_target", "final_train_loss"]
+    print(format_table(digits, [*columns, "late_train_loss", "test_accuracy"]))
     results = {
         **landscape_results,
         **{f"quadratic/gd lr {m}/λ_max": r for m, r in regimes.items()},
-        "logistic/conditioning": {
-            "condition_offset": conditioning["offset"],
-            "condition_centred": conditioning["centred"],
-        },
+        "logistic/conditioning": {f"condition_{k}": v for k, v in conditioning.items()},
         **{f"digits/{label}": row for label, row in digits.items()},
     }
     return run.write_summary(
