@@ -14,6 +14,7 @@ initialisations; the claims are checked on every repetition, tables show the mea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -21,10 +22,11 @@ import jax
 import numpy as np
 
 from jaxnets import create_model
-from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
+from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.mlp import xor_data, xor_handset
 from jaxnets.nn.activations import get_activation
 from jaxnets.optim import make_optimizer
+from jaxnets.sweep import ExperimentConfig, sweep_seeds
 from jaxnets.train import Trainer
 from jaxnets.train.ensemble import init_ensemble, train_ensemble_full_batch
 from jaxnets.validation import check_config
@@ -67,11 +69,9 @@ def train_xor_seeds(
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ExperimentConfig):
     """Hand-set XOR nets and learned XOR over many seeds."""
 
-    seeds: int = 3
-    """independent repetitions (each draws its own initialisations)"""
     nets: int = 256
     """nets trained at once per width and repetition"""
     widths: tuple[int, ...] = (2, 3, 8)
@@ -82,10 +82,8 @@ class Config:
     """Adam learning rate"""
     activation: str = "tanh"
     """hidden activation of the learned nets"""
-    smoke: bool = False
-    """tiny run for tests"""
-    out: str = "runs"
-    """root folder of run directories"""
+
+    SMOKE = {"seeds": 1, "nets": 16, "widths": (2, 8), "steps": 300}
 
     def __post_init__(self):
         check_config(self)
@@ -114,9 +112,42 @@ def _plot(run: Run, curves: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
     run.savefig(fig, "xor_seeds")
 
 
+def _learn(cfg: Config, run: Run, width: int, seed: int):
+    """One repetition at one width: ({variant: row}, (loss curves (nets, steps), which nets
+    reached 100% accuracy (nets,)))."""
+    learned = jax.device_get(
+        train_xor_seeds(
+            cfg.nets,
+            cfg.steps,
+            cfg.learning_rate,
+            hidden=width,
+            activation=cfg.activation,
+            seed=seed,
+        )
+    )
+    solved = learned.accuracy == 1.0
+    variant = f"learned_{width}_hidden"
+    for step in range(0, cfg.steps, max(1, cfg.steps // 50)):
+        losses_at_step = learned.loss_curve[:, step]
+        run.log(
+            variant=variant,
+            seed=seed,
+            step=step,
+            median_loss=float(np.median(losses_at_step)),
+            max_loss=float(np.max(losses_at_step)),
+        )
+    row = {
+        "nets": cfg.nets,
+        "nets_at_100pct": int(solved.sum()),
+        "fraction_solved": float(solved.mean()),
+        "median_final_loss": float(np.median(learned.loss)),
+        "max_final_loss": float(np.max(learned.loss)),
+    }
+    return {variant: row}, (learned.loss_curve, solved)
+
+
 def main(cfg: Config) -> dict:
-    if cfg.smoke:
-        cfg = dataclasses.replace(cfg, seeds=1, nets=16, widths=(2, 8), steps=300)
+    cfg = cfg.sized()
     run = Run("xor", cfg, root=cfg.out)
     x, t = xor_data()
     results, claims = {}, []
@@ -136,43 +167,10 @@ def main(cfg: Config) -> dict:
                 "below",
             )
         )
-    curves, per_seed = {}, {}
+    sweeps = {}
     for width in cfg.widths:
-        rows = []
-        for seed in range(cfg.seeds):
-            learned = jax.device_get(
-                train_xor_seeds(
-                    cfg.nets,
-                    cfg.steps,
-                    cfg.learning_rate,
-                    hidden=width,
-                    activation=cfg.activation,
-                    seed=seed,
-                )
-            )
-            solved = learned.accuracy == 1.0
-            if seed == 0:
-                curves[width] = (learned.loss_curve, solved)
-            for step in range(0, cfg.steps, max(1, cfg.steps // 50)):
-                losses_at_step = learned.loss_curve[:, step]
-                run.log(
-                    variant=f"learned_{width}_hidden",
-                    seed=seed,
-                    step=step,
-                    median_loss=float(np.median(losses_at_step)),
-                    max_loss=float(np.max(losses_at_step)),
-                )
-            rows.append(
-                {
-                    "nets": cfg.nets,
-                    "nets_at_100pct": int(solved.sum()),
-                    "fraction_solved": float(solved.mean()),
-                    "median_final_loss": float(np.median(learned.loss)),
-                    "max_final_loss": float(np.max(learned.loss)),
-                }
-            )
-        per_seed[width] = rows
-        results[f"learned_{width}_hidden"] = mean_over_seeds(rows)
+        sweeps[width] = sweep_seeds(cfg.seed_range, functools.partial(_learn, cfg, run, width))
+        results.update(sweeps[width].results)
     widest, narrowest = max(cfg.widths), min(cfg.widths)
     claims.append(
         # A net's loss is its mean cross-entropy over the 4 points; below ln(2)/4 every point
@@ -183,7 +181,7 @@ def main(cfg: Config) -> dict:
             f"with {widest} hidden units every net learns XOR (the worst of {cfg.nets} nets' "
             "loss is below ln(2)/4, which implies 100% accuracy)",
             "max_final_loss",
-            [row["max_final_loss"] for row in per_seed[widest]],
+            sweeps[widest].values(f"learned_{widest}_hidden", "max_final_loss"),
             math.log(2) / 4,
             "below",
             margin=0.1,
@@ -195,13 +193,13 @@ def main(cfg: Config) -> dict:
                 f"with {narrowest} hidden units some nets get stuck in a local minimum "
                 f"(fraction of {cfg.nets} nets at 100% accuracy)",
                 "fraction_solved",
-                [row["fraction_solved"] for row in per_seed[narrowest]],
+                sweeps[narrowest].values(f"learned_{narrowest}_hidden", "fraction_solved"),
                 1.0,
                 "below",
                 margin=0.1,
             )
         )
-    _plot(run, curves)
+    _plot(run, {width: sweep.first for width, sweep in sweeps.items()})
     learned_rows = {k: v for k, v in results.items() if k.startswith("learned")}
     print(
         format_table(
