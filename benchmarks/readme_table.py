@@ -43,6 +43,11 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _table(title: str, head: list[str]) -> list[str]:
+    """A bold or plain ``title`` line, a blank line and a markdown table's header rows."""
+    return [title, "", _row(head), "|" + "---|" * len(head)]
+
+
 def _frameworks(results: dict) -> list[str]:
     return [f for f in _LABELS if any(c["framework"] == f for c in results["cases"])]
 
@@ -76,12 +81,10 @@ def _mlp_markdown(results: dict) -> list[str]:
         "jaxnets / PyTorch steps/s",
     ]
     cfg = results["config"]
-    lines = [
+    lines = _table(
         f"**MLP 784-{'-'.join(map(str, cfg['hidden']))}-10 on the CPU**",
-        "",
-        _row(head),
-        "|" + "---|" * len(head),
-    ]
+        head,
+    )
     for b in sorted({c["batch"] for c in results["cases"]}):
         lines.append(
             _row(
@@ -121,12 +124,10 @@ def _cnn_markdown(results: dict) -> list[str]:
         f"compile s ({' / '.join(_SHORT[f] for f in jax_frameworks)})",
         f"fraction of matmul peak ({' / '.join(_SHORT[f] for f in frameworks)})",
     ]
-    lines = [
+    lines = _table(
         f"**Conv nets on the {cfg['device'].upper()}**",
-        "",
-        _row(head),
-        "|" + "---|" * len(head),
-    ]
+        head,
+    )
     for r in results["ratios"]:
         model, batch = r["model"], r["batch"]
         compile_s = [cases.get((f, model, batch)) for f in jax_frameworks]
@@ -173,13 +174,11 @@ def _rnn_markdown(results: dict) -> list[str]:
     head = ["framework", "batch", "unroll", "sequences/s", "ms/step", "compile s"]
     head += ["loss first → last", "fraction of matmul peak", "jaxnets / it (speed)"]
     dtype = "" if cfg["dtype"] == "float32" else f", {cfg['dtype']}"
-    lines = [
+    lines = _table(
         f"**LSTM (H={cfg['hidden']}, T={cfg['time']}, {cfg['features']} input features{dtype}) "
         f"training step on the {cfg['device'].upper()}**",
-        "",
-        _row(head),
-        "|" + "---|" * len(head),
-    ]
+        head,
+    )
     labels = {"jaxnets": "jaxnets", "flax": "Flax nn.RNN (hand-written jit)"}
     labels["torch"] = "PyTorch nn.LSTM" + (" (cuDNN)" if cfg["device"] == "gpu" else " eager")
     for batch in cfg["batches"]:
@@ -209,7 +208,7 @@ def _rnn_markdown(results: dict) -> list[str]:
             )
     head = ["batch", "unroll", "jaxnets ms/step", "sequences/s", "compile s"]
     head += ["step time / unroll 1", "jaxnets / PyTorch speed"]
-    lines += ["", "jaxnets' `unroll` sweep:", "", _row(head), "|" + "---|" * len(head)]
+    lines += ["", *_table("jaxnets' `unroll` sweep:", head)]
     for (batch, unroll), r in sorted(ratios.items()):
         case = cases[("jaxnets", batch, unroll)]
         lines.append(
@@ -308,13 +307,11 @@ def _partition_markdown(results: dict) -> list[str]:
     head += [ratio_names[k] for k in ratio_keys]
     head.append(f"compile s ({' / '.join(names[s] for s in setups)})")
     on = "virtual CPU devices" if cfg["device"] == "cpu" else "GPUs"
-    lines = [
+    lines = _table(
         f"**Cost of partitioning: the same global batch on meshes of "
         f"{' and '.join(meshes)} {on}, and without a mesh**",
-        "",
-        _row(head),
-        "|" + "---|" * len(head),
-    ]
+        head,
+    )
     timed = {"step": "`train_step`", "epoch": "`train_epoch`"}
     for case in results["cases"]:
         for timing, label in timed.items():
