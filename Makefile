@@ -36,17 +36,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check jaxnets experiments benchmarks tests
 	$(BIN)/ruff format --check jaxnets experiments benchmarks tests
 
-# Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]): the MLP,
-# the conv nets (LeNet-5, ResNet-18) and the LSTM on the CPU ->
-# benchmarks/results/{mlp,cnn,rnn}.json; the vmapped ensemble (ensemble.json); the cost of
-# partitioning one step over 8 virtual CPU devices vs 1 (partition.json). On an NVIDIA GPU:
-# $(BIN)/python -m benchmarks.run --cases resnet18 lstm --device gpu
-# $(BIN)/python -m benchmarks.partition --device gpu --out benchmarks/results
+# Benchmarks compare against PyTorch's CPU wheel (pinned; see pyproject [torch]), all through
+# one driver (benchmarks/run.py; `--help` lists every flag): the MLP, the conv nets (LeNet-5,
+# ResNet-18) and the LSTM on the CPU -> benchmarks/results/{mlp,cnn,rnn}.json; the vmapped
+# ensemble (ensemble.json); the cost of partitioning one step over 8 virtual CPU devices vs 1
+# (partition.json). On an NVIDIA GPU:
+# $(BIN)/python -m benchmarks.run --cases resnet18 lstm partition --device gpu
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.run --out benchmarks/results
-	$(BIN)/python -m benchmarks.ensemble --out benchmarks/results
-	$(BIN)/python -m benchmarks.partition --out benchmarks/results
 
 # Record the output fingerprints of every registered model (tests/fingerprints.json), after an
 # intended change of a model's function; tests/test_models.py compares every model with them.

@@ -11,14 +11,15 @@ cross-entropy) on the same minibatches for the same members:
 * ``loop``: ``trainer.train_step`` (the jitted single-model step) called once per member from
   Python: K dispatches per ensemble step.
 
-``python -m benchmarks.ensemble --out benchmarks/results`` times both for each ``--hidden``
-width, ``--repeats`` rounds alternating the two (so load changes hit both), and writes
-``<out>/ensemble.json``: per case the median (min-max) milliseconds per ensemble step, the
-speed-up of vmapped over loop, and the goal (at least 4x on the default case). The speed-up
-is largest where a step is small and the loop's per-call cost dominates.
+``python -m benchmarks.run --cases ensemble`` (:func:`run_benchmark`; in the driver's process,
+on JAX's default device) times both for each ``--ensemble.hidden`` width, ``repeats`` rounds
+alternating the two (so load changes hit both), and writes ``<out>/ensemble.json``: per case
+the median (min-max) milliseconds per ensemble step, the speed-up of vmapped over loop, and
+the goal (at least 4x on the default case). The speed-up is largest where a step is small and
+the loop's per-call cost dominates.
 
-``member_scaling`` (:func:`member_scaling`, at the first ``--hidden``) says how far it can go
-on the device: the vmapped step's time for K = ``--scaling-members`` members, a line
+``member_scaling`` (:func:`member_scaling`, at the first width) says how far it can go
+on the device: the vmapped step's time for K = ``scaling_members`` members, a line
 ``fixed + per_member·K`` fitted through them, and one jitted single-model step. The loop of K
 costs about K single steps, so the speed-up tends to ``single / per_member`` as K grows: what
 vmapping gains there once the per-call cost is shared out.
@@ -26,19 +27,20 @@ vmapping gains there once the per-call cost is shared out.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Timer, machine_info, make_goal, utc_now
+from benchmarks import common
+from benchmarks.steps import Timer
 
-__all__ = ["time_case", "member_scaling", "main"]
+__all__ = ["NAME", "CASES", "RESULT_FILES", "Plan", "time_case", "member_scaling"]
+__all__ += ["run_benchmark"]
 
+NAME, CASES = "ensemble", ("ensemble",)
+RESULT_FILES = {"cpu": "ensemble.json"}
 _GOAL_SPEEDUP = 4.0
 
 
@@ -159,14 +161,13 @@ def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -
     vmapped_ms, loop_ms = _interleaved_rounds_ms(
         [(vmapped_step, stacked), (loop_step, separate)], minibatches, steps, repeats
     )
-    spread = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}  # noqa: E731
     return {
         "members": members,
         "hidden": hidden,
         "batch": batch,
         "steps": steps,
-        "vmapped_ms": spread(vmapped_ms),
-        "loop_ms": spread(loop_ms),
+        "vmapped_ms": common.spread(vmapped_ms),
+        "loop_ms": common.spread(loop_ms),
         "speedup": statistics.median(loop_ms) / statistics.median(vmapped_ms),
         "warmup_s": {"vmapped": compile_vmapped.seconds, "loop": compile_loop.seconds},
         "max_param_difference": difference,
@@ -175,79 +176,84 @@ def time_case(members: int, hidden: int, batch: int, steps: int, repeats: int) -
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--members", type=int, default=8)
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 1024])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=200, help="timed steps per round")
-    p.add_argument("--repeats", type=int, default=5, help="alternating rounds per case")
-    p.add_argument(
-        "--scaling-members",
-        type=int,
-        nargs="*",
-        default=[1, 2, 4, 8, 16],
-        help="ensemble sizes of the vmapped-step scaling sweep at the first --hidden (none: skip)",
-    )
-    p.add_argument("--out", type=Path, default=None, help="write <out>/ensemble.json")
-    args = p.parse_args(argv)
-    if args.members < 2 or args.steps < 1 or args.repeats < 1:
-        p.error("--members must be >= 2, --steps and --repeats >= 1")
-    if args.scaling_members:
-        try:
-            _check_sizes(args.scaling_members)
-        except ValueError as error:
-            p.error(f"--scaling-members: {error}")
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The ensemble benchmark's options (``--ensemble.<field>`` of :mod:`benchmarks.run`).
+
+    Attributes:
+      members: K, the ensemble's size (>= 2).
+      hidden: the MLP widths timed; the goal is on the first.
+      batch: minibatch size.
+      steps: timed ensemble steps per round (None: 200; 20 with ``--quick``).
+      scaling_members: ensemble sizes of the vmapped-step scaling sweep at the first width
+        (empty: skip it).
+    """
+
+    members: int = 8
+    hidden: tuple[int, ...] = (64, 256, 1024)
+    batch: int = 32
+    steps: int | None = None
+    scaling_members: tuple[int, ...] = (1, 2, 4, 8, 16)
+
+    def __post_init__(self):
+        if self.members < 2 or (self.steps is not None and self.steps < 1) or not self.hidden:
+            raise ValueError(
+                f"members must be >= 2, steps >= 1 and hidden name a width; got "
+                f"members={self.members}, steps={self.steps}, hidden={self.hidden}"
+            )
+        if self.scaling_members:
+            _check_sizes(list(self.scaling_members))
+
+
+def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print) -> dict:
+    """Every width of ``plan.hidden`` timed vmapped and looped (:func:`time_case`, ``repeats``
+    rounds, default 5), then the :func:`member_scaling` sweep at the first width.
+
+    Returns ``{"benchmark": "ensemble", "created", "machine", "config", "cases",
+    "member_scaling", "goals"}``; ``cases[i]`` as :func:`time_case`, the goal on the first
+    width: the vmapped step at least 4x faster than the loop.
+    """
+    repeats = settings.repeats_for(5)
+    steps = plan.steps or (20 if settings.quick else 200)
     load_before = os.getloadavg()
     cases = []
-    for hidden in args.hidden:
-        case = time_case(args.members, hidden, args.batch, args.steps, args.repeats)
-        print(
-            f"{args.members} members, hidden {hidden}, batch {args.batch}: vmapped "
+    for hidden in plan.hidden:
+        case = time_case(plan.members, hidden, plan.batch, steps, repeats)
+        log(
+            f"{plan.members} members, hidden {hidden}, batch {plan.batch}: vmapped "
             f"{case['vmapped_ms']['median']:.2f} ms/step, loop {case['loop_ms']['median']:.2f} "
             f"ms/step, speed-up {case['speedup']:.1f}x (params after one step agree to "
-            f"{case['max_param_difference']:.1e})",
-            file=sys.stderr,
+            f"{case['max_param_difference']:.1e})"
         )
         cases.append(case)
     default = cases[0]
     scaling = None
-    if args.scaling_members:
-        scaling = member_scaling(
-            args.scaling_members, default["hidden"], args.batch, args.steps, args.repeats
-        )
+    if plan.scaling_members:
+        sizes = list(plan.scaling_members)
+        scaling = member_scaling(sizes, default["hidden"], plan.batch, steps, repeats)
         limit = scaling["speedup_limit"]
-        print(
+        log(
             f"vmapped step = {scaling['fixed_ms']:.3f} ms + {scaling['per_member_ms']:.3f} ms "
             f"per member; one jitted member step {scaling['single_ms']:.3f} ms; speed-up limit "
-            + ("none measurable" if limit is None else f"{limit:.1f}x"),
-            file=sys.stderr,
+            + ("none measurable" if limit is None else f"{limit:.1f}x")
         )
-    results = {
-        "benchmark": "ensemble",
-        "created": utc_now(),
-        "config": vars(args) | {"out": str(args.out)},
-        "machine": machine_info(cases, load_before),
-        "cases": cases,
-        "member_scaling": scaling,
-        "goals": [
-            make_goal(
-                f"{args.members}-member vmapped ensemble step vs a loop of {args.members} jitted "
-                "models",
-                "speedup",
-                default["speedup"],
-                _GOAL_SPEEDUP,
-                "above",
-                hidden=default["hidden"],
-                batch=default["batch"],
-            )
-        ],
+    config = {
+        **{k: getattr(plan, k) for k in ("members", "batch")},
+        "hidden": list(plan.hidden),
+        "steps": steps,
+        "repeats": repeats,
+        "scaling_members": list(plan.scaling_members),
     }
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "ensemble.json").write_text(json.dumps(results, indent=1) + "\n")
-    return results
-
-
-if __name__ == "__main__":
-    main()
+    goal = common.make_goal(
+        f"{plan.members}-member vmapped ensemble step vs a loop of {plan.members} jitted models",
+        "speedup",
+        default["speedup"],
+        _GOAL_SPEEDUP,
+        "above",
+        hidden=default["hidden"],
+        batch=default["batch"],
+    )
+    machine = common.machine_info(cases, load_before)
+    return common.benchmark_result(
+        NAME, machine, config, cases, member_scaling=scaling, goals=[goal]
+    )

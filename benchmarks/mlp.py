@@ -18,25 +18,50 @@ the full data set held in memory, computes the loss and its gradient, and update
 * ``torch``: eager PyTorch, ``nn.Sequential`` + ``torch.optim.SGD`` in a Python loop, with
   ``torch.set_num_threads`` at the core count (no ``torch.compile``).
 
-Run as ``python -m benchmarks.mlp --framework flax --batch 8``; the last stdout line is one
-JSON record (see :func:`run_case`). :mod:`benchmarks.run` starts one process per case.
+The plan (:func:`run_benchmark`, ``--cases mlp`` of :mod:`benchmarks.run`, on the CPU): every
+(framework, batch) case in its own process, ``repeats`` times round-robin. Goals: jaxnets'
+step time at most 1.05x hand-written Flax's at every batch, and jaxnets at least 1.3x eager
+PyTorch's steps/s at batch 8, where Python's per-step overhead dominates (issue 2).
+
+A case runs as ``python -m benchmarks.mlp --framework flax --batch 8``; the last stdout line
+is one JSON record (see :func:`run_case`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import time
 
 import numpy as np
 
-from benchmarks.common import Timer, case_main, fresh_jax_compiles
+from benchmarks import common
+from benchmarks.common import FRAMEWORKS, case_main
+from benchmarks.steps import (
+    Timer,
+    fresh_jax_compiles,
+    run_torch_steps,
+    step_record,
+    torch_device,
+)
 
-FRAMEWORKS = ("jaxnets", "flax", "torch")
+__all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "make_data", "run_case", "main"]
+__all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
 
-__all__ = ["FRAMEWORKS", "CaseConfig", "make_data", "run_case", "main"]
+NAME, CASES = "mlp", ("mlp",)
+RESULT_FILES = {"cpu": "mlp.json"}  # PyTorch's case is CPU-only
+_MIN_SPEEDUP_VS_TORCH = 1.3  # at batch _TORCH_GOAL_BATCH
+_TORCH_GOAL_BATCH = 8
+_KEYS = (
+    "steps_per_s",
+    "ms_per_step",
+    "cpu_ms_per_step",
+    "compile_s",
+    "seconds",
+    "first_loss",
+    "final_loss",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +91,7 @@ class CaseConfig:
     torch_threads: int = 0
 
     def __post_init__(self):
-        if self.framework not in FRAMEWORKS:
-            raise ValueError(
-                f"unknown framework {self.framework!r}; choose one of {', '.join(FRAMEWORKS)}"
-            )
+        common.choice("framework", self.framework, FRAMEWORKS)
         if not 1 <= self.batch <= self.examples:
             raise ValueError(f"batch must be in [1, {self.examples}] (examples); got {self.batch}")
         if self.epochs < 1 or self.warmup_epochs < 1:
@@ -81,6 +103,23 @@ class CaseConfig:
     @property
     def steps_per_epoch(self) -> int:
         return self.examples // self.batch
+
+    # What the step runners read: steps counted in epochs, the CPU, float32.
+    @property
+    def steps(self) -> int:
+        """Timed steps."""
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup_epochs * self.steps_per_epoch
+
+    @property
+    def data_batches(self) -> int:
+        """Steps the first and final losses average over: an epoch."""
+        return self.steps_per_epoch
+
+    device = "cpu"
 
 
 def make_data(config: CaseConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -143,13 +182,10 @@ def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict
         )
         jax.block_until_ready(run.state)
     # fit's history times each compiled epoch alone (the call and the losses on the host).
-    epoch_only = sum(h["seconds"] for h in run.history)
-    steady_epoch = timed.seconds / config.epochs
     return {
-        "seconds": timed.seconds,
-        "cpu_seconds": timed.cpu_seconds,
-        "epoch_seconds": epoch_only,
-        "compile_s": max(warm_s - config.warmup_epochs * steady_epoch, 0.0),
+        "timer": timed,
+        "epoch_seconds": sum(h["seconds"] for h in run.history),
+        "compile_s": max(warm_s - config.warmup_epochs * timed.seconds / config.epochs, 0.0),
         "first_loss": warm.history[0]["train_loss"],
         "final_loss": run.history[-1]["train_loss"],
         "device": str(jax.devices()[0].device_kind),
@@ -157,7 +193,7 @@ def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict
 
 
 def _flax_mlp(hidden: tuple[int, ...], classes: int):
-    """The hand-written Flax model; flax is imported here so torch processes never load it."""
+    """The hand-written Flax model (flax is imported when a case needs it)."""
     import flax.linen as nn
 
     class MLP(nn.Module):
@@ -213,7 +249,6 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         state, loss = train_step(state, x, y, idx)
         warm_losses.append(loss)
     jax.block_until_ready((state, warm_losses))
-    first_loss = float(np.mean(jax.device_get(warm_losses[: config.steps_per_epoch])))
 
     losses = []
     with Timer() as timed:
@@ -222,11 +257,9 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
             losses.append(loss)
         jax.block_until_ready((state, losses))
     return {
-        "seconds": timed.seconds,
-        "cpu_seconds": timed.cpu_seconds,
+        "timer": timed,
         "compile_s": max(first_s - timed.seconds / (len(rows) - warm), 0.0),
-        "first_loss": first_loss,
-        "final_loss": float(np.mean(jax.device_get(losses[-config.steps_per_epoch :]))),
+        "losses": [float(v) for v in jax.device_get(warm_losses + losses)],
         "device": str(jax.devices()[0].device_kind),
     }
 
@@ -234,8 +267,7 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
 def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     import torch
 
-    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
-    torch.manual_seed(config.seed)
+    torch_device(config)
     widths = (config.features, *config.hidden)
     layers = []
     for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
@@ -246,27 +278,7 @@ def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     total_epochs = config.warmup_epochs + config.epochs
     rows = [torch.from_numpy(r).long() for r in _shuffled_rows(config, total_epochs)]
-    warm = config.warmup_epochs * config.steps_per_epoch
-
-    def step(idx):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    warm_losses = [step(idx) for idx in rows[:warm]]
-    first_loss = float(torch.stack(warm_losses[: config.steps_per_epoch]).mean())
-    with Timer() as timed:
-        losses = [step(idx) for idx in rows[warm:]]
-    return {
-        "seconds": timed.seconds,
-        "cpu_seconds": timed.cpu_seconds,
-        "compile_s": None,
-        "first_loss": first_loss,
-        "final_loss": float(torch.stack(losses[-config.steps_per_epoch :]).mean()),
-        "device": "cpu",
-    }
+    return run_torch_steps(config, opt, rows, lambda idx: loss_fn(model(x[idx]), y[idx]))
 
 
 _RUNNERS = {"jaxnets": _run_jaxnets, "flax": _run_flax, "torch": _run_torch}
@@ -276,28 +288,117 @@ def run_case(config: CaseConfig) -> dict:
     """Train and time one case in this process.
 
     Returns a JSON-ready dict: the config, ``steps`` timed, ``seconds`` they took,
-    ``steps_per_s``, ``ms_per_step``, ``cpu_ms_per_step`` (CPU time of all threads),
-    ``compile_s`` (first call minus a steady call;
-    None for eager torch), ``first_loss`` and ``final_loss`` (mean training loss over the
-    first warm-up epoch and over the last timed epoch), and the ``device`` it ran on.
+    ``steps_per_s``, ``examples_per_s``, ``ms_per_step``, ``cpu_ms_per_step`` (CPU time of all
+    threads), ``compile_s`` (first call minus a steady call; None for eager torch),
+    ``first_loss`` and ``final_loss`` (mean training loss over the first warm-up epoch and
+    over the last timed epoch), and the ``device`` it ran on.
     """
     x, y = make_data(config)
     result = _RUNNERS[config.framework](config, x, y)
-    steps = config.epochs * config.steps_per_epoch
-    for name in ("first_loss", "final_loss"):
-        if not math.isfinite(result[name]):
-            raise FloatingPointError(
-                f"{config.framework} batch {config.batch}: {name} is "
-                f"{result[name]}; the benchmark did not train"
+    return {**step_record(config, result, "examples"), "steps": config.steps}
+
+
+# -- the plan -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The MLP benchmark's options (``--mlp.<field>`` of :mod:`benchmarks.run`).
+
+    Attributes:
+      batches: the minibatch sizes timed.
+      examples: training set size (None: 8192; 2048 with ``--quick``).
+      epochs: timed epochs per process (None: 2; 1 with ``--quick``).
+      hidden: widths of the hidden layers.
+    """
+
+    batches: tuple[int, ...] = (8, 128)
+    examples: int | None = None
+    epochs: int | None = None
+    hidden: tuple[int, ...] = (512, 512)
+
+
+def ratios_and_goals(cases: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per batch of summarized ``cases``: jaxnets' step time over Flax's and its steps/s over
+    PyTorch's (None where a framework did not run), and the goals they meet or miss."""
+    by = {(c["framework"], c["batch"]): c for c in cases}
+    ratios, goals = [], []
+    for batch in sorted({c["batch"] for c in cases}):
+        _, vs_flax, vs_torch = common.versus(by, (batch,), "steps_per_s")
+        ratios.append(
+            {
+                "batch": batch,
+                "jaxnets_over_flax_step_time": vs_flax,
+                "jaxnets_over_torch_steps_per_s": vs_torch,
+            }
+        )
+        if vs_flax is not None:
+            goals.append(common.flax_goal(f"batch {batch}", vs_flax, batch=batch))
+        if vs_torch is not None and batch == _TORCH_GOAL_BATCH:
+            goals.append(
+                common.make_goal(
+                    f"batch {batch}: jaxnets steps/s / PyTorch steps/s >= {_MIN_SPEEDUP_VS_TORCH}",
+                    "jaxnets_over_torch_steps_per_s",
+                    vs_torch,
+                    _MIN_SPEEDUP_VS_TORCH,
+                    "above",
+                    batch=batch,
+                )
             )
-    return {
-        **dataclasses.asdict(config),
-        "steps": steps,
-        "steps_per_s": steps / result["seconds"],
-        "ms_per_step": 1e3 * result["seconds"] / steps,
-        "cpu_ms_per_step": 1e3 * result["cpu_seconds"] / steps,
-        **result,
+    return ratios, goals
+
+
+def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print) -> dict:
+    """The MLP benchmark (on the CPU): every (framework, batch) case ``repeats`` times
+    (default 5).
+
+    Returns ``{"benchmark": "mlp", "created", "machine", "config", "cases", "ratios",
+    "goals"}``; ``cases[i]`` has framework, batch, steps (timed per repeat), device, a
+    ``{"median", "min", "max"}`` of each of steps_per_s, ms_per_step, cpu_ms_per_step,
+    compile_s (None for torch), seconds, first_loss, final_loss, and the raw ``repeats``.
+    """
+    common.check_frameworks(settings.frameworks)
+    repeats = settings.repeats_for(5)
+    examples = plan.examples or (2048 if settings.quick else 8192)
+    epochs = plan.epochs or (1 if settings.quick else 2)
+    configs = [
+        CaseConfig(
+            framework=f,
+            batch=b,
+            examples=examples,
+            epochs=epochs,
+            hidden=plan.hidden,
+            torch_threads=settings.torch_threads,
+        )
+        for b in plan.batches
+        for f in settings.frameworks
+    ]
+    records, machine = common.run_cases(
+        "benchmarks.mlp",
+        configs,
+        repeats,
+        "cpu",
+        lambda r: (
+            f"batch {r['batch']:4d}: {r['steps_per_s']:8.1f} steps/s  "
+            f"{r['ms_per_step']:7.3f} ms/step"
+        ),
+        log,
+    )
+    identity = ("framework", "batch", "steps", "device")
+    summaries = [common.summarize(recs, identity, _KEYS) for recs in records]
+    ratios, goals = ratios_and_goals(summaries)
+    first = configs[0]
+    config = {
+        "frameworks": list(settings.frameworks),
+        "batches": list(plan.batches),
+        "repeats": repeats,
+        "examples": examples,
+        "epochs": epochs,
+        "warmup_epochs": first.warmup_epochs,
+        "hidden": list(plan.hidden),
+        **{k: getattr(first, k) for k in ("features", "classes", "learning_rate", "momentum")},
+        "torch_threads": settings.torch_threads or os.cpu_count(),
+        "jax_platform": "cpu",
     }
+    return common.benchmark_result(NAME, machine, config, summaries, ratios=ratios, goals=goals)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -30,39 +30,30 @@ load falls on all of them; a process reports each set-up's median over its round
 set-ups train from the same initial state on the same minibatches, so their losses agree to
 float32 rounding (the record keeps the largest difference from the no-mesh run as a check).
 
-``python -m benchmarks.partition --out benchmarks/results`` (what ``make bench`` runs) runs
-each model ``--repeats`` times round-robin, each in a fresh process, and writes
-``<out>/partition.json`` (``partition_gpu.json`` with ``--device gpu``); the README table is
-:func:`benchmarks.readme_table.render_markdown`'s. Called with ``--model`` it runs one case
-(the flags of :class:`CaseConfig`; what :func:`benchmarks.common.run_in_process` starts) and
-prints its record as the last line of stdout.
+``python -m benchmarks.run --cases partition`` (:func:`run_benchmark`; part of ``make bench``)
+runs each model ``repeats`` times round-robin, each in a fresh process
+(``python -m benchmarks.partition --model ...``, the flags of :class:`CaseConfig`), and
+writes ``<out>/partition.json`` (``partition_gpu.json`` with ``--device gpu``); the README
+table is :func:`benchmarks.readme_table.render_markdown`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
 import statistics
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import Timer, case_main, fresh_jax_compiles, utc_now
+from benchmarks.common import case_main
+from benchmarks.steps import Timer, fresh_jax_compiles
 
-__all__ = [
-    "MODELS",
-    "SETUPS",
-    "TIMINGS",
-    "CaseConfig",
-    "run_case",
-    "summarize_case",
-    "run_partition_benchmark",
-]
+__all__ = ["NAME", "CASES", "RESULT_FILES", "MODELS", "SETUPS", "TIMINGS", "CaseConfig"]
+__all__ += ["run_case", "summarize_case", "Plan", "run_benchmark", "main"]
+
+NAME, CASES = "partition", ("partition",)
+RESULT_FILES = {"cpu": "partition.json", "gpu": "partition_gpu.json"}
 
 # The registry models timed, with their hyperparameters, global batch and timed steps per
 # round (a round of a set-up takes a few hundred milliseconds on a 2-core CPU). The ResNet is
@@ -80,7 +71,6 @@ MODELS = {
 SETUPS = ("none", "1", "8")  # no mesh, a mesh of 1 device, of 8 devices
 TIMINGS = ("step", "epoch")
 _GPU_SETUPS = ("none", "1")
-_RESULT_FILES = {"cpu": "partition.json", "gpu": "partition_gpu.json"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,43 +317,53 @@ def _ratios(setups: dict, timing: str) -> dict:
     return ratios
 
 
-def run_partition_benchmark(
-    models: Sequence[str] = tuple(MODELS),
-    *,
-    device: str = "cpu",
-    repeats: int = 3,
-    rounds: int = 5,
-    hidden: int = 0,
-    batch: int | None = None,
-    steps: int | None = None,
-    log=print,
-) -> dict:
-    """Every model ``repeats`` times, one process each, round-robin over the models.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The partition benchmark's options (``--partition.<field>`` of :mod:`benchmarks.run`).
 
-    ``batch`` and ``steps`` replace each model's (:data:`MODELS`) and ``hidden`` its width,
-    for small runs. Returns ``{"benchmark": "partition", "created", "machine", "config",
-    "cases", "goals": []}`` (no goals: the ratios are costs on shared cores, not claims);
-    ``cases[i]`` as :func:`summarize_case`: model, batch, steps, rounds, device, per set-up
-    and timing a ``{"median", "min", "max"}`` of ``ms_per_step`` and ``compile_s`` over the
-    processes, ``final_loss``, ``loss_difference``, the ``ratios`` and the raw ``repeats``.
+    Attributes:
+      models: keys of :data:`MODELS`.
+      rounds: rounds of the set-ups per process.
+      batch, steps: a global batch and timed steps per round for every model (None: each
+        model's of :data:`MODELS`); hidden: a width for every model (0: each model's), for
+        small runs.
     """
-    if device not in _RESULT_FILES:
-        raise ValueError(f"device must be one of {', '.join(_RESULT_FILES)}; got {device!r}")
+
+    models: tuple[str, ...] = tuple(MODELS)
+    rounds: int = 5
+    batch: int | None = None
+    steps: int | None = None
+    hidden: int = 0
+
+    def __post_init__(self):
+        for model in self.models:
+            common.choice("model", model, tuple(MODELS))
+
+
+def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print) -> dict:
+    """Every model ``repeats`` times (default 3), one process each, round-robin over the models.
+
+    Returns ``{"benchmark": "partition", "created", "machine", "config", "cases", "goals": []}``
+    (no goals: the ratios are costs on shared cores, not claims); ``cases[i]`` as
+    :func:`summarize_case`: model, batch, steps, rounds, device, per set-up and timing a
+    ``{"median", "min", "max"}`` of ``ms_per_step`` and ``compile_s`` over the processes,
+    ``final_loss``, ``loss_difference``, the ``ratios`` and the raw ``repeats``.
+    """
+    device, repeats = settings.device, settings.repeats_for(3)
     setups = SETUPS if device == "cpu" else _GPU_SETUPS
     configs = [
         CaseConfig(
             model=m,
-            batch=batch or MODELS[m]["batch"],
-            steps=steps or MODELS[m]["steps"],
-            rounds=rounds,
+            batch=plan.batch or MODELS[m]["batch"],
+            steps=plan.steps or MODELS[m]["steps"],
+            rounds=plan.rounds,
             setups=setups,
             device=device,
-            hidden=hidden,
+            hidden=plan.hidden,
         )
-        for m in models
+        for m in plan.models
     ]
-    load_before = os.getloadavg()
-    records = common.run_round_robin(
+    records, machine = common.run_cases(
         "benchmarks.partition",
         configs,
         repeats,
@@ -376,75 +376,31 @@ def run_partition_benchmark(
         ),
         log,
     )
-    first = configs[0]
-    return {
-        "benchmark": "partition",
-        "created": utc_now(),
-        "machine": common.machine_info([r for recs in records for r in recs], load_before),
-        "config": {
-            "models": list(models),
-            "labels": {c.model: _label(c) for c in configs},
-            "hyperparameters": {
-                m: {
-                    k: list(v) if isinstance(v, tuple) else v
-                    for k, v in _hyperparameters(c).items()
-                }
-                for m, c in zip(models, configs, strict=True)
-            },
-            "setups": list(setups),
-            "device": device,
-            "device_count": records[0][0]["device_count"],
-            "repeats": repeats,
-            "rounds": rounds,
-            "optimizer": "adam",
-            "learning_rate": first.learning_rate,
+    config = {
+        "models": list(plan.models),
+        "labels": {c.model: _label(c) for c in configs},
+        "hyperparameters": {
+            c.model: {
+                k: list(v) if isinstance(v, tuple) else v for k, v in _hyperparameters(c).items()
+            }
+            for c in configs
         },
-        "cases": [summarize_case(recs) for recs in records],
-        "goals": [],
+        "setups": list(setups),
+        "device": device,
+        "device_count": records[0][0]["device_count"],
+        "repeats": repeats,
+        "rounds": plan.rounds,
+        "optimizer": "adam",
+        "learning_rate": configs[0].learning_rate,
     }
+    cases = [summarize_case(recs) for recs in records]
+    return common.benchmark_result(NAME, machine, config, cases, goals=[])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """CLI entry: with ``--model``, one case (its record as the last stdout line); otherwise
-    run the benchmark, write ``<out>/partition.json`` (or ``partition_gpu.json``) and print
-    the README table."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--model" in argv:
-        return case_main(CaseConfig, run_case, argv)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="JSON directory")
-    p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
-    p.add_argument(
-        "--device",
-        choices=tuple(_RESULT_FILES),
-        default="cpu",
-        help="cpu: no mesh, 1 and 8 virtual devices; gpu: no mesh and 1 GPU",
-    )
-    p.add_argument("--repeats", type=int, default=3, help="processes per model")
-    p.add_argument("--rounds", type=int, default=5, help="rounds of the set-ups per process")
-    p.add_argument("--batch", type=int, default=None, help="global batch for every model")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per round")
-    p.add_argument("--hidden", type=int, default=0, help="width for every model (0: default)")
-    args = p.parse_args(argv)
-    if args.repeats < 1 or args.rounds < 1:
-        p.error(f"--repeats and --rounds must be >= 1; got {args.repeats} and {args.rounds}")
-    from benchmarks.readme_table import render_markdown
-
-    results = run_partition_benchmark(
-        args.models,
-        device=args.device,
-        repeats=args.repeats,
-        rounds=args.rounds,
-        hidden=args.hidden,
-        batch=args.batch,
-        steps=args.steps,
-        log=lambda line: print(line, flush=True),
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / _RESULT_FILES[args.device]
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}\n\n{render_markdown(results)}")
-    return results
+    """A case process (``python -m benchmarks.partition --model ...``): run one case and
+    print its record as the last line of stdout."""
+    return case_main(CaseConfig, run_case, argv)
 
 
 if __name__ == "__main__":

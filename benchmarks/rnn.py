@@ -1,5 +1,5 @@
-"""One benchmark case: an LSTM sequence-to-one regressor trained for a fixed number of Adam
-steps by one framework.
+"""The LSTM benchmark: an LSTM sequence-to-one regressor trained for a fixed number of Adam
+steps by jaxnets, hand-written Flax and PyTorch; its cases, their ratios and goals.
 
 Lectures: seed 004 Lecture 13 "Recurrent Neural Nets" (line 2721: §3 backprop through time is
 backprop on the unrolled graph, so a step costs about three passes of the recurrence) and
@@ -18,8 +18,9 @@ that training ran. Every framework starts near ½ (unit-variance targets, small 
   :class:`jaxnets.train.Trainer`'s jitted ``train_step``: the input projection of all steps
   is one matmul before the ``lax.scan``, whose body is the recurrent matmul and the gates.
 * ``flax``: what a Flax user writes: ``nn.RNN(nn.OptimizedLSTMCell(hidden), unroll=unroll)``
-  and ``nn.Dense(1)`` (:func:`flax_model`) with a hand-written ``jax.jit(donate_argnums=0)``
-  step and ``optax.adam``; the cell projects its input inside the scan, step by step.
+  and ``nn.Dense(1)`` (:func:`benchmarks.rnn_models.flax_model`) with a hand-written
+  ``jax.jit(donate_argnums=0)`` step and ``optax.adam``; the cell projects its input inside
+  the scan, step by step.
 * ``torch``: ``torch.nn.LSTM(features, hidden, batch_first=True)`` and ``nn.Linear(hidden, 1)``
   in eager PyTorch with ``torch.optim.Adam``; on the CPU with ``torch.set_num_threads`` at the
   core count, on a GPU cuDNN's LSTM (under ``torch.autocast(bfloat16)`` when ``dtype`` is
@@ -28,64 +29,97 @@ that training ran. Every framework starts near ½ (unit-variance targets, small 
 ``dtype`` is the computation dtype (parameters stay float32). Float32 matmuls run at each
 framework's default precision (on NVIDIA GPUs JAX's default and cuDNN's RNNs may use TF32).
 Every record has the step's matmul FLOPs (:func:`step_flops`, the same for every framework);
-JAX cases also time the device's matmul peak, from which :mod:`benchmarks.run_rnn` computes
+JAX cases also time the device's matmul peak, from which :func:`ratios_and_goals` computes
 the fraction of peak.
 
-Run as ``python -m benchmarks.rnn --framework jaxnets --unroll 4``; the last stdout line is
-one JSON record (see :func:`run_case`).
+The plan (:func:`run_benchmark`, ``--cases lstm`` of :mod:`benchmarks.run`), per device:
+jaxnets at every ``unroll`` of the sweep (CPU: 1, 2, 4, 8 and full; GPU: 1, 2, 4, 8 and 16),
+hand-written Flax at the comparison ``unroll`` (CPU 1, GPU 8) and PyTorch's ``nn.LSTM``. The
+sizes are H=256, T=100, batch 32 on the CPU and H=1024, T=200, batch 128 on a GPU (cuDNN's
+LSTM), both with 64 input features. The goal (CPU): jaxnets' step at the comparison unroll is
+at least as fast as PyTorch's. The jaxnets/Flax step-time ratio is reported without a goal.
+
+A case runs as ``python -m benchmarks.rnn --framework jaxnets --unroll 4``; the last stdout
+line is one JSON record (see :func:`run_case`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
+import statistics
 
 import numpy as np
 
-from benchmarks.common import FRAMEWORKS, Timer, case_main, run_jax_steps, step_record
+from benchmarks import common
+from benchmarks.common import case_main
+from benchmarks.rnn_models import (
+    flax_model,
+    flax_train_step,
+    half_mse,
+    jaxnets_model,
+    torch_model,
+)
+from benchmarks.steps import (
+    DTYPES,
+    StepCase,
+    run_jax_steps,
+    run_torch_steps,
+    step_record,
+    torch_autocast,
+    torch_device,
+)
 
-DEVICES = ("cpu", "gpu")
-DTYPES = ("float32", "bfloat16")
+__all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "step_flops", "make_data"]
+__all__ += ["run_case", "main", "FULL", "SHAPES", "resolve_unroll", "Plan"]
+__all__ += ["ratios_and_goals", "run_benchmark"]
+
+NAME, CASES = "rnn", ("lstm",)
+RESULT_FILES = {"cpu": "rnn.json", "gpu": "rnn_gpu.json"}
 _TARGET_DECAY = 0.9  # per step, of the leaky sum the regressor learns
-
-__all__ = [
-    "FRAMEWORKS",
-    "DEVICES",
-    "DTYPES",
-    "CaseConfig",
-    "step_flops",
-    "make_data",
-    "jaxnets_model",
-    "flax_model",
-    "flax_train_step",
-    "torch_model",
-    "run_case",
-    "main",
-]
-
-
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+FULL = "full"  # an unroll of every time step
+SHAPES = {
+    "cpu": {"batch": 32, "time": 100, "features": 64, "hidden": 256},
+    "gpu": {"batch": 128, "time": 200, "features": 64, "hidden": 1024},
+}
+# The unroll of the jaxnets/Flax/PyTorch comparison, and the sweep of jaxnets' step. On the
+# CPU the comparison runs at the default, 1 (unrolling measured no faster there); on a GPU at 8
+# (not measured here: a while-loop iteration costs kernel launches there). A fully unrolled
+# T=100 CPU step compiles for ~3 minutes and runs ~3 s; at T=200 on a GPU 16 is the sweep's end.
+_COMPARISON_UNROLL = {"cpu": 1, "gpu": 8}
+_SWEEP = {"cpu": (1, 2, 4, 8, FULL), "gpu": (1, 2, 4, 8, 16)}
+# Timed steps per process: a few seconds of steps on a 2-core CPU (~0.15 s a step), about a
+# second on an H100 (a step is ~0.7 TFLOPs at the GPU sizes); a fully unrolled case times
+# _FULL_UNROLL_STEPS.
+_STEPS = {"cpu": 20, "gpu": 100}
+_FULL_UNROLL_STEPS = 5
+_PEAK_SIZE = {"cpu": 1024, "gpu": 8192}
+_MIN_SPEEDUP_VS_TORCH = 1.0
+_KEYS = (
+    "sequences_per_s",
+    "ms_per_step",
+    "cpu_ms_per_step",
+    "compile_s",
+    "seconds",
+    "first_loss",
+    "final_loss",
+    "peak_flops_per_s",
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class CaseConfig:
-    """What one process trains and times.
+class CaseConfig(StepCase):
+    """What one process trains and times (and the keyword-only fields of
+    :class:`benchmarks.steps.StepCase`: steps, warmup_steps, data_batches, device, dtype,
+    seed, torch_threads, peak_size).
 
     Attributes:
-      framework: one of :data:`FRAMEWORKS`.
+      framework: one of :data:`benchmarks.common.FRAMEWORKS`.
       batch, time, features: x is (batch, time, features); hidden: LSTM units H.
       unroll: time steps per ``lax.scan`` iteration of the JAX cases (``time``: fully
         unrolled); PyTorch's LSTM has no such knob.
-      steps: timed steps, after ``warmup_steps`` untimed ones (the first compiles).
-      data_batches: distinct synthetic batches the steps cycle through.
-      device: ``"cpu"`` or ``"gpu"`` (JAX's platform is set by the parent process).
-      dtype: computation dtype, ``"float32"`` or ``"bfloat16"`` (parameters stay float32).
-      torch_threads: ``torch.set_num_threads`` for the torch case; 0 means every core.
-      peak_size: n of the (n, n) @ (n, n) matmul timed for the device's peak (JAX cases).
+      learning_rate: Adam's.
     """
 
     framework: str
@@ -94,35 +128,19 @@ class CaseConfig:
     features: int = 64
     hidden: int = 256
     unroll: int = 1
-    steps: int = 20
-    warmup_steps: int = 3
-    data_batches: int = 4
-    device: str = "cpu"
-    dtype: str = "float32"
     learning_rate: float = 1e-3
-    seed: int = 0
-    torch_threads: int = 0
-    peak_size: int = 1024
 
     def __post_init__(self):
-        for name, options in (("framework", FRAMEWORKS), ("device", DEVICES), ("dtype", DTYPES)):
-            _choice(name, getattr(self, name), options)
+        super().__post_init__()
         sizes = {k: getattr(self, k) for k in ("batch", "time", "features", "hidden")}
-        sizes.update(warmup_steps=self.warmup_steps, peak_size=self.peak_size)
         if min(sizes.values()) < 1:
             raise ValueError(
-                "batch, time, features, hidden, warmup_steps (the first compiles) and peak_size "
-                f"must be >= 1; got {', '.join(f'{k}={v}' for k, v in sizes.items())}"
+                "batch, time, features and hidden must be >= 1; got "
+                + ", ".join(f"{k}={v}" for k, v in sizes.items())
             )
         if not 1 <= self.unroll <= self.time:
             raise ValueError(
                 f"unroll must be in [1, time={self.time}] (time: fully unrolled); got {self.unroll}"
-            )
-        if not 1 <= self.data_batches <= self.steps:
-            raise ValueError(
-                f"need 1 <= data_batches <= steps (the final loss averages the last "
-                f"data_batches timed steps); got data_batches={self.data_batches}, "
-                f"steps={self.steps}"
             )
 
 
@@ -158,81 +176,6 @@ def make_data(config: CaseConfig) -> tuple[np.ndarray, np.ndarray]:
     return x, y[..., None].astype(np.float32)
 
 
-# -- the two JAX models and the hand-written Flax step -------------------------------------------
-# jaxnets and flax are imported inside these functions so that torch processes never load them.
-def jaxnets_model(hidden: int, unroll: int = 1, dtype: str = "float32"):
-    """The registry's ``lstm_regressor`` (:class:`jaxnets.models.rnn.SequenceModel`): jaxnets'
-    LSTM and a Dense(1) readout of its last hidden state h_T.
-
-    x: (batch, time, features) -> (batch, 1); called as ``apply(variables, x, train=bool)``.
-    Parameters: ``recurrent/cell`` (jaxnets' layout: ``input_to_hidden/{kernel (F, 4H),
-    bias (4H,)}``, ``hidden_to_hidden (H, 4H)``, gates (i, f, g, o)) and ``readout``.
-    ``dtype`` other than float32 is passed on as the model's computation dtype.
-    """
-    import jax.numpy as jnp
-
-    import jaxnets
-    import jaxnets.models  # noqa: F401  (registers the models)
-
-    overrides = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
-    return jaxnets.create_model("lstm_regressor", hidden=hidden, unroll=unroll, **overrides)
-
-
-def flax_model(hidden: int, unroll: int = 1, dtype: str = "float32"):
-    """The benchmark's plain Flax model: ``nn.RNN(nn.OptimizedLSTMCell(hidden))`` and a Dense(1)
-    readout of h_T (no jaxnets code).
-
-    x: (batch, time, features) -> (batch, 1) float32; called as ``apply(variables, x,
-    train=bool)``. Parameters: ``cell/{ii,if,ig,io}/kernel (F, H)`` (no bias),
-    ``cell/{hi,hf,hg,ho}/{kernel (H, H), bias (H,)}`` and ``readout``.
-    """
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    class FlaxLSTMRegressor(nn.Module):
-        @nn.compact
-        def __call__(self, x, train: bool = False):
-            del train
-            cell = nn.OptimizedLSTMCell(hidden, dtype=jnp.dtype(dtype), name="cell")
-            _, h = nn.RNN(cell, unroll=unroll, return_carry=True, name="lstm")(x)[0]
-            return nn.Dense(1, name="readout")(h.astype(jnp.float32))
-
-    return FlaxLSTMRegressor()
-
-
-def _half_mse(prediction, target):
-    return 0.5 * ((prediction - target) ** 2).mean()
-
-
-def flax_train_step(model, optimizer):
-    """What a Flax user writes: ``(state, (x, y)) -> (state, {"loss"})`` under
-    ``jax.jit(donate_argnums=0)``, the loss the batch mean of ½ (model(x) − y)²; ``state`` is a
-    ``flax.training.train_state.TrainState``.
-
-    Returns ``(train_step, create_state)``; ``create_state(variables) -> state`` takes the
-    variables of ``model.init``.
-    """
-    import jax
-    from flax.training import train_state
-
-    def create_state(variables):
-        return train_state.TrainState.create(
-            apply_fn=model.apply, params=variables["params"], tx=optimizer
-        )
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch):
-        x, y = batch
-
-        def loss_fn(params):
-            return _half_mse(state.apply_fn({"params": params}, x, train=True), y)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return state.apply_gradients(grads=grads), {"loss": loss}
-
-    return train_step, create_state
-
-
 def _jaxnets_setup(config: CaseConfig, sample_x):
     import jax
 
@@ -260,73 +203,21 @@ def _run_jax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray, setup) -> d
     return {**run_jax_steps(config, x_np, y_np, setup, count_flops=False), "compute_dtype": None}
 
 
-# -- PyTorch ------------------------------------------------------------------------------------
-def torch_model(features: int, hidden: int):
-    """The eager PyTorch model: ``nn.LSTM(features, hidden, batch_first=True)`` and an
-    ``nn.Linear(hidden, 1)`` readout of h_T: x (batch, time, features) -> (batch, 1).
-
-    Attributes ``lstm`` and ``readout``; the LSTM's ``weight_ih_l0`` (4H, F), ``weight_hh_l0``
-    (4H, H) and two biases (4H,) are in gate order (i, f, g, o), as jaxnets'.
-    """
-    from torch import nn
-
-    class TorchLSTMRegressor(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm = nn.LSTM(features, hidden, batch_first=True)
-            self.readout = nn.Linear(hidden, 1)
-
-        def forward(self, x):
-            _, (h, _) = self.lstm(x)  # h: (layers, batch, H)
-            return self.readout(h[-1].float())
-
-    return TorchLSTMRegressor()
-
-
 def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     import torch
 
-    torch.set_num_threads(config.torch_threads or os.cpu_count() or 1)
-    torch.manual_seed(config.seed)
-    gpu = config.device == "gpu"
-    device = torch.device("cuda" if gpu else "cpu")
+    device = torch_device(config)
     model = torch_model(config.features, config.hidden).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     batches = [
         (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         for x, y in zip(x_np, y_np, strict=True)
     ]
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if config.dtype == "bfloat16"
-        else contextlib.nullcontext()
-    )
-    sync = torch.cuda.synchronize if gpu else (lambda: None)
-
-    def step(i):
-        x, y = batches[i % len(batches)]
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            loss = _half_mse(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    losses = [step(i) for i in range(config.warmup_steps)]
-    sync()
-    with Timer() as timed:
-        losses += [step(config.warmup_steps + i) for i in range(config.steps)]
-        sync()
-    with torch.no_grad(), autocast:
+    autocast = torch_autocast(device, config.dtype)
+    result = run_torch_steps(config, opt, batches, lambda b: half_mse(model(b[0]), b[1]), autocast)
+    with torch.no_grad(), torch_autocast(device, config.dtype):
         compute_dtype = str(model.lstm(batches[0][0][:1])[0].dtype).removeprefix("torch.")
-    return {
-        "timer": timed,
-        "compile_s": None,
-        "losses": torch.stack(losses).float().cpu().tolist(),
-        "peak_flops_per_s": None,
-        "device": torch.cuda.get_device_name() if gpu else "cpu",
-        "compute_dtype": compute_dtype,
-    }
+    return {**result, "compute_dtype": compute_dtype}
 
 
 _RUNNERS = {
@@ -350,6 +241,196 @@ def run_case(config: CaseConfig) -> dict:
     x, y = make_data(config)
     result = _RUNNERS[config.framework](config, x, y)
     return {**step_record(config, result, "sequences"), "step_flops": step_flops(config)}
+
+
+# -- the plan -----------------------------------------------------------------------------------
+def resolve_unroll(value: int | str, time: int) -> int:
+    """``value`` as a number of time steps per scan iteration: ``"full"`` is ``time``.
+
+    Raises ValueError unless it is ``"full"`` or an integer in [1, time].
+    """
+    if value == FULL:
+        return time
+    try:
+        steps = int(value)
+    except ValueError:
+        steps = 0
+    if not 1 <= steps <= time:
+        raise ValueError(f"unroll must be {FULL!r} or an integer in [1, {time}]; got {value!r}")
+    return steps
+
+
+def ratios_and_goals(
+    cases: list[dict], device: str, comparison_unroll: int
+) -> tuple[list[dict], list[dict]]:
+    """Ratios per (batch, jaxnets unroll) of summarized LSTM ``cases``, and the goals.
+
+    Each ratio has ``jaxnets_over_torch_sequences_per_s`` (above 1: jaxnets faster),
+    ``jaxnets_over_flax_step_time`` (below 1: jaxnets faster; where Flax ran at that unroll),
+    ``over_unroll_1_step_time`` (jaxnets' step time over its own at unroll 1), ``step_flops``,
+    the median measured ``peak_flops_per_s`` of the JAX processes and ``peak_fraction``
+    (jaxnets' at that unroll, and Flax's and PyTorch's where they ran). None where a number is
+    missing. Goal, on the CPU at ``comparison_unroll``: jaxnets/PyTorch sequences/s >= 1.0.
+    """
+    by = {(c["framework"], c["batch"], c["unroll"]): c for c in cases}
+    median = common.median
+
+    # PyTorch has no unroll: its one case per batch compares with every jaxnets unroll.
+    torch_cases = {c["batch"]: c for c in cases if c["framework"] == "torch"}
+    ratios, goals = [], []
+    for batch, unroll in sorted(key[1:] for key in by if key[0] == "jaxnets"):
+        jx, fx = by[("jaxnets", batch, unroll)], by.get(("flax", batch, unroll))
+        th = torch_cases.get(batch)
+        base = by.get(("jaxnets", batch, 1))
+        speed = median(jx, "sequences_per_s")
+        vs_torch = speed / median(th, "sequences_per_s") if th else None
+        flops = jx["step_flops"]
+        peaks = [r["peak_flops_per_s"] for c in (jx, fx) if c for r in c["repeats"]]
+        peak = statistics.median(peaks) if peaks else None
+        ratios.append(
+            {
+                "batch": batch,
+                "unroll": unroll,
+                "jaxnets_over_torch_sequences_per_s": vs_torch,
+                "jaxnets_over_flax_step_time": (
+                    median(jx, "ms_per_step") / median(fx, "ms_per_step") if fx else None
+                ),
+                "over_unroll_1_step_time": (
+                    median(jx, "ms_per_step") / median(base, "ms_per_step") if base else None
+                ),
+                "step_flops": flops,
+                "peak_flops_per_s": peak,
+                "peak_fraction": {
+                    f: flops * median(c, "sequences_per_s") / batch / peak if peak else None
+                    for f, c in (("jaxnets", jx), ("flax", fx), ("torch", th))
+                    if c
+                },
+            }
+        )
+        if vs_torch is not None and device == "cpu" and unroll == comparison_unroll:
+            goals.append(
+                common.make_goal(
+                    f"LSTM batch {batch}, unroll {unroll}: jaxnets sequences/s / PyTorch "
+                    f"nn.LSTM sequences/s >= {_MIN_SPEEDUP_VS_TORCH}",
+                    "jaxnets_over_torch_sequences_per_s",
+                    vs_torch,
+                    _MIN_SPEEDUP_VS_TORCH,
+                    "above",
+                    batch=batch,
+                    unroll=unroll,
+                )
+            )
+    return ratios, goals
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The LSTM benchmark's options (``--lstm.<field>`` of :mod:`benchmarks.run`); None takes
+    the device's default (see the module docstring).
+
+    Attributes:
+      batches: minibatch sizes.
+      time, hidden: sequence length T and LSTM units H.
+      unroll: the comparison unroll, an integer or ``"full"``.
+      unrolls: jaxnets' unroll sweep (``"full"`` allowed; ``--quick``: 1 and the comparison).
+      steps: timed steps per process (``--quick``: 4).
+      dtype: computation dtype.
+      peak_size: n of the peak matmul (CPU 1024, GPU 8192).
+    """
+
+    batches: tuple[int, ...] | None = None
+    time: int | None = None
+    hidden: int | None = None
+    unroll: str | None = None
+    unrolls: tuple[str, ...] | None = None
+    steps: int | None = None
+    dtype: str = "float32"
+    peak_size: int | None = None
+
+    def __post_init__(self):
+        common.choice("dtype", self.dtype, DTYPES)
+
+
+def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print) -> dict:
+    """The LSTM benchmark: every planned case ``repeats`` times (default 3), round-robin.
+
+    Sizes, the comparison ``unroll``, the sweep's ``unrolls`` (``"full"`` allowed), ``steps``
+    and ``peak_size`` default per device (see the module docstring); jaxnets runs at every
+    unroll of the sweep and the comparison, Flax at the comparison unroll, PyTorch once per
+    batch. Returns ``{"benchmark": "rnn", "created", "machine", "config", "cases", "ratios",
+    "goals"}``; ``cases[i]`` has framework, batch, unroll, time, hidden, steps, dtype, device,
+    step_flops, a ``{"median", "min", "max"}`` of each of sequences_per_s, ms_per_step,
+    cpu_ms_per_step, compile_s (None for torch), seconds, first_loss, final_loss,
+    peak_flops_per_s (None for torch), and the raw ``repeats``; ratios and goals as
+    :func:`ratios_and_goals`.
+    """
+    common.check_frameworks(settings.frameworks)
+    device, repeats = settings.device, settings.repeats_for(3)
+    sizes = (("time", plan.time), ("hidden", plan.hidden))
+    shape = {**SHAPES[device], **{k: v for k, v in sizes if v}}
+    compare = resolve_unroll(plan.unroll or _COMPARISON_UNROLL[device], shape["time"])
+    sweep = plan.unrolls or ((1,) if settings.quick else _SWEEP[device])
+    sweep = sorted({resolve_unroll(u, shape["time"]) for u in sweep} | {compare})
+    plan_units = {"jaxnets": sweep, "flax": [compare], "torch": [1]}
+    units = [(framework, u) for framework in settings.frameworks for u in plan_units[framework]]
+    steps = plan.steps or (4 if settings.quick else None)
+
+    def timed_steps(u):
+        default = min(_STEPS[device], _FULL_UNROLL_STEPS) if u == shape["time"] else _STEPS[device]
+        return steps or default
+
+    configs = [
+        CaseConfig(
+            framework,
+            **{**shape, "batch": batch},
+            unroll=u,
+            steps=timed_steps(u),
+            data_batches=min(4, timed_steps(u)),
+            device=device,
+            dtype=plan.dtype,
+            torch_threads=settings.torch_threads,
+            peak_size=plan.peak_size or _PEAK_SIZE[device],
+        )
+        for batch in plan.batches or (shape["batch"],)
+        for framework, u in units
+    ]
+    records, machine = common.run_cases(
+        "benchmarks.rnn",
+        configs,
+        repeats,
+        device,
+        lambda r: (
+            f"LSTM batch {r['batch']:4d} unroll {r['unroll']:3d}: "
+            f"{r['sequences_per_s']:9.1f} sequences/s  {r['ms_per_step']:8.2f} ms/step"
+        ),
+        log,
+    )
+    identity = ("framework", "batch", "unroll", "time", "hidden", "steps", "dtype", "device")
+    summaries = [
+        {**common.summarize(recs, identity, _KEYS), "step_flops": recs[0]["step_flops"]}
+        for recs in records
+    ]
+    ratios, goals = ratios_and_goals(summaries, device, compare)
+    first = configs[0]
+    config = {
+        "frameworks": list(settings.frameworks),
+        "batches": sorted({c.batch for c in configs}),
+        **{k: getattr(first, k) for k in ("time", "features", "hidden")},
+        "unroll": compare,
+        "unrolls": sweep,
+        "repeats": repeats,
+        "device": device,
+        "dtype": plan.dtype,
+        "steps": first.steps,
+        "full_unroll_steps": timed_steps(shape["time"]),
+        "warmup_steps": first.warmup_steps,
+        "data_batches": first.data_batches,
+        "optimizer": "adam",
+        "learning_rate": first.learning_rate,
+        "torch_threads": settings.torch_threads or os.cpu_count(),
+        "peak_size": first.peak_size,
+    }
+    return common.benchmark_result(NAME, machine, config, summaries, ratios=ratios, goals=goals)
 
 
 def main(argv: list[str] | None = None) -> dict:

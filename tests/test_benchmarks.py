@@ -21,14 +21,15 @@ from flax import traverse_util
 
 import jaxnets
 import jaxnets.models  # noqa: F401  (registers the models)
-from benchmarks import cnn, common
+from benchmarks import cnn, cnn_models, common, mlp, steps
 from benchmarks import readme_table as bench_table
 from benchmarks import run as bench_run
 from benchmarks.readme_table import render_markdown
+from jaxnets import cli_config
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, TrainState
 
-_TINY = dict(batches=(8,), repeats=1, examples=256, epochs=1, hidden=(32,))
+_TINY = mlp.Plan(batches=(8,), examples=256, epochs=1, hidden=(32,))
 _RESNET18_PARAMS = 11_181_642  # torchvision.models.resnet18(num_classes=10)
 # Lecture 10 Table 1 (line 2446): LeNet-5's connections, one multiply-add each in a forward pass.
 _LENET5_CONNECTIONS = {"C1": 117_600, "C3": 240_000, "F5": 48_000, "F6": 10_080, "output": 840}
@@ -43,8 +44,8 @@ _LENET5_STEP_MULTIPLY_ADDS = 3 * sum(_LENET5_CONNECTIONS.values()) - _LENET5_CON
 def jax_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     argv = ["--out", str(out), "--cases", "mlp", "--frameworks", "jaxnets", "flax"]
-    argv += ["--batches", "8", "--examples", "256", "--epochs", "1", "--repeats", "1"]
-    returned = bench_run.main([*argv, "--hidden", "32"])
+    argv += ["--mlp.batches", "8", "--mlp.examples", "256", "--mlp.epochs", "1", "--repeats", "1"]
+    returned = bench_run.main([*argv, "--mlp.hidden", "32"])
     assert sorted(returned) == ["mlp"]
     return returned["mlp"], json.loads((out / "mlp.json").read_text()), out
 
@@ -54,7 +55,7 @@ def cnn_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_cnn")
     # One framework keeps it fast; the ratio and goal arithmetic is checked on its own below.
     argv = ["--quick", "--out", str(out), "--cases", "lenet5", "--frameworks", "jaxnets"]
-    returned = bench_run.main([*argv, "--batches", "8", "--peak-size", "128"])
+    returned = bench_run.main([*argv, "--cnn.batches", "8", "--cnn.peak-size", "128"])
     assert sorted(returned) == ["cnn"]
     return returned["cnn"], json.loads((out / "cnn.json").read_text()), out
 
@@ -111,32 +112,60 @@ def test_markdown_table_has_one_row_per_batch_with_the_ratios(jax_results):
     assert cells[1].startswith(f"{results['cases'][0]['steps_per_s']['median']:.0f} (")
 
 
-def test_unknown_framework_and_bad_repeats_are_rejected():
+def test_unknown_framework_bad_repeats_and_bad_cases_are_rejected():
     with pytest.raises(ValueError, match="unknown frameworks \\['tf'\\]"):
-        bench_run.run_mlp_benchmark(("tf",), **_TINY)
+        common.Settings(frameworks=("tf",))
     with pytest.raises(ValueError, match="repeats must be >= 1"):
-        bench_run.run_mlp_benchmark(("flax",), **{**_TINY, "repeats": 0})
+        common.Settings(frameworks=("flax",), repeats=0)
     with pytest.raises(ValueError, match="dtype bfloat16 needs a model with a dtype field"):
         cnn.CaseConfig("flax", "lenet5", 8, dtype="bfloat16")
     with pytest.raises(ValueError, match="unknown model 'vgg'; choose one of lenet5, resnet18"):
         cnn.CaseConfig("flax", "vgg", 8)
-    with pytest.raises(SystemExit, match="leave mlp out of --cases with --device gpu"):
-        bench_run.main(["--cases", "mlp", "lenet5", "--device", "gpu"])
+    with pytest.raises(ValueError, match="need 1 <= data_batches <= steps"):
+        cnn.CaseConfig("flax", "lenet5", 8, steps=2)
+    message = "the mlp benchmark runs on the cpu only; leave mlp out of --cases with --device gpu"
+    with pytest.raises(ValueError, match=message):
+        bench_run.RunConfig(cases=("mlp", "lenet5"), device="gpu")
+    with pytest.raises(ValueError, match="unknown case 'vgg'; choose one of mlp, lenet5"):
+        bench_run.RunConfig(cases=("vgg",))
+    # On the command line both are usage errors (exit 2), before anything runs.
+    for argv in (["--cases", "mlp", "--device", "gpu"], ["--mlp.hidden", "wide"]):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_run.main(argv)
+        assert exit_info.value.code == 2
+
+
+def test_run_flags_build_each_benchmarks_plan():
+    argv = ["--cases", "lstm", "partition", "--quick", "--no-quick", "--repeats", "2"]
+    argv += ["--lstm.unrolls", "1", "full", "--partition.models", "mlp", "--cnn.batches", "8"]
+    expected = bench_run.RunConfig(
+        cases=("lstm", "partition"),
+        repeats=2,
+        lstm=bench_run.rnn.Plan(unrolls=("1", "full")),
+        partition=bench_run.partition.Plan(models=("mlp",)),
+        cnn=cnn.Plan(batches=(8,)),
+    )
+    assert cli_config.config_from_args(bench_run.RunConfig, argv) == expected
+    assert cli_config.argparse_config(bench_run.RunConfig, argv) == expected
+    assert expected.selected == ("lstm", "partition")
+    assert bench_run.RunConfig(device="gpu").selected == ("lenet5", "resnet18", "lstm")
 
 
 def test_case_flags_round_trip_through_the_generated_cli():
     config = cnn.CaseConfig("flax", "resnet18", 4, steps=6, dtype="bfloat16", learning_rate=0.1)
-    argv = common.case_argv(config)
-    # Defaults are left out; what differs is spelled as the CLI flags.
-    assert argv == ["--framework", "flax", "--model", "resnet18", "--batch", "4"] + [
-        "--steps",
-        "6",
-        "--dtype",
-        "bfloat16",
+    argv = cli_config.config_to_args(config)
+    # Defaults are left out; what differs is spelled as the CLI flags (the shared step fields
+    # of benchmarks.steps.StepCase first).
+    assert argv == ["--steps", "6", "--dtype", "bfloat16", "--framework", "flax"] + [
+        "--model",
+        "resnet18",
+        "--batch",
+        "4",
         "--learning-rate",
         "0.1",
     ]
-    assert common.parse_case(cnn.CaseConfig, argv) == config
+    assert cli_config.config_from_args(cnn.CaseConfig, argv) == config
+    assert cli_config.argparse_config(cnn.CaseConfig, argv) == config
 
 
 def test_cnn_quick_run_writes_json_with_flops_and_peak(cnn_results):
@@ -217,7 +246,7 @@ def test_peak_fraction_and_gpu_goal_arithmetic():
         _summary("flax", "resnet18", 512, 1000.0, step_flops=1e12, peak=3e14),
         _summary("torch", "resnet18", 512, 512.0),
     ]
-    (ratio,), goals = bench_run.cnn_ratios_and_goals(cases, "gpu")
+    (ratio,), goals = cnn.ratios_and_goals(cases, "gpu")
     assert ratio["step_flops"] == 1e12  # the Flax step's count
     assert ratio["peak_flops_per_s"] == 2e14  # median of the JAX processes' peaks
     assert ratio["peak_fraction"] == {
@@ -232,9 +261,9 @@ def test_peak_fraction_and_gpu_goal_arithmetic():
     assert speedup["value"] == 2.0 and speedup["threshold"] == 1.8 and speedup["holds"]
     # A 1.5x speedup misses the GPU goal; on the CPU there is no goal against PyTorch.
     cases[2] = _summary("torch", "resnet18", 512, 1024.0 / 1.5)
-    goals = bench_run.cnn_ratios_and_goals(cases, "gpu")[1]
+    goals = cnn.ratios_and_goals(cases, "gpu")[1]
     assert [g["holds"] for g in goals] == [True, False]
-    assert [g["metric"] for g in bench_run.cnn_ratios_and_goals(cases, "cpu")[1]] == [
+    assert [g["metric"] for g in cnn.ratios_and_goals(cases, "cpu")[1]] == [
         "jaxnets_over_flax_step_time"
     ]
 
@@ -245,10 +274,10 @@ def _param_count(model, input_shape):
     return variables, sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
 
 
-@pytest.mark.parametrize("model", cnn.MODELS)
+@pytest.mark.parametrize("model", cnn_models.MODELS)
 def test_flax_models_have_jaxnets_parameter_tree(model):
-    shape = cnn.INPUT_SHAPES[model]
-    ours, ours_count = _param_count(cnn.flax_model(model), shape)
+    shape = cnn_models.INPUT_SHAPES[model]
+    ours, ours_count = _param_count(cnn_models.flax_model(model), shape)
     theirs, theirs_count = _param_count(jaxnets.create_model(model, num_classes=10), shape)
     # Same names and shapes: the two steps can be run on the same variables.
     assert jax.tree.map(lambda a: a.shape, ours) == jax.tree.map(lambda a: a.shape, theirs)
@@ -259,7 +288,7 @@ def test_flax_models_have_jaxnets_parameter_tree(model):
 def test_bfloat16_resnet18_convolves_in_bfloat16_with_float32_parameters():
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
     for model in (
-        cnn.flax_model("resnet18", dtype="bfloat16"),
+        cnn_models.flax_model("resnet18", dtype="bfloat16"),
         jaxnets.create_model("resnet18", num_classes=10, dtype=jnp.bfloat16),
     ):
         variables, _ = _param_count(model, (32, 32, 3))
@@ -299,7 +328,9 @@ def _same_step(model_name, x, y):
         make_optimizer("momentum", 0.01, momentum=0.9),
         per_example=jaxnets.model_card(model_name).per_example_grads,
     )
-    variables = _random_variables(cnn.flax_model(model_name), cnn.INPUT_SHAPES[model_name])
+    variables = _random_variables(
+        cnn_models.flax_model(model_name), cnn_models.INPUT_SHAPES[model_name]
+    )
     model_state = {k: v for k, v in variables.items() if k != "params"}
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -308,8 +339,8 @@ def _same_step(model_name, x, y):
         model_state=jax.tree.map(jnp.asarray, model_state),
         rng=jax.random.PRNGKey(0),
     )
-    step, create_state = cnn.flax_train_step(
-        cnn.flax_model(model_name), optax.sgd(0.01, momentum=0.9)
+    step, create_state = cnn_models.flax_train_step(
+        cnn_models.flax_model(model_name), optax.sgd(0.01, momentum=0.9)
     )
     # Both steps donate their state: each gets its own copy of the variables.
     flax_state = create_state(jax.tree.map(jnp.asarray, variables))
@@ -362,11 +393,11 @@ def test_resnet18_jaxnets_and_flax_steps_agree_on_the_same_variables():
 
 
 def test_step_flops_are_three_forward_passes_of_lenet5_connections():
-    model = cnn.flax_model("lenet5")
-    step, create_state = cnn.flax_train_step(model, optax.sgd(0.01))
+    model = cnn_models.flax_model("lenet5")
+    step, create_state = cnn_models.flax_train_step(model, optax.sgd(0.01))
     state = create_state(_random_variables(model, (32, 32, 1)))
     flops = {
-        b: common.step_flops(step, state, (jnp.zeros((b, 32, 32, 1)), jnp.zeros(b, jnp.int32)))
+        b: steps.step_flops(step, state, (jnp.zeros((b, 32, 32, 1)), jnp.zeros(b, jnp.int32)))
         for b in (8, 16)
     }
     per_image = (flops[16] - flops[8]) / 8
@@ -376,8 +407,8 @@ def test_step_flops_are_three_forward_passes_of_lenet5_connections():
 
 def test_matmul_peak_is_flops_over_seconds(monkeypatch):
     clock = iter(np.arange(0.0, 100.0, 0.5))  # every timing reads 0.5 s
-    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    assert common.matmul_peak(64, "float32", trials=2, chain=3) == 2 * 64**3 * 3 / 0.5
+    monkeypatch.setattr(steps, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert steps.matmul_peak(64, "float32", trials=2, chain=3) == 2 * 64**3 * 3 / 0.5
 
 
 def _torch_weights(params):
@@ -402,7 +433,7 @@ def _torch_weights(params):
 def test_torch_lenet5_matches_flax_loss_and_gradient_norm():
     torch = pytest.importorskip("torch", reason="torch is not installed: pip install torch==2.13.0")
     x, y = _lenet5_batch()
-    model = cnn.flax_model("lenet5")
+    model = cnn_models.flax_model("lenet5")
     params = _random_variables(model, (32, 32, 1))["params"]
 
     @jax.jit
@@ -415,7 +446,7 @@ def test_torch_lenet5_matches_flax_loss_and_gradient_norm():
         return loss, optax.tree.norm(grads)
 
     loss, grad_norm_jax = loss_and_grads(params)
-    net = cnn.torch_model("lenet5")
+    net = cnn_models.torch_model("lenet5")
     net.load_state_dict(_torch_weights(params))
     torch_loss = torch.nn.functional.cross_entropy(
         net(torch.from_numpy(x).permute(0, 3, 1, 2)), torch.from_numpy(y).long()
@@ -428,11 +459,11 @@ def test_torch_lenet5_matches_flax_loss_and_gradient_norm():
 
 def test_torch_resnet18_has_torchvision_parameter_count_and_flax_names():
     torch = pytest.importorskip("torch", reason="torch is not installed: pip install torch==2.13.0")
-    net = cnn.torch_model("resnet18")
+    net = cnn_models.torch_model("resnet18")
     assert sum(p.numel() for p in net.parameters()) == _RESNET18_PARAMS
     # Every Flax parameter (kernels transposed) loads by name with its shape; what is left is
     # the running statistics, which Flax keeps in batch_stats.
-    variables, _ = _param_count(cnn.flax_model("resnet18"), (32, 32, 3))
+    variables, _ = _param_count(cnn_models.flax_model("resnet18"), (32, 32, 3))
     zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), variables["params"])
     missing, unexpected = net.load_state_dict(_torch_weights(zeros), strict=False)
     assert unexpected == [] and all(
@@ -445,20 +476,15 @@ def test_torch_case_trains_and_is_timed_without_compile():
     pytest.importorskip("torch", reason="torch is not installed: pip install torch==2.13.0")
     # One thread: the tiny case is all per-op overhead, and the test should not depend on
     # how busy the other core is.
-    results = bench_run.run_mlp_benchmark(("torch",), **_TINY, torch_threads=1, log=lambda _: None)
+    settings = common.Settings(frameworks=("torch",), repeats=1, torch_threads=1)
+    results = mlp.run_benchmark(settings, _TINY, log=lambda _: None)
     (case,) = results["cases"]
     _check_case(case, "torch")
     assert case["compile_s"] is None
     assert results["config"]["torch_threads"] == 1
     assert results["ratios"][0]["jaxnets_over_torch_steps_per_s"] is None
-    cnn_results = bench_run.run_cnn_benchmark(
-        ("lenet5",),
-        ("torch",),
-        batches=(8,),
-        steps=4,
-        repeats=1,
-        torch_threads=1,
-        log=lambda _: None,
+    cnn_results = cnn.run_benchmark(
+        settings, cnn.Plan(batches=(8,), steps=4), ("lenet5",), log=lambda _: None
     )
     (case,) = cnn_results["cases"]
     assert case["compile_s"] is None and case["step_flops"] is None
@@ -480,10 +506,9 @@ def test_gpu_defaults_train_resnet18_in_bfloat16_at_batch_512(monkeypatch):
 
     monkeypatch.setattr(common, "run_round_robin", fake_round_robin)
     # the runner is faked, so the plan needs no torch install (make test has none)
-    monkeypatch.setattr(bench_run, "_check_frameworks", lambda frameworks: None)
-    results = bench_run.run_cnn_benchmark(
-        ("lenet5", "resnet18"), ("jaxnets", "torch"), device="gpu"
-    )
+    monkeypatch.setattr(common, "check_frameworks", lambda frameworks: None)
+    settings = common.Settings(device="gpu", frameworks=("jaxnets", "torch"))
+    results = cnn.run_benchmark(settings, cnn.Plan())
     plan = {(c.framework, c.model): (c.batch, c.steps, c.dtype, c.device) for c in launched}
     assert plan == {
         ("jaxnets", "lenet5"): (256, 4000, "float32", "gpu"),

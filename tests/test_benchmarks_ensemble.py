@@ -8,27 +8,14 @@ import json
 import pytest
 
 from benchmarks import ensemble
+from benchmarks import run as bench_run
 from benchmarks.readme_table import render_markdown
 
 
 def test_vmapped_and_looped_members_train_alike_and_render(tmp_path):
-    results = ensemble.main(
-        [
-            "--members",
-            "2",
-            "--hidden",
-            "8",
-            "--steps",
-            "3",
-            "--repeats",
-            "2",
-            "--scaling-members",
-            "1",
-            "3",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    argv = ["--cases", "ensemble", "--repeats", "2", "--out", str(tmp_path)]
+    argv += ["--ensemble.members", "2", "--ensemble.hidden", "8", "--ensemble.steps", "3"]
+    results = bench_run.main([*argv, "--ensemble.scaling-members", "1", "3"])["ensemble"]
     case = results["cases"][0]
     # the same steps on the same batches from the same inits: the same parameters
     assert case["max_param_difference"] < 1e-5
@@ -38,7 +25,15 @@ def test_vmapped_and_looped_members_train_alike_and_render(tmp_path):
     goal = results["goals"][0]
     assert goal["holds"] == (goal["value"] >= 4.0)
     on_disk = json.loads((tmp_path / "ensemble.json").read_text())
-    assert on_disk["cases"][0]["hidden"] == 8
+    assert on_disk == results and on_disk["cases"][0]["hidden"] == 8
+    assert on_disk["config"] == {
+        "members": 2,
+        "batch": 32,
+        "hidden": [8],
+        "steps": 3,
+        "repeats": 2,
+        "scaling_members": [1, 3],
+    }
     table = render_markdown(on_disk)
     assert "2-member ensemble" in table and "| 8 |" in table
 
@@ -57,12 +52,24 @@ def test_vmapped_and_looped_members_train_alike_and_render(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--members", "1"], ["--scaling-members", "4"], ["--scaling-members", "0", "2"]]
+    "fields, flags, message",
+    [
+        ({"members": 1}, ["--ensemble.members", "1"], "members must be >= 2"),
+        ({"steps": 0}, ["--ensemble.steps", "0"], "steps >= 1"),
+        (
+            {"scaling_members": (4,)},
+            ["--ensemble.scaling-members", "4"],
+            "two or more distinct ensemble sizes >= 1",
+        ),
+        ({"scaling_members": (0, 2)}, ["--ensemble.scaling-members", "0", "2"], r"got \[0, 2\]"),
+    ],
 )
-def test_bad_arguments_are_usage_errors(argv, capsys):
-    with pytest.raises(SystemExit):
-        ensemble.main(argv)
-    assert "--" in capsys.readouterr().err
+def test_bad_plans_name_what_is_wrong(fields, flags, message):
+    with pytest.raises(ValueError, match=message):
+        ensemble.Plan(**fields)
+    with pytest.raises(SystemExit) as exit_info:  # on the command line: a usage error
+        bench_run.main(["--cases", "ensemble", *flags])
+    assert exit_info.value.code == 2
 
 
 def test_member_scaling_rejects_a_single_size():

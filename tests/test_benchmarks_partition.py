@@ -9,6 +9,7 @@ import math
 import pytest
 
 from benchmarks import partition
+from benchmarks import run as bench_run
 from benchmarks.readme_table import render_markdown
 from jaxnets import distributed
 
@@ -26,8 +27,9 @@ _MACHINE = {
 def test_tiny_run_trains_alike_on_every_mesh_and_renders(tmp_path):
     # one process (meshes of up to 8 virtual devices) of a 64-8-10 MLP: a minibatch of 16
     # is 2 per device on 8
-    argv = ["--models", "mlp", "--hidden", "8", "--batch", "16", "--steps", "2"]
-    results = partition.main([*argv, "--rounds", "1", "--repeats", "1", "--out", str(tmp_path)])
+    argv = ["--cases", "partition", "--partition.models", "mlp", "--partition.hidden", "8"]
+    argv += ["--partition.batch", "16", "--partition.steps", "2", "--partition.rounds", "1"]
+    results = bench_run.main([*argv, "--repeats", "1", "--out", str(tmp_path)])["partition"]
     on_disk = json.loads((tmp_path / "partition.json").read_text())
     assert on_disk == results
     assert on_disk["benchmark"] == "partition" and on_disk["goals"] == []
@@ -125,3 +127,6 @@ def test_summary_and_table_of_known_timings():
 def test_case_config_names_what_is_wrong(fields, message):
     with pytest.raises(ValueError, match=message):
         partition.CaseConfig(**{"model": "mlp", "batch": 16, "steps": 2, **fields})
+    if fields.keys() == {"model"}:  # a plan names its models too
+        with pytest.raises(ValueError, match=message):
+            partition.Plan(models=(fields["model"],))

@@ -1,4 +1,4 @@
-"""The LSTM benchmark (benchmarks/rnn.py, benchmarks/run_rnn.py): jaxnets' and the hand-written
+"""The LSTM benchmark (benchmarks/rnn.py, benchmarks/rnn_models.py): jaxnets' and the hand-written
 Flax LSTM compute the same step on the same weights in PyTorch's gate order, the step's FLOP
 count, the CPU and GPU plans, ratios and goals, config errors and the README table.
 
@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import common, rnn, run_rnn
+from benchmarks import common, rnn, rnn_models, steps
 from benchmarks import readme_table as bench_table
 from benchmarks import run as bench_run
 from jaxnets.optim import make_optimizer
@@ -35,7 +35,7 @@ def _flax_params(seed=0):
     """Random parameters of the Flax model, drawn by NumPy, with distinct gate biases."""
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(
-        lambda: rnn.flax_model(_H).init(jax.random.PRNGKey(0), jnp.zeros((1, _T, _F)))
+        lambda: rnn_models.flax_model(_H).init(jax.random.PRNGKey(0), jnp.zeros((1, _T, _F)))
     )
     return jax.tree.map(
         lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes["params"]
@@ -78,7 +78,10 @@ def test_jaxnets_and_flax_lstms_agree_with_torch_equations_on_copied_weights():
     x, y = _batch()
     flax_params = _flax_params()
     params = _to_jaxnets(flax_params)
-    jaxnets_model, flax_model = rnn.jaxnets_model(_H, unroll=2), rnn.flax_model(_H, unroll=2)
+    jaxnets_model, flax_model = (
+        rnn_models.jaxnets_model(_H, unroll=2),
+        rnn_models.flax_model(_H, unroll=2),
+    )
     # The copied tree has exactly jaxnets' names and shapes.
     expected = jax.eval_shape(lambda: jaxnets_model.init(jax.random.PRNGKey(0), x))["params"]
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(lambda s: s.shape, expected)
@@ -97,10 +100,10 @@ def test_jaxnets_and_flax_lstms_agree_with_torch_equations_on_copied_weights():
 
 @jax.jit
 def _jaxnets_and_flax_grads(flax_params, x, y):
-    jaxnets_grads = jax.grad(lambda p: _half_mse(rnn.jaxnets_model(_H), p, x, y))(
+    jaxnets_grads = jax.grad(lambda p: _half_mse(rnn_models.jaxnets_model(_H), p, x, y))(
         _to_jaxnets(flax_params)
     )
-    loss, flax_grads = jax.value_and_grad(lambda p: _half_mse(rnn.flax_model(_H), p, x, y))(
+    loss, flax_grads = jax.value_and_grad(lambda p: _half_mse(rnn_models.flax_model(_H), p, x, y))(
         flax_params
     )
     return loss, jaxnets_grads, _to_jaxnets(flax_grads)
@@ -118,7 +121,7 @@ def test_jaxnets_and_flax_lstm_gradients_agree_on_the_same_weights():
 def test_trainer_step_equals_hand_written_flax_step():
     x, y = _batch()
     flax_params = _flax_params()
-    trainer = Trainer(rnn.jaxnets_model(_H), "squared_error", make_optimizer("adam", 1e-2))
+    trainer = Trainer(rnn_models.jaxnets_model(_H), "squared_error", make_optimizer("adam", 1e-2))
     # Both steps donate their state: each gets its own copy of the weights.
     params = jax.tree.map(jnp.copy, _to_jaxnets(flax_params))
     state = TrainState(
@@ -128,7 +131,7 @@ def test_trainer_step_equals_hand_written_flax_step():
         model_state={},
         rng=jax.random.PRNGKey(0),
     )
-    step, create_state = rnn.flax_train_step(rnn.flax_model(_H), optax.adam(1e-2))
+    step, create_state = rnn_models.flax_train_step(rnn_models.flax_model(_H), optax.adam(1e-2))
     flax_state = create_state({"params": jax.tree.map(jnp.copy, flax_params)})
     new, metrics = trainer.train_step(state, (x, y))
     flax_new, flax_metrics = step(flax_state, (x, y))
@@ -147,11 +150,11 @@ def test_trainer_step_equals_hand_written_flax_step():
 def test_step_flops_match_xla_count_of_the_unrolled_step():
     config = rnn.CaseConfig("jaxnets", batch=4, time=6, features=8, hidden=32, unroll=6)
     x = jnp.zeros((config.batch, config.time, config.features))
-    trainer = Trainer(rnn.jaxnets_model(32, unroll=6), "squared_error", optax.sgd(0.1))
+    trainer = Trainer(rnn_models.jaxnets_model(32, unroll=6), "squared_error", optax.sgd(0.1))
     state = jax.eval_shape(trainer.init, jax.random.PRNGKey(0), x)
     y = jnp.zeros((config.batch, 1))
     # Fully unrolled, XLA counts every time step (a scan's body is counted once).
-    counted = common.step_flops(trainer.train_step, state, (x, y))
+    counted = steps.step_flops(trainer.train_step, state, (x, y))
     # By hand: 3 passes of 6 recurrent (4, 32) @ (32, 128) matmuls, 2 of the projection.
     by_hand = 3 * 6 * 2 * 4 * 32 * 128 + 2 * 2 * 24 * 8 * 128 + 3 * 2 * 4 * 32
     assert rnn.step_flops(config) == by_hand
@@ -183,15 +186,15 @@ def test_case_config_and_plan_errors_name_the_valid_choices():
         rnn.CaseConfig("torch", hidden=0)
     with pytest.raises(ValueError, match="data_batches=4, steps=2"):
         rnn.CaseConfig("flax", steps=2)
-    assert run_rnn.resolve_unroll("full", 100) == 100 and run_rnn.resolve_unroll("8", 100) == 8
+    assert rnn.resolve_unroll("full", 100) == 100 and rnn.resolve_unroll("8", 100) == 8
     with pytest.raises(ValueError, match=r"unroll must be 'full' or an integer in \[1, 100\]"):
-        run_rnn.resolve_unroll("fast", 100)
+        rnn.resolve_unroll("fast", 100)
     with pytest.raises(ValueError, match=r"\[1, 100\]; got 0"):
-        run_rnn.resolve_unroll(0, 100)
-    with pytest.raises(ValueError, match="device must be one of cpu, gpu; got 'tpu'"):
-        run_rnn.run_rnn_benchmark(("flax",), device="tpu")
-    with pytest.raises(ValueError, match=r"unknown frameworks \['mxnet'\]"):
-        run_rnn.run_rnn_benchmark(("mxnet",))
+        rnn.resolve_unroll(0, 100)
+    with pytest.raises(ValueError, match="unknown dtype 'float16'; choose one of float32"):
+        rnn.Plan(dtype="float16")
+    with pytest.raises(ValueError, match="unknown device 'tpu'; choose one of cpu, gpu"):
+        common.Settings(device="tpu")
 
 
 _MEASURED = ("sequences_per_s", "ms_per_step", "cpu_ms_per_step", "compile_s", "seconds")
@@ -199,7 +202,7 @@ _MEASURED += ("first_loss", "final_loss", "peak_flops_per_s")
 
 
 def _plan(monkeypatch, speeds, **kwargs):
-    """Run ``run_rnn_benchmark`` with a faked process runner: each case takes
+    """Run ``rnn.run_benchmark`` with a faked process runner: each case takes
     ``speeds[(framework, unroll)]`` sequences/s. Returns (launched configs, result)."""
     launched = []
 
@@ -217,8 +220,10 @@ def _plan(monkeypatch, speeds, **kwargs):
 
     monkeypatch.setattr(common, "run_round_robin", fake_round_robin)
     # the runner is faked, so the plan needs no torch install (make test has none)
-    monkeypatch.setattr(common, "check_frameworks", lambda frameworks, known: None)
-    return launched, run_rnn.run_rnn_benchmark(**kwargs)
+    monkeypatch.setattr(common, "check_frameworks", lambda frameworks: None)
+    device = kwargs.pop("device", "cpu")
+    settings = common.Settings(device=device, frameworks=("jaxnets", "flax", "torch"))
+    return launched, rnn.run_benchmark(settings, rnn.Plan(**kwargs))
 
 
 def test_cpu_plan_sweeps_unroll_and_sets_the_goal_against_pytorch(monkeypatch):
@@ -266,8 +271,9 @@ def test_gpu_plan_is_hidden_1024_t200_batch_128_in_bfloat16_without_goal(monkeyp
 @pytest.mark.slow  # a real benchmark process; the plan tests above run in `make test`
 def test_run_writes_rnn_json_and_the_readme_renders_it(tmp_path):
     argv = ["--cases", "lstm", "--out", str(tmp_path), "--frameworks", "jaxnets", "flax"]
-    argv += ["--batches", "4", "--time", "6", "--lstm-hidden", "8", "--unroll", "full"]
-    argv += ["--unrolls", "full", "--steps", "8", "--repeats", "1", "--peak-size", "32"]
+    argv += ["--lstm.batches", "4", "--lstm.time", "6", "--lstm.hidden", "8"]
+    argv += ["--lstm.unroll", "full", "--lstm.unrolls", "full", "--lstm.steps", "8"]
+    argv += ["--repeats", "1", "--lstm.peak-size", "32"]
     returned = bench_run.main(argv)["rnn"]
     on_disk = json.loads((tmp_path / "rnn.json").read_text())
     assert on_disk == returned
