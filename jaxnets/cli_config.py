@@ -118,7 +118,9 @@ def _add_fields(parser: argparse.ArgumentParser, config_cls: type, prefix: str) 
             kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(hint))) + "}"
         origin, items = typing.get_origin(hint), typing.get_args(hint)
         if hint is bool and not optional:
-            pair = parser.add_mutually_exclusive_group(required=required)
+            # as tyro: the last of --flag and --no-flag given wins; without a default, one of
+            # them is required
+            pair = parser.add_mutually_exclusive_group(required=True) if required else parser
             pair.add_argument(flag, action="store_true", **kwargs)
             pair.add_argument(_flag(prefix + field.name, True), action="store_false", **kwargs)
         elif origin in (tuple, list):

@@ -68,6 +68,7 @@ _ARGS = {
         "--inner.no-shuffle",
     ],
     "empty and none": ["--name", "c", "--hidden", "--cases", "None", "--inner.widths", "2"],
+    "last bool flag wins": ["--name", "d", "--quick", "--no-quick", "--no-compile", "--compile"],
 }
 _EXPECTED = {
     "defaults": _Config("a"),
@@ -86,6 +87,7 @@ _EXPECTED = {
         inner=_Inner(widths=(7,), limit=4, shuffle=False),
     ),
     "empty and none": _Config("c", hidden=(), cases=None, inner=_Inner(widths=(2,))),
+    "last bool flag wins": _Config("d"),
 }
 
 
@@ -134,7 +136,6 @@ def test_without_tyro_config_from_args_is_the_argparse_fallback(monkeypatch):
         (["--name", "a", "--device", "tpu"], "invalid choice 'tpu' (choose from cpu, gpu)"),
         (["--name", "a", "--steps", "many"], "invalid int value: 'many'"),
         (["--name", "a", "--shape", "1"], "--shape: expected 2 arguments"),
-        (["--name", "a", "--quick", "--no-quick"], "not allowed with argument --quick"),
     ],
 )
 def test_bad_flags_are_usage_errors_that_name_the_flag(args, message, capsys):
