@@ -333,83 +333,83 @@ def perceptron_mistake_bound(
     return (radius / gamma) ** 2
 
 
-_LINEAR = dict(
-    family="linear",
-    test_config={"num_outputs": 1},
-    test_input_shape=(4,),
-    defaults={"num_outputs": 1},
-)
+# What each task's linear model reads and writes: a 1-D input for regression, 2-D points for
+# the binary classifiers, 64 pixels (8x8 digits) -> 10 classes for the multiclass ones. The
+# registry-wide tests feed 4 inputs and, except for binary tasks, expect 3 outputs.
+_TASK_SHAPES = {  # task: (input shape, outputs, test outputs)
+    "regression": ((1,), 1, 3),
+    "binary": ((2,), 1, 1),
+    "classification": ((64,), 10, 3),
+}
 
-register_model(
+
+def _register_linear(
+    name: str, task: str, loss: str, *, lecture: str, reference: str, description: str
+) -> None:
+    """Register a :class:`LinearModel` whose input and output sizes follow from its ``task``."""
+    input_shape, outputs, test_outputs = _TASK_SHAPES[task]
+    register_model(
+        name,
+        LinearModel,
+        family="linear",
+        task=task,
+        input_shape=input_shape,
+        loss=loss,
+        defaults={"num_outputs": outputs},
+        test_config={"num_outputs": test_outputs},
+        test_input_shape=(4,),
+        lecture=lecture,
+        reference=reference,
+        description=description,
+    )
+
+
+_register_linear(
     "linear_regression",
-    LinearModel,
-    **{**_LINEAR, "test_config": {"num_outputs": 3}},
+    "regression",
+    "squared_error",
     lecture="004 §2.1 Linear regression (line 163)",
     reference="Legendre 1805, Gauss 1809 (least squares); Bishop 2006 §3.1",
-    task="regression",
-    input_shape=(1,),
-    loss="squared_error",
     description="y = x W + b fitted by squared error; closed form in fit_least_squares",
 )
-register_model(
+_register_linear(
     "logistic_regression",
-    LinearModel,
-    **_LINEAR,
+    "binary",
+    "binary_cross_entropy",
     lecture="004 §2.3 Training a classifier (line 668); 001 logistic regression (line 190)",
     reference="Cox 1958, 'The regression analysis of binary sequences'",
-    task="binary",
-    input_shape=(2,),
-    loss="binary_cross_entropy",
     description="one logit z = w·x + b, P(t=1|x) = σ(z), trained by cross-entropy",
 )
-register_model(
+_register_linear(
     "softmax_regression",
-    LinearModel,
-    family="linear",
+    "classification",
+    "softmax_cross_entropy",
     lecture="004 §2.3 §3 Multiclass classification (line 874); 003 softmax classifier (line 61)",
     reference="Bridle 1990 (softmax); Bishop 2006 §4.3.4 (multiclass logistic regression)",
-    task="classification",
-    input_shape=(64,),
-    loss="softmax_cross_entropy",
-    defaults={"num_outputs": 10},
-    test_config={"num_outputs": 3},
-    test_input_shape=(4,),
     description="K logits z = x W + b with softmax cross-entropy (digits: 64 pixels -> 10)",
 )
-register_model(
+_register_linear(
     "linear_svm",
-    LinearModel,
-    **_LINEAR,
+    "binary",
+    "binary_hinge",
     lecture="004 §2.3 §2.6 Hinge loss (line 852)",
     reference="Cortes & Vapnik 1995, 'Support-vector networks'",
-    task="binary",
-    input_shape=(2,),
-    loss="binary_hinge",
     description="one score z = w·x + b trained by the hinge loss max(0, 1 - s z)",
 )
-register_model(
+_register_linear(
     "multiclass_svm",
-    LinearModel,
-    family="linear",
+    "classification",
+    "multiclass_hinge",
     lecture="001 multiclass linear classifier, hinge loss (line 176); 004 §2.3 (line 852)",
     reference="Weston & Watkins 1999, 'Support vector machines for multi-class pattern "
     "recognition'",
-    task="classification",
-    input_shape=(64,),
-    loss="multiclass_hinge",
-    defaults={"num_outputs": 10},
-    test_config={"num_outputs": 3},
-    test_input_shape=(4,),
     description="K scores z = x W + b with the multiclass hinge loss (digits: 64 -> 10)",
 )
-register_model(
+_register_linear(
     "perceptron",
-    LinearModel,
-    **_LINEAR,
+    "binary",
+    "perceptron_criterion",
     lecture="004 §2.2 §4 The perceptron learning rule (line 548); 001 perceptron (line 40)",
     reference="Rosenblatt 1958; Novikoff 1962 (convergence bound)",
-    task="binary",
-    input_shape=(2,),
-    loss="perceptron_criterion",
     description="w·x + b >= 0 threshold unit; perceptron_train runs the learning rule itself",
 )
