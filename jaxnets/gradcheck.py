@@ -229,7 +229,7 @@ def model_loss_at(name: str, *, seed: int = 0, batch_size: int = 3, overrides=No
     fixed dropout key, so it is a deterministic function of the parameters.
     """
     from jaxnets import losses, registry
-    from jaxnets.train.step import batch_loss
+    from jaxnets.train.objective import batch_loss
 
     card = registry.model_card(name)
     model = registry.create_model(name, **{**card.test_config, **(overrides or {})})

@@ -152,7 +152,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the carry is a batch of one (x[None]) and JAX clamps an out-of-range index to the "
         "last row, which is row 0",
     ),
-    "jaxnets.train.step.xǁTrainerǁ_chunk_sums__mutmut_21": (
+    "jaxnets.train.evaluation.xǁEvaluationǁ_chunk_sums__mutmut_21": (
         "self.model, state.params, state.model_state, xb, state.rng, train=None",
         "train is only read for its truth value (`if train and ...`, `not train` in the "
         "models' dropout and batch norm): None and False are both false",
@@ -162,7 +162,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "init runs the model with train=False, where dropout draws nothing: the dropout key "
         "is never read",
     ),
-    "jaxnets.train.step.xǁTrainerǁper_example_grad_norms__mutmut_1": (
+    "jaxnets.train.per_example.xǁPerExampleGradsǁper_example_grad_norms__mutmut_1": (
         "self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int = 257",
         "the chunk size only bounds memory: each example's norm is computed from its own "
         "gradient, whatever chunk it falls in",
@@ -496,7 +496,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "z, jnp.asarray(t, jnp.int32)[..., None], ).squeeze(-1)",
         "jnp.take_along_axis's axis defaults to -1, the value the original passes",
     ),
-    "jaxnets.train.step.x__jaxpr_has_convolution__mutmut_12": (
+    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_12": (
         'inner = getattr(param, "XXjaxprXX", param)  # ClosedJaxpr -> Jaxpr',
         "inner becomes the parameter itself; in JAX 0.10 every primitive parameter with a "
         "jaxpr attribute is a ClosedJaxpr (traced jit, scan, while, map, fori_loop, "
@@ -505,13 +505,13 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "equations; a plain Jaxpr (checkpoint's) has no jaxpr attribute and is itself either "
         "way. Only a user-made primitive whose parameter has .jaxpr but no .eqns would differ",
     ),
-    "jaxnets.train.step.x__jaxpr_has_convolution__mutmut_13": (
+    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_13": (
         'inner = getattr(param, "JAXPR", param)  # ClosedJaxpr -> Jaxpr',
         "no parameter has a JAXPR attribute, so inner is the parameter itself: as for mutmut_12, "
         "a ClosedJaxpr's eqns property is its jaxpr's eqns and a plain Jaxpr is itself either "
         "way, for every JAX 0.10 primitive",
     ),
-    "jaxnets.train.step.x__jaxpr_has_convolution__mutmut_6": (
+    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_6": (
         'inner = getattr(None, "jaxpr", param)  # ClosedJaxpr -> Jaxpr',
         "None has no jaxpr attribute, so inner is the parameter itself: as for mutmut_12, a "
         "ClosedJaxpr's eqns property is its jaxpr's eqns and a plain Jaxpr is itself either "

@@ -12,8 +12,9 @@ from jaxnets.train.ensemble import (
     train_ensemble_steps,
 )
 from jaxnets.train.loop import FitResult, NonFiniteLossError, evaluate, fit
+from jaxnets.train.objective import batch_loss, model_outputs
 from jaxnets.train.state import TrainState
-from jaxnets.train.step import Trainer, batch_loss, model_outputs
+from jaxnets.train.step import Trainer
 
 __all__ = [
     "Callback",

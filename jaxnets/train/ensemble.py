@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.train.objective import Batch, model_outputs
 from jaxnets.train.state import TrainState
-from jaxnets.train.step import Batch, Trainer, model_outputs
+from jaxnets.train.step import Trainer
 
 __all__ = [
     "EnsembleHistory",
