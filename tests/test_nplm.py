@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnets import create_model
+from jaxnets import create_model, model_card
 from jaxnets.data import context_windows
 from jaxnets.models.nplm import NPLM, nearest_neighbours, token_log_probs
 from jaxnets.optim import make_optimizer
@@ -159,3 +159,14 @@ def test_errors_say_what_was_wrong(call, message):
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, K), jnp.int32))
     with pytest.raises(ValueError, match=message):
         call(model, variables)
+
+
+@pytest.mark.parametrize(
+    "name, length, vocab",
+    [("nplm", 3, 5), ("wavenet", 1024, 8), ("char_lm", 128, 5), ("seq2seq", 64 + 8, 3)],
+)
+def test_token_model_cards_take_int32_ids(name, length, vocab):
+    card = model_card(name)  # the fields come from jaxnets.models.cards.token_inputs
+    assert card.input_shape == (length,)
+    assert card.input_dtype == "int32"
+    assert card.input_range == vocab

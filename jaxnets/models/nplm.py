@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.data.words import context_windows
+from jaxnets.models.cards import token_inputs
 from jaxnets.registry import register_model
 from jaxnets.validation import check_sampling
 
@@ -196,9 +197,7 @@ register_model(
     lecture="004 Lecture 5 §3 neural probabilistic language model (line 1352)",
     reference="Bengio, Ducharme, Vincent and Jauvin 2003, A neural probabilistic language model",
     task="classification",
-    input_shape=(3,),
-    input_dtype="int32",
-    input_range=5,
+    **token_inputs(3, vocab=5),
     loss="softmax_cross_entropy",
     defaults={"vocab_size": 2000, "context": 3},
     test_config={"vocab_size": 5, "context": 2, "embed": 3, "hidden": 4},

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.models.cards import token_inputs
 from jaxnets.nn.recurrent import (
     Bidirectional,
     Recurrent,
@@ -295,9 +296,7 @@ register_model(
     lecture=f"{_LECTURE_13} §4.1 language modeling",
     reference="Sutskever, Martens and Hinton 2011, Generating text with recurrent neural networks",
     task="classification",
-    input_shape=(128,),
-    input_dtype="int32",
-    input_range=5,
+    **token_inputs(128, vocab=5),
     loss="sequence_cross_entropy",
     defaults={"vocab_size": 100, "hidden": 256},
     test_config={"vocab_size": 5, "embed": 3, "hidden": 3},
@@ -312,9 +311,7 @@ register_model(
     lecture=f"{_LECTURE_13} §4.2-4.3 machine translation, learning to execute",
     reference="Sutskever, Vinyals and Le 2014, Sequence to sequence learning with neural networks",
     task="classification",
-    input_shape=(64 + 8,),
-    input_dtype="int32",
-    input_range=3,
+    **token_inputs(64 + 8, vocab=3),
     loss="sequence_cross_entropy",
     defaults={"source_vocab": 32, "target_vocab": 32, "source_length": 64},
     test_config={

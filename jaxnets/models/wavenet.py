@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.models.cards import token_inputs
 from jaxnets.nn.causal import CausalConv1D, receptive_field
 from jaxnets.registry import register_model
 from jaxnets.validation import check_sampling
@@ -212,9 +213,8 @@ register_model(
     lecture="004 Lecture 15 §2 causal (line 3422) and dilated convolution, WaveNet (line 3433)",
     reference="van den Oord et al. 2016, WaveNet: a generative model for raw audio",
     task="classification",
-    input_shape=(1024,),
-    input_dtype="int32",
-    input_range=8,  # the tiny config's channels: example inputs must be valid codes
+    # vocab: the tiny config's channels, so that example inputs are valid codes
+    **token_inputs(1024, vocab=8),
     loss="sequence_cross_entropy",
     test_config={"channels": 8, "residual_channels": 4, "skip_channels": 4, "dilations": (1, 2)},
     test_input_shape=(8,),
