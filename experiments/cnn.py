@@ -26,9 +26,9 @@ from jaxnets import create_model, model_card
 from jaxnets.data import load_digits_32, random_shift
 from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.inspect import layer_table
-from jaxnets.nn import convolve, get_activation
+from jaxnets.nn import convolve
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import ExperimentConfig, SeedSweep, sweep_classifier
+from jaxnets.sweep import ExperimentConfig, SeedSweep, check_activation, sweep_classifier
 from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
@@ -89,10 +89,7 @@ class Config(ExperimentConfig):
 
     def __post_init__(self):
         check_config(self, zero_ok=("split_seed", "augment_shift"))
-        try:
-            get_activation(self.lenet_activation)
-        except KeyError as err:
-            raise ValueError(err.args[0]) from None
+        check_activation(self.lenet_activation)
 
 
 def table1_mismatches(table) -> list[str]:

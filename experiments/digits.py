@@ -21,10 +21,9 @@ import numpy as np
 from jaxnets import create_model, model_card
 from jaxnets.data import load_digits, random_shift
 from jaxnets.experiment import Claim, Run, format_table, parse_config
-from jaxnets.nn import get_activation
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
-from jaxnets.sweep import ExperimentConfig, sweep_classifier
+from jaxnets.sweep import ExperimentConfig, check_activation, sweep_classifier
 from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 from jaxnets.viz import image_grid
@@ -65,10 +64,7 @@ class Config(ExperimentConfig):
         )
         if not self.hidden:
             raise ValueError("hidden must hold at least one width (an MLP has hidden layers)")
-        try:
-            get_activation(self.activation)
-        except KeyError as err:  # tyro reports ValueErrors as usage errors
-            raise ValueError(err.args[0]) from None
+        check_activation(self.activation)
 
 
 def _variants(cfg: Config):

@@ -38,8 +38,8 @@ from jaxnets.data import ArrayDataset, load_digits
 from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.revnet import residual_net
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
-from jaxnets.train import Trainer, evaluate
+from jaxnets.sweep import SeededConfig, fit_and_test, sweep_seeds
+from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 MIB = 2**20
@@ -197,18 +197,15 @@ def _train_seed(cfg: Config, run: Run, trainers: dict[str, Trainer], seed: int):
     splits = _digits_splits(seed)
     rows, curves = {}, {}
     for variant, trainer in trainers.items():
-        result = fit_from_seed(
+        result, test = fit_and_test(
             trainer,
             seed,
-            splits.train,
-            splits.train.x[:1],
+            splits,
             run=run,
-            val=splits.val,
+            label=variant,
             epochs=cfg.epochs,
             batch_size=cfg.train_batch_size,
-            desc=f"{variant} seed {seed}",
         )
-        test = evaluate(trainer, result.state, splits.test)
         rows[variant] = {"test_accuracy": test["accuracy"], "test_loss": test["loss"]}
         curves[variant] = [h["val_accuracy"] for h in result.history]
     return rows, curves

@@ -24,9 +24,8 @@ import numpy as np
 from jaxnets import create_model
 from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.mlp import xor_data, xor_handset
-from jaxnets.nn.activations import get_activation
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import ExperimentConfig, sweep_seeds
+from jaxnets.sweep import ExperimentConfig, check_activation, sweep_seeds
 from jaxnets.train import Trainer
 from jaxnets.train.ensemble import init_ensemble, train_ensemble_full_batch
 from jaxnets.validation import check_config
@@ -89,10 +88,7 @@ class Config(ExperimentConfig):
         check_config(self)
         if not self.widths:
             raise ValueError("widths must hold at least one hidden width to compare")
-        try:
-            get_activation(self.activation)
-        except KeyError as err:  # tyro reports ValueErrors as usage errors
-            raise ValueError(err.args[0]) from None
+        check_activation(self.activation)
 
 
 def _plot(run: Run, curves: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:

@@ -25,12 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets.experiment import Run, mean_over_seeds
+from jaxnets.nn import get_activation
 from jaxnets.train import FitResult, Trainer, evaluate, fit
 
 __all__ = [
     "ExperimentConfig",
     "SeededConfig",
     "SeedSweep",
+    "check_activation",
+    "fit_and_test",
     "fit_from_seed",
     "seed_keys",
     "sweep_classifier",
@@ -175,22 +178,52 @@ def sweep_classifier(
     """
 
     def one_seed(seed: int) -> tuple[Rows, FitResult]:
-        result = fit_from_seed(
-            trainer,
-            seed,
-            splits.train,
-            splits.train.x[:1],
-            run=run,
-            init=init,
-            val=splits.val,
-            desc=f"{label} seed {seed}",
-            **options,
+        result, test = fit_and_test(
+            trainer, seed, splits, run=run, label=label, init=init, **options
         )
-        accuracy = evaluate(trainer, result.state, splits.test)["accuracy"]
-        row = {"test_accuracy": accuracy, "val_accuracy": result.history[-1]["val_accuracy"]}
+        row = {
+            "test_accuracy": test["accuracy"],
+            "val_accuracy": result.history[-1]["val_accuracy"],
+        }
         return {label: row}, result
 
     return sweep_seeds(seeds, one_seed)
+
+
+def fit_and_test(
+    trainer: Trainer,
+    seed: int,
+    splits: Any,
+    *,
+    run: Run,
+    label: str,
+    init: Callable | None = None,
+    **options: Any,
+) -> tuple[FitResult, dict[str, float]]:
+    """:func:`fit_from_seed` on ``splits.train`` (the first example builds the state),
+    validating on ``splits.val``; returns the fit and :func:`~jaxnets.train.evaluate`'s
+    ``{"loss", "accuracy"}`` on ``splits.test``. ``label`` names the progress bar."""
+    result = fit_from_seed(
+        trainer,
+        seed,
+        splits.train,
+        splits.train.x[:1],
+        run=run,
+        init=init,
+        val=splits.val,
+        desc=f"{label} seed {seed}",
+        **options,
+    )
+    return result, evaluate(trainer, result.state, splits.test)
+
+
+def check_activation(name: str) -> None:
+    """Refuse an unknown activation name with a ValueError (which tyro reports as a usage
+    error) naming the known ones; for configs' ``__post_init__``."""
+    try:
+        get_activation(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
 
 
 def seed_keys(seeds: Iterable[int]) -> jax.Array:
