@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -67,7 +67,7 @@ class LeNet5(nn.Module):
     f5: int = 120
     f6: int = 84
     kernel: int = 5
-    pool: str = "mean"
+    pool: Literal["mean", "max"] = "mean"
     activation: str = "tanh"
 
     @nn.compact

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -104,7 +104,7 @@ class NICE(nn.Module):
     hidden: int = 64
     layers: int = 3
     activation: str = "relu"
-    prior: str = "logistic"
+    prior: Literal["logistic", "gaussian"] = "logistic"
 
     def __post_init__(self):
         # bad settings fail when the model is built, not when it is first applied
