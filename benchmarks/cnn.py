@@ -42,18 +42,9 @@ import statistics
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, steps
 from benchmarks.cnn_models import INPUT_SHAPES, MODELS, flax_model, flax_train_step, torch_model
 from benchmarks.common import FRAMEWORKS, case_main
-from benchmarks.steps import (
-    DTYPES,
-    StepCase,
-    run_jax_steps,
-    run_torch_steps,
-    step_record,
-    torch_autocast,
-    torch_device,
-)
 
 __all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "make_data", "run_case", "main"]
 __all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
@@ -79,24 +70,13 @@ _DTYPES = {
     "gpu": {"lenet5": "float32", "resnet18": "bfloat16"},
 }
 _PEAK_SIZE = {"cpu": 1024, "gpu": 8192}
-_KEYS = (
-    "images_per_s",
-    "ms_per_step",
-    "cpu_ms_per_step",
-    "compile_s",
-    "seconds",
-    "first_loss",
-    "final_loss",
-    "step_flops",
-    "peak_flops_per_s",
-)
+_KEYS = ("images_per_s", *steps.STEP_METRICS, "step_flops", "peak_flops_per_s")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaseConfig(StepCase):
-    """What one process trains and times (and the keyword-only fields of
-    :class:`benchmarks.steps.StepCase`: steps, warmup_steps, data_batches, device, dtype,
-    seed, torch_threads, peak_size).
+class CaseConfig(steps.StepCase):
+    """One conv net trained and timed by one process; the step fields (steps, warmup_steps,
+    data_batches, device, dtype, seed, torch_threads, peak_size) are :class:`StepCase`'s.
 
     Attributes:
       framework: one of :data:`FRAMEWORKS`; model: one of :data:`MODELS`.
@@ -182,7 +162,7 @@ def _flax_setup(config: CaseConfig, sample_x):
 def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     import torch
 
-    device = torch_device(config)
+    device = steps.torch_device(config)
     gpu = config.device == "gpu"
     # Channels-last is the fast layout for bf16 convolutions on NVIDIA GPUs; the CPU's
     # oneDNN kernels are fastest from the default NCHW layout.
@@ -202,13 +182,13 @@ def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         x, y = batch
         return torch.nn.functional.cross_entropy(model(x), y)
 
-    autocast = torch_autocast(device, config.dtype)
-    return {**run_torch_steps(config, opt, batches, loss_of, autocast), "step_flops": None}
+    autocast = steps.torch_autocast(device, config.dtype)
+    return {**steps.run_torch_steps(config, opt, batches, loss_of, autocast), "step_flops": None}
 
 
 _RUNNERS = {
-    "jaxnets": functools.partial(run_jax_steps, setup=_jaxnets_setup),
-    "flax": functools.partial(run_jax_steps, setup=_flax_setup),
+    "jaxnets": functools.partial(steps.run_jax_steps, setup=_jaxnets_setup),
+    "flax": functools.partial(steps.run_jax_steps, setup=_flax_setup),
     "torch": _run_torch,
 }
 
@@ -224,7 +204,7 @@ def run_case(config: CaseConfig) -> dict:
     ``device`` it ran on.
     """
     x, y = make_data(config)
-    return step_record(config, _RUNNERS[config.framework](config, x, y), "images")
+    return steps.step_record(config, _RUNNERS[config.framework](config, x, y), "images")
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -247,7 +227,7 @@ class Plan:
 
     def __post_init__(self):
         if self.dtype is not None:
-            common.choice("dtype", self.dtype, DTYPES)
+            common.choice("dtype", self.dtype, steps.DTYPES)
 
 
 def ratios_and_goals(cases: list[dict], device: str) -> tuple[list[dict], list[dict]]:
@@ -317,10 +297,10 @@ def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print)
     device, models = settings.device, tuple(m for m in MODELS if m in cases)
     repeats = settings.repeats_for(3)
     peak_size = plan.peak_size or _PEAK_SIZE[device]
-    steps = plan.steps or (4 if settings.quick else None)
+    given_steps = plan.steps or (4 if settings.quick else None)
 
     def config(model, batch, framework):
-        timed = steps or max(round(_TIMED_IMAGES[device][model] / batch), 4)
+        timed = given_steps or max(round(_TIMED_IMAGES[device][model] / batch), 4)
         return CaseConfig(
             framework,
             model,

@@ -36,15 +36,8 @@ import time
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, steps
 from benchmarks.common import FRAMEWORKS, case_main
-from benchmarks.steps import (
-    Timer,
-    fresh_jax_compiles,
-    run_torch_steps,
-    step_record,
-    torch_device,
-)
 
 __all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "make_data", "run_case", "main"]
 __all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
@@ -53,15 +46,7 @@ NAME, CASES = "mlp", ("mlp",)
 RESULT_FILES = {"cpu": "mlp.json"}  # PyTorch's case is CPU-only
 _MIN_SPEEDUP_VS_TORCH = 1.3  # at batch _TORCH_GOAL_BATCH
 _TORCH_GOAL_BATCH = 8
-_KEYS = (
-    "steps_per_s",
-    "ms_per_step",
-    "cpu_ms_per_step",
-    "compile_s",
-    "seconds",
-    "first_loss",
-    "final_loss",
-)
+_KEYS = ("steps_per_s", *steps.STEP_METRICS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +122,16 @@ def make_data(config: CaseConfig) -> tuple[np.ndarray, np.ndarray]:
 def _shuffled_rows(config: CaseConfig, epochs: int) -> list[np.ndarray]:
     """Index rows (batch,) for ``epochs`` shuffled passes, made before any timing starts."""
     rng = np.random.default_rng(config.seed + 1)
-    steps = config.steps_per_epoch
+    per_epoch = config.steps_per_epoch
     rows = []
     for _ in range(epochs):
-        order = rng.permutation(config.examples)[: steps * config.batch].astype(np.int32)
-        rows.extend(order.reshape(steps, config.batch))
+        order = rng.permutation(config.examples)[: per_epoch * config.batch].astype(np.int32)
+        rows.extend(order.reshape(per_epoch, config.batch))
     return rows
 
 
 def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
-    fresh_jax_compiles()
+    steps.fresh_jax_compiles()
     import jax
 
     import jaxnets
@@ -171,7 +156,7 @@ def _run_jaxnets(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict
     jax.block_until_ready(warm.state)
     warm_s = time.perf_counter() - t0
 
-    with Timer() as timed:
+    with steps.Timer() as timed:
         run = fit(
             trainer,
             warm.state,
@@ -209,7 +194,7 @@ def _flax_mlp(hidden: tuple[int, ...], classes: int):
 
 
 def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
-    fresh_jax_compiles()
+    steps.fresh_jax_compiles()
     import jax
     import optax
     from flax.training import train_state
@@ -251,7 +236,7 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     jax.block_until_ready((state, warm_losses))
 
     losses = []
-    with Timer() as timed:
+    with steps.Timer() as timed:
         for idx in rows[warm:]:
             state, loss = train_step(state, x, y, idx)
             losses.append(loss)
@@ -267,7 +252,7 @@ def _run_flax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
 def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     import torch
 
-    torch_device(config)
+    steps.torch_device(config)
     widths = (config.features, *config.hidden)
     layers = []
     for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
@@ -278,7 +263,7 @@ def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     total_epochs = config.warmup_epochs + config.epochs
     rows = [torch.from_numpy(r).long() for r in _shuffled_rows(config, total_epochs)]
-    return run_torch_steps(config, opt, rows, lambda idx: loss_fn(model(x[idx]), y[idx]))
+    return steps.run_torch_steps(config, opt, rows, lambda idx: loss_fn(model(x[idx]), y[idx]))
 
 
 _RUNNERS = {"jaxnets": _run_jaxnets, "flax": _run_flax, "torch": _run_torch}
@@ -295,7 +280,7 @@ def run_case(config: CaseConfig) -> dict:
     """
     x, y = make_data(config)
     result = _RUNNERS[config.framework](config, x, y)
-    return {**step_record(config, result, "examples"), "steps": config.steps}
+    return {**steps.step_record(config, result, "examples"), "steps": config.steps}
 
 
 # -- the plan -----------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ import statistics
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, steps
 from benchmarks.common import case_main
 from benchmarks.rnn_models import (
     flax_model,
@@ -60,15 +60,6 @@ from benchmarks.rnn_models import (
     half_mse,
     jaxnets_model,
     torch_model,
-)
-from benchmarks.steps import (
-    DTYPES,
-    StepCase,
-    run_jax_steps,
-    run_torch_steps,
-    step_record,
-    torch_autocast,
-    torch_device,
 )
 
 __all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "step_flops", "make_data"]
@@ -96,23 +87,14 @@ _STEPS = {"cpu": 20, "gpu": 100}
 _FULL_UNROLL_STEPS = 5
 _PEAK_SIZE = {"cpu": 1024, "gpu": 8192}
 _MIN_SPEEDUP_VS_TORCH = 1.0
-_KEYS = (
-    "sequences_per_s",
-    "ms_per_step",
-    "cpu_ms_per_step",
-    "compile_s",
-    "seconds",
-    "first_loss",
-    "final_loss",
-    "peak_flops_per_s",
-)
+_KEYS = ("sequences_per_s", *steps.STEP_METRICS, "peak_flops_per_s")
 
 
 @dataclasses.dataclass(frozen=True)
-class CaseConfig(StepCase):
-    """What one process trains and times (and the keyword-only fields of
-    :class:`benchmarks.steps.StepCase`: steps, warmup_steps, data_batches, device, dtype,
-    seed, torch_threads, peak_size).
+class CaseConfig(steps.StepCase):
+    """One LSTM trained and timed by one process, with the keyword-only step fields of
+    :class:`benchmarks.steps.StepCase` (steps, warmup_steps, data_batches, device, dtype, seed,
+    torch_threads, peak_size).
 
     Attributes:
       framework: one of :data:`benchmarks.common.FRAMEWORKS`.
@@ -123,10 +105,11 @@ class CaseConfig(StepCase):
     """
 
     framework: str
-    batch: int = 32
-    time: int = 100
-    features: int = 64
-    hidden: int = 256
+    # the CPU's sizes by default
+    batch: int = SHAPES["cpu"]["batch"]
+    time: int = SHAPES["cpu"]["time"]
+    features: int = SHAPES["cpu"]["features"]
+    hidden: int = SHAPES["cpu"]["hidden"]
     unroll: int = 1
     learning_rate: float = 1e-3
 
@@ -200,22 +183,27 @@ def _flax_setup(config: CaseConfig, sample_x):
 
 def _run_jax(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray, setup) -> dict:
     # XLA's FLOP count would count the scan body once; step_flops is the per-step count.
-    return {**run_jax_steps(config, x_np, y_np, setup, count_flops=False), "compute_dtype": None}
+    return {
+        **steps.run_jax_steps(config, x_np, y_np, setup, count_flops=False),
+        "compute_dtype": None,
+    }
 
 
 def _run_torch(config: CaseConfig, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     import torch
 
-    device = torch_device(config)
+    device = steps.torch_device(config)
     model = torch_model(config.features, config.hidden).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     batches = [
         (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         for x, y in zip(x_np, y_np, strict=True)
     ]
-    autocast = torch_autocast(device, config.dtype)
-    result = run_torch_steps(config, opt, batches, lambda b: half_mse(model(b[0]), b[1]), autocast)
-    with torch.no_grad(), torch_autocast(device, config.dtype):
+    autocast = steps.torch_autocast(device, config.dtype)
+    result = steps.run_torch_steps(
+        config, opt, batches, lambda b: half_mse(model(b[0]), b[1]), autocast
+    )
+    with torch.no_grad(), steps.torch_autocast(device, config.dtype):
         compute_dtype = str(model.lstm(batches[0][0][:1])[0].dtype).removeprefix("torch.")
     return {**result, "compute_dtype": compute_dtype}
 
@@ -240,7 +228,7 @@ def run_case(config: CaseConfig) -> dict:
     """
     x, y = make_data(config)
     result = _RUNNERS[config.framework](config, x, y)
-    return {**step_record(config, result, "sequences"), "step_flops": step_flops(config)}
+    return {**steps.step_record(config, result, "sequences"), "step_flops": step_flops(config)}
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -252,12 +240,12 @@ def resolve_unroll(value: int | str, time: int) -> int:
     if value == FULL:
         return time
     try:
-        steps = int(value)
+        count = int(value)
     except ValueError:
-        steps = 0
-    if not 1 <= steps <= time:
+        count = 0
+    if not 1 <= count <= time:
         raise ValueError(f"unroll must be {FULL!r} or an integer in [1, {time}]; got {value!r}")
-    return steps
+    return count
 
 
 def ratios_and_goals(
@@ -348,7 +336,7 @@ class Plan:
     peak_size: int | None = None
 
     def __post_init__(self):
-        common.choice("dtype", self.dtype, DTYPES)
+        common.choice("dtype", self.dtype, steps.DTYPES)
 
 
 def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print) -> dict:
@@ -373,11 +361,11 @@ def run_benchmark(settings: common.Settings, plan: Plan, cases=CASES, log=print)
     sweep = sorted({resolve_unroll(u, shape["time"]) for u in sweep} | {compare})
     plan_units = {"jaxnets": sweep, "flax": [compare], "torch": [1]}
     units = [(framework, u) for framework in settings.frameworks for u in plan_units[framework]]
-    steps = plan.steps or (4 if settings.quick else None)
+    given_steps = plan.steps or (4 if settings.quick else None)
 
     def timed_steps(u):
         default = min(_STEPS[device], _FULL_UNROLL_STEPS) if u == shape["time"] else _STEPS[device]
-        return steps or default
+        return given_steps or default
 
     configs = [
         CaseConfig(

@@ -22,6 +22,7 @@ from benchmarks.common import FRAMEWORKS, choice
 __all__ = [
     "DEVICES",
     "DTYPES",
+    "STEP_METRICS",
     "StepCase",
     "Timer",
     "fresh_jax_compiles",
@@ -36,6 +37,9 @@ __all__ = [
 
 DEVICES = ("cpu", "gpu")
 DTYPES = ("float32", "bfloat16")
+# What every step record (:func:`step_record`) measures, besides its speed and FLOPs.
+STEP_METRICS = ("ms_per_step", "cpu_ms_per_step", "compile_s", "seconds", "first_loss")
+STEP_METRICS += ("final_loss",)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
