@@ -324,9 +324,9 @@ class Plan:
     Attributes:
       models: keys of :data:`MODELS`.
       rounds: rounds of the set-ups per process.
-      batch, steps: a global batch and timed steps per round for every model (None: each
-        model's of :data:`MODELS`); hidden: a width for every model (0: each model's), for
-        small runs.
+      batch: a global batch for every model (None: each model's of :data:`MODELS`).
+      steps: timed steps per round for every model (None: each model's).
+      hidden: a width for every model (0: each model's), for small runs.
     """
 
     models: tuple[str, ...] = tuple(MODELS)

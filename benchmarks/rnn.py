@@ -318,7 +318,8 @@ class Plan:
 
     Attributes:
       batches: minibatch sizes.
-      time, hidden: sequence length T and LSTM units H.
+      time: sequence length T.
+      hidden: LSTM units H.
       unroll: the comparison unroll, an integer or ``"full"``.
       unrolls: jaxnets' unroll sweep (``"full"`` allowed; ``--quick``: 1 and the comparison).
       steps: timed steps per process (``--quick``: 4).

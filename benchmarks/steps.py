@@ -44,7 +44,8 @@ STEP_METRICS += ("final_loss",)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StepCase:
-    """The fields every step-timed case has (keyword-only, after the case's own fields).
+    """The fields every step-timed case has (keyword-only, after the case's own fields, which
+    include a ``framework`` of :data:`benchmarks.common.FRAMEWORKS`, checked here).
 
     Attributes:
       steps: timed steps, after ``warmup_steps`` untimed ones (the first compiles).
