@@ -126,6 +126,38 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "one.npz", "two.npz"]
 
 
+def _digits_summary(tmp_path, name: str, flags=(), launcher=()) -> dict:
+    """Run experiments/digits.py --smoke (under ``launcher``, e.g. jaxnets launch) into its
+    own folder; return its one run's summary."""
+    out = tmp_path / name
+    _run([*launcher, "experiments/digits.py", "--smoke", "--out", str(out), *flags])
+    (run,) = (out / "digits").iterdir()  # exactly one run directory
+    return json.loads((run / "summary.json").read_text())
+
+
+def _accuracies(summary: dict) -> tuple:
+    return summary["results"], [claim["values"] for claim in summary["claims"]]
+
+
+def test_digits_on_four_devices_prints_the_one_device_accuracies_bit_for_bit(tmp_path):
+    """The digits experiment (reduction_groups=8) on 4 virtual devices ends with the same
+    test and validation accuracies, per seed, as on one: equal floats, not close ones."""
+    one = _digits_summary(tmp_path, "one")
+    four = _digits_summary(tmp_path, "four", ["--devices", "4"])
+    assert one["results"]["mlp"]["test_accuracy"] > 0.5  # trained, not a constant guess
+    assert _accuracies(four) == _accuracies(one)
+
+
+@pytest.mark.slow
+def test_digits_under_launch_prints_the_one_device_accuracies_bit_for_bit(tmp_path):
+    """`jaxnets launch -n 2 --devices-per-process 2 experiments/digits.py`: two processes, one
+    run directory (process 0's), the accuracies of the one-device run."""
+    one = _digits_summary(tmp_path, "one")
+    launcher = [*LAUNCH, "-n", "2", "--devices-per-process", "2"]
+    launched = _digits_summary(tmp_path, "launched", launcher=launcher)
+    assert _accuracies(launched) == _accuracies(one)
+
+
 def test_a_killed_process_ends_the_launch_with_an_error_naming_it_within_60_s(tmp_path):
     """Process 1 is SIGKILLed after its first epoch while process 0 trains on, blocked in a
     collective: the launcher stops process 0 and fails, naming process 1 and the signal."""

@@ -74,22 +74,23 @@ class Evaluation:
 
         if self.uses_python_loops(x):
             chunks = [self._jitted_weighted_sums(state, *put(i)) for i in range(len(rows))]
-            sums = {k: sum(c[k] for c in chunks) for k in chunks[0]}
-        else:
-            sums = self._jitted_chunked_sums(state, *put())
-        return {k: v / n for k, v in sums.items()}
+            return {k: sum(c[k] for c in chunks) / n for k in chunks[0]}  # as _python_evaluate
+        return self._jitted_chunked_means(state, *put(), n)
 
     @functools.cached_property
     def _jitted_weighted_sums(self):
         return jax.jit(self._weighted_sums)
 
     @functools.cached_property
-    def _jitted_chunked_sums(self):
-        def chunked(state, xs, ys, ws):
+    def _jitted_chunked_means(self):
+        def chunked(state, xs, ys, ws, n):
             sums = jax.lax.map(lambda c: self._weighted_sums(state, *c), (xs, ys, ws))
-            return {k: jnp.sum(v) for k, v in sums.items()}
+            # divided inside the program, as pure_evaluate does: XLA turns a division by a
+            # constant into a product with its reciprocal, which rounds differently from an
+            # eager division, so both paths must divide the same way to agree bit for bit
+            return {k: jnp.sum(v) / n for k, v in sums.items()}
 
-        return jax.jit(chunked)
+        return jax.jit(chunked, static_argnums=4)
 
     @functools.cached_property
     def _jitted_chunk_sums(self):
