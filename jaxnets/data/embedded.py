@@ -19,9 +19,17 @@ class labels int32; binary labels are {0, 1} (the convention of :mod:`jaxnets.lo
 from __future__ import annotations
 
 import numpy as np
-import sklearn.datasets
 
 from jaxnets.data.dataset import ArrayDataset
+
+
+def _sklearn_datasets():
+    """scikit-learn's datasets module, imported on first use: importing it takes over a
+    second (scipy.stats), which every ``import jaxnets`` would pay otherwise."""
+    import sklearn.datasets
+
+    return sklearn.datasets
+
 
 __all__ = [
     "load_digits",
@@ -47,7 +55,7 @@ def load_digits() -> ArrayDataset:
       ink counts to [0, 1]; ``y`` int32 (1797,) digit labels 0-9; ``image_shape=(8, 8)``.
       Bundled with scikit-learn: no download.
     """
-    raw = sklearn.datasets.load_digits()
+    raw = _sklearn_datasets().load_digits()
     return ArrayDataset(
         x=(raw.data / 16.0).astype(np.float32),
         y=raw.target.astype(np.int32),
@@ -123,7 +131,7 @@ def make_polynomial_regression(
 def make_two_moons(n: int = 200, noise: float = 0.1, seed: int = 0) -> ArrayDataset:
     """Two interleaving half circles (sklearn ``make_moons``): x float32 (n, 2), y int32 (n,)."""
     _check_n(n, "make_two_moons")
-    x, y = sklearn.datasets.make_moons(n_samples=n, noise=noise, random_state=seed)
+    x, y = _sklearn_datasets().make_moons(n_samples=n, noise=noise, random_state=seed)
     return ArrayDataset(
         x=x.astype(np.float32), y=y.astype(np.int32), name="two_moons", num_classes=2
     )
@@ -139,7 +147,9 @@ def make_circles(
         raise ValueError(
             f"make_circles: factor (inner/outer radius) must be in [0, 1); got {factor}"
         )
-    x, y = sklearn.datasets.make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+    x, y = _sklearn_datasets().make_circles(
+        n_samples=n, noise=noise, factor=factor, random_state=seed
+    )
     return ArrayDataset(x=x.astype(np.float32), y=y.astype(np.int32), name="circles", num_classes=2)
 
 
