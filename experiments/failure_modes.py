@@ -47,21 +47,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets import create_model
+from jaxnets import create_model, failures
 from jaxnets.data import load_digits
 from jaxnets.diagnostics import hidden_activations, step_norms, symmetry_check
 from jaxnets.experiment import Claim, Run, format_table, parse_config
-from jaxnets.failures import (
-    Transform,
-    constant_kernels,
-    hidden_bias,
-    scale_kernels,
-    settable_sgd,
-    top_hessian_eigenvalue,
-    unit_fractions,
-    with_learning_rate,
-    zero_params,
-)
+from jaxnets.failures import Transform, top_hessian_eigenvalue
 from jaxnets.sweep import SeededConfig, SeedSweep, sweep_seeds
 from jaxnets.train import JSONLLogger, Trainer, TrainState, fit
 from jaxnets.validation import check_batch_size, check_config
@@ -141,22 +131,22 @@ def _variants(cfg: Config) -> dict[str, Variant]:
         "tanh_large_init": Variant(
             "tanh",
             lr,
-            scale_kernels(cfg.saturating_scale),
+            failures.scale_kernels(cfg.saturating_scale),
             "large initial weights: saturated units",
         ),
         "relu": Variant("relu", lr, keep, "good learning rate, random init (the fix)"),
         "relu_high_lr": Variant("relu", None, keep, "too-high learning rate kills ReLUs"),
         "relu_negative_bias": Variant(
-            "relu", lr, hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
+            "relu", lr, failures.hidden_bias(cfg.dead_bias), "negative bias init: dead ReLUs"
         ),
         "leaky_negative_bias": Variant(
-            "leaky_relu", lr, hidden_bias(cfg.dead_bias), "leaky units still get gradient"
+            "leaky_relu", lr, failures.hidden_bias(cfg.dead_bias), "leaky units still get gradient"
         ),
-        "zero_init": Variant("relu", lr, zero_params, "zero init: symmetric units"),
+        "zero_init": Variant("relu", lr, failures.zero_params, "zero init: symmetric units"),
         "constant_init": Variant(
             "relu",
             lr,
-            constant_kernels(cfg.constant_weight),
+            failures.constant_kernels(cfg.constant_weight),
             "constant init: symmetric units",
         ),
     }
@@ -169,7 +159,7 @@ def _trainer(cfg: Config, activation: str) -> Trainer:
     )
     # The learning rate lives in the optimizer state, so variants that differ only in it (or
     # in the init) share one Trainer and its compiled programs.
-    return Trainer(model, "softmax_cross_entropy", settable_sgd())
+    return Trainer(model, "softmax_cross_entropy", failures.settable_sgd())
 
 
 def _initial_state(trainer: Trainer, variant: Variant, seed: int, x: np.ndarray) -> TrainState:
@@ -197,7 +187,7 @@ def _diagnose(
         )
         learning_rate = cfg.too_high_lr_factor * 2 / lambda_max
         curvature = {"lambda_max_at_init": lambda_max, "learning_rate": learning_rate}
-    state = with_learning_rate(state, learning_rate)
+    state = failures.with_learning_rate(state, learning_rate)
     _, first_step = step_norms(trainer, state, first_batch)
     init_activations = hidden_activations(trainer.model, {"params": state.params}, x)
     # a too-high rate may overflow the loss: fit then ends after that epoch instead of raising
@@ -219,8 +209,8 @@ def _diagnose(
             f"(epoch {len(losses)}); stopped"
         )
     activations = hidden_activations(trainer.model, {"params": state.params}, x)
-    at_init = unit_fractions(init_activations, variant.activation, "at_init")
-    after = unit_fractions(activations, variant.activation, "after")
+    at_init = failures.unit_fractions(init_activations, variant.activation, "at_init")
+    after = failures.unit_fractions(activations, variant.activation, "after")
     test = trainer.evaluate(state, splits.test.x, splits.test.y, batch_size=len(splits.test))
     row = {
         **curvature,

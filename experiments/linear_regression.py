@@ -20,12 +20,7 @@ import numpy as np
 
 from jaxnets.data import make_polynomial_regression
 from jaxnets.experiment import Claim, Run, format_table, parse_config
-from jaxnets.models.linear import (
-    LinearModel,
-    fit_least_squares,
-    fit_linear_gd,
-    polynomial_features,
-)
+from jaxnets.models.linear import LinearModel, fit_least_squares, fit_linear_gd, polynomial_features
 from jaxnets.sweep import SeededConfig, sweep_seeds
 from jaxnets.validation import check_config
 

@@ -35,13 +35,7 @@ import numpy as np
 import optax
 
 from jaxnets import create_model, model_card
-from jaxnets.convergence import (
-    curvature_range,
-    gd_growth,
-    race,
-    timed_ensemble_curve,
-    to_target,
-)
+from jaxnets.convergence import curvature_range, gd_growth, race, timed_ensemble_curve, to_target
 from jaxnets.data import load_digits
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.landscapes import (

@@ -7,25 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnets import create_model
+from jaxnets import create_model, sweep
 from jaxnets.data import load_digits
 from jaxnets.experiment import Run, parse_config
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import (
-    ExperimentConfig,
-    SeededConfig,
-    check_activation,
-    fit_and_test,
-    fit_from_seed,
-    seed_keys,
-    sweep_classifier,
-    sweep_seeds,
-)
 from jaxnets.train import Trainer, evaluate, fit
 
 
 @dataclasses.dataclass(frozen=True)
-class _Config(SeededConfig):
+class _Config(sweep.SeededConfig):
     """A config for the tests."""
 
     epochs: int = 30
@@ -45,12 +35,14 @@ def test_sized_applies_the_smoke_preset_only_when_smoke_is_set():
     smoke = _Config(smoke=True, width=8, seed=5).sized()
     # the preset's fields change, the others keep what was asked for
     assert (smoke.epochs, smoke.seeds, smoke.width, smoke.seed) == (2, 1, 8, 5)
-    assert ExperimentConfig(smoke=True).sized() == ExperimentConfig(smoke=True)  # no preset
+    assert sweep.ExperimentConfig(smoke=True).sized() == sweep.ExperimentConfig(
+        smoke=True
+    )  # no preset
     assert "SMOKE" not in {f.name for f in dataclasses.fields(_Config)}  # not a CLI flag
 
 
 def test_seed_range_starts_at_the_first_seed():
-    assert list(ExperimentConfig(seeds=3).seed_range) == [0, 1, 2]
+    assert list(sweep.ExperimentConfig(seeds=3).seed_range) == [0, 1, 2]
     assert list(_Config(seeds=3, seed=7).seed_range) == [7, 8, 9]
 
 
@@ -73,16 +65,16 @@ def test_sweep_seeds_averages_per_variant_and_logs_each_seed(tmp_path):
         rows = {"a": {"loss": float(seed), "acc": 1.0 - seed / 10}, "b": {"loss": 10.0 * seed}}
         return rows, f"extra {seed}"
 
-    sweep = sweep_seeds(range(4, 7), one_seed, run)
-    assert sweep.seeds == [4, 5, 6] and sweep.first == "extra 4"
-    assert list(sweep.results) == ["a", "b"]
-    assert sweep.results["a"] == pytest.approx({"loss": 5.0, "acc": 0.5})
-    assert sweep.results["b"] == pytest.approx({"loss": 50.0})
-    assert sweep.values("b", "loss") == [40.0, 50.0, 60.0]
+    swept = sweep.sweep_seeds(range(4, 7), one_seed, run)
+    assert swept.seeds == [4, 5, 6] and swept.first == "extra 4"
+    assert list(swept.results) == ["a", "b"]
+    assert swept.results["a"] == pytest.approx({"loss": 5.0, "acc": 0.5})
+    assert swept.results["b"] == pytest.approx({"loss": 50.0})
+    assert swept.values("b", "loss") == [40.0, 50.0, 60.0]
     logged = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert logged[1] == {"seed": 5, "a loss": 5.0, "a acc": 0.5, "b loss": 50.0}
     with pytest.raises(ValueError, match="at least one seed"):
-        sweep_seeds([], one_seed)
+        sweep.sweep_seeds([], one_seed)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def test_fit_from_seed_is_init_from_the_seed_then_fit(digits, tmp_path):
     trainer, splits = digits
     options = {"epochs": 2, "batch_size": 64, "progress": False}
     run = Run("fit", {}, root=tmp_path)
-    result = fit_from_seed(trainer, 3, splits.train, splits.train.x[:1], run=run, **options)
+    result = sweep.fit_from_seed(trainer, 3, splits.train, splits.train.x[:1], run=run, **options)
     state = trainer.init(jax.random.PRNGKey(3), splits.train.x[:1])
     expected = fit(trainer, state, splits.train, **options)
     for got, want in zip(
@@ -107,7 +99,7 @@ def test_fit_from_seed_is_init_from_the_seed_then_fit(digits, tmp_path):
         np.testing.assert_array_equal(got, want)
     assert len(run.metrics_path.read_text().splitlines()) == 2  # fit logged its 2 epochs
     # another seed starts elsewhere
-    other = fit_from_seed(trainer, 4, splits.train, splits.train.x[:1], **options)
+    other = sweep.fit_from_seed(trainer, 4, splits.train, splits.train.x[:1], **options)
     assert not np.array_equal(
         other.state.params["dense"]["kernel"], state.params["dense"]["kernel"]
     )
@@ -117,26 +109,26 @@ def test_sweep_classifier_rows_are_each_seeds_test_and_last_val_accuracy(digits,
     trainer, splits = digits
     run = Run("classifier", {}, root=tmp_path)
     options = {"epochs": 2, "batch_size": 64, "progress": False}
-    sweep = sweep_classifier(trainer, splits, [0, 1], run=run, label="softmax", **options)
-    for seed, rows, result in zip(sweep.seeds, sweep.rows, sweep.extras, strict=True):
-        again, test = fit_and_test(trainer, seed, splits, run=run, label="softmax", **options)
+    swept = sweep.sweep_classifier(trainer, splits, [0, 1], run=run, label="softmax", **options)
+    for seed, rows, result in zip(swept.seeds, swept.rows, swept.extras, strict=True):
+        again, test = sweep.fit_and_test(trainer, seed, splits, run=run, label="softmax", **options)
         assert test == evaluate(trainer, again.state, splits.test)
         assert rows["softmax"] == {
             "test_accuracy": test["accuracy"],
             "val_accuracy": result.history[-1]["val_accuracy"],
         }
-    accuracies = sweep.values("softmax", "test_accuracy")
-    assert sweep.results["softmax"]["test_accuracy"] == pytest.approx(np.mean(accuracies))
+    accuracies = swept.values("softmax", "test_accuracy")
+    assert swept.results["softmax"]["test_accuracy"] == pytest.approx(np.mean(accuracies))
     assert accuracies[0] != accuracies[1]  # two initialisations, two outcomes
 
 
 def test_seed_keys_are_each_seeds_prng_key():
-    keys = seed_keys(range(2, 5))
+    keys = sweep.seed_keys(range(2, 5))
     assert keys.shape == (3, 2)
     np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(3))
 
 
 def test_check_activation_names_the_unknown_one():
-    check_activation("tanh")
+    sweep.check_activation("tanh")
     with pytest.raises(ValueError, match="unknown activation 'relux'"):
-        check_activation("relux")
+        sweep.check_activation("relux")

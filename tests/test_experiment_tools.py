@@ -7,17 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnets import create_model
+from jaxnets import create_model, failures
 from jaxnets.convergence import curvature_range, gd_growth, race, timed_ensemble_curve, to_target
-from jaxnets.failures import (
-    constant_kernels,
-    hidden_bias,
-    scale_kernels,
-    settable_sgd,
-    unit_fractions,
-    with_learning_rate,
-    zero_params,
-)
 from jaxnets.landscapes import quadratic
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, evaluate_ensemble, init_ensemble
@@ -29,14 +20,14 @@ PARAMS = {
 
 
 def test_initialisation_transforms_change_only_what_they_name():
-    assert all(np.all(leaf == 0) for leaf in jax.tree.leaves(zero_params(PARAMS)))
-    constant = constant_kernels(0.05)(PARAMS)
+    assert all(np.all(leaf == 0) for leaf in jax.tree.leaves(failures.zero_params(PARAMS)))
+    constant = failures.constant_kernels(0.05)(PARAMS)
     np.testing.assert_array_equal(constant["hidden_0"]["kernel"], [[0.05, 0.05]])
     np.testing.assert_array_equal(constant["output"]["bias"], [0.0])
-    scaled = scale_kernels(16.0)(PARAMS)
+    scaled = failures.scale_kernels(16.0)(PARAMS)
     np.testing.assert_array_equal(scaled["hidden_0"]["kernel"], [[16.0, -32.0]])
     np.testing.assert_array_equal(scaled["hidden_0"]["bias"], [0.5, 0.5])
-    biased = hidden_bias(-3.0)(PARAMS)
+    biased = failures.hidden_bias(-3.0)(PARAMS)
     np.testing.assert_array_equal(biased["hidden_0"]["bias"], [-3.0, -3.0])
     np.testing.assert_array_equal(biased["output"]["bias"], [1.0])  # not a hidden layer
     np.testing.assert_array_equal(biased["hidden_0"]["kernel"], PARAMS["hidden_0"]["kernel"])
@@ -47,18 +38,20 @@ def test_unit_fractions_pool_the_layers_by_their_units():
         "hidden_0": jnp.array([[0.0, 1.0], [0.0, 2.0]]),  # 1 dead unit of 2
         "hidden_1": jnp.array([[0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 1.0]]),  # 3 of 4
     }
-    assert unit_fractions(activations, "relu", "after") == pytest.approx({"dead_after": 4 / 6})
+    assert failures.unit_fractions(activations, "relu", "after") == pytest.approx(
+        {"dead_after": 4 / 6}
+    )
     tanh = {"hidden_0": jnp.array([[0.999, 0.1], [-0.999, 0.2]])}  # unit 0 saturated
-    fractions = unit_fractions(tanh, "tanh", "at_init")
+    fractions = failures.unit_fractions(tanh, "tanh", "at_init")
     assert fractions == pytest.approx({"dead_at_init": 0.0, "saturated_at_init": 0.5})
 
 
 def test_settable_sgd_steps_by_the_rate_set_in_the_state():
     model = create_model("softmax_regression")
-    trainer = Trainer(model, "softmax_cross_entropy", settable_sgd())
+    trainer = Trainer(model, "softmax_cross_entropy", failures.settable_sgd())
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (8, 64)), jnp.float32)
     y = jnp.arange(8) % 10
-    state = with_learning_rate(trainer.init(jax.random.PRNGKey(0), x[:1]), 0.25)
+    state = failures.with_learning_rate(trainer.init(jax.random.PRNGKey(0), x[:1]), 0.25)
     plain = Trainer(model, "softmax_cross_entropy", make_optimizer("sgd", 0.25))
     expected, _ = plain.step(plain.init(jax.random.PRNGKey(0), x[:1]), (x, y))
     stepped, _ = trainer.step(state, (x, y))
