@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_finite_array", "check_number", "check_positive_int", "first_index"]
+__all__ = [
+    "check_choice",
+    "check_finite_array",
+    "check_number",
+    "check_positive_int",
+    "first_index",
+]
 
 
 def _interval(above, at_least, below, at_most) -> str:
@@ -95,3 +102,10 @@ def check_finite_array(name: str, a: Any) -> None:
             f"the first is {name}{first_index(bad)} = {a[bad][0]}: remove or impute them "
             "before training"
         )
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ValueError unless ``value`` (the argument ``name``) is one of ``choices``:
+    ``"block must be one of basic, bottleneck; got 'plain'"``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")

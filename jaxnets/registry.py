@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.checks import check_choice
 from jaxnets.validation import check_counts
 
 __all__ = [
@@ -145,8 +146,7 @@ def register_model(
     """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered (family {_REGISTRY[name].family})")
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    check_choice("task", task, TASKS)
     card = ModelCard(
         name=name,
         family=family,

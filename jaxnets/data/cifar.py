@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from jaxnets.checks import check_choice
 from jaxnets.data import files
 from jaxnets.data.dataset import ArrayDataset
 from jaxnets.data.files import CorruptFileError
@@ -172,7 +173,7 @@ def load_cifar10(
         downloaded); the message names the folder and the URL.
       CorruptFileError: a malformed pickle or archive, or a checksum mismatch.
     """
-    files.check_choice("split", split, ("train", "test"))
+    check_choice("split", split, ("train", "test"))
     source, folder = files.SOURCES["cifar10"], files.data_folder("cifar10", root)
     batches = folder / _CIFAR_FOLDER
     names = _CIFAR_BATCHES[split]

@@ -29,7 +29,6 @@ __all__ = [
     "DATA_ENV_VAR",
     "SOURCES",
     "Source",
-    "check_choice",
     "check_labels",
     "data_folder",
     "fetch_or_explain",
@@ -125,12 +124,6 @@ def data_folder(dataset: str, root: str | os.PathLike | None = None) -> Path:
     if root is None:
         root = os.environ.get(DATA_ENV_VAR) or Path.home() / ".cache" / "jaxnets"
     return Path(root).expanduser() / dataset
-
-
-def check_choice(argument: str, value: str, choices: Sequence[str]) -> None:
-    """Raise ValueError unless ``value`` (the loader's ``argument``) is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{argument} must be one of {list(choices)}; got {value!r}")
 
 
 def check_labels(labels: np.ndarray, path: Path) -> None:

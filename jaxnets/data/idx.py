@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxnets.checks import check_choice
 from jaxnets.data import files
 from jaxnets.data.dataset import ArrayDataset
 from jaxnets.data.files import CorruptFileError
@@ -145,8 +146,8 @@ def load_mnist(
         folder to put them in and their URLs.
       CorruptFileError: a malformed file, image/label counts that differ, a checksum mismatch.
     """
-    files.check_choice("split", split, ("train", "test"))
-    files.check_choice("variant", variant, ("mnist", "fashion_mnist"))
+    check_choice("split", split, ("train", "test"))
+    check_choice("variant", variant, ("mnist", "fashion_mnist"))
     source, folder = files.SOURCES[variant], files.data_folder(variant, root)
     names = files.idx_file_names(split)
 

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import check_choice
 from jaxnets.nn.blocks import check_image, conv_bn_relu, output_layer
 from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
@@ -138,8 +139,7 @@ class GoogLeNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}; got {self.stem!r}")
+        check_choice("stem", self.stem, STEMS)
         check_image(x, f"GoogLeNet ({self.stem} stem)", 1)
         layer = functools.partial(
             conv_bn_relu,

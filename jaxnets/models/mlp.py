@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import check_choice
 from jaxnets.nn.activations import ACTIVATIONS, get_activation, make_activation, make_layer
 from jaxnets.registry import register_model
 
@@ -61,11 +62,6 @@ def predict(outputs: jax.Array, head: str) -> jax.Array:
     raise ValueError(f"unknown output head {head!r}; choose one of {', '.join(HEADS)}")
 
 
-def _check_choice(kind: str, value: str, options: Sequence[str]) -> None:
-    if value not in options:
-        raise ValueError(f"{kind} must be one of {', '.join(options)}; got {value!r}")
-
-
 class MLP(nn.Module):
     """A multilayer perceptron: ``len(hidden)`` hidden layers, then an affine output layer.
 
@@ -98,7 +94,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        _check_choice("output", self.output, HEADS)
+        check_choice("output", self.output, HEADS)
         kind = get_activation(self.activation).kind
         options = dict(self.activation_options)
         if self.activation == "maxout":
@@ -150,8 +146,8 @@ class DeepMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        _check_choice("connectivity", self.connectivity, CONNECTIVITIES)
-        _check_choice("output", self.output, HEADS)
+        check_choice("connectivity", self.connectivity, CONNECTIVITIES)
+        check_choice("output", self.output, HEADS)
 
         def layer(h: jax.Array, name: str) -> jax.Array:
             z = nn.Dense(self.width, name=name)(h)
@@ -222,7 +218,7 @@ class NeRFMLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if not 1 <= self.skip_at < self.depth:
             raise ValueError(f"skip_at must be in [1, depth={self.depth}); got {self.skip_at}")
-        _check_choice("output", self.output, HEADS)
+        check_choice("output", self.output, HEADS)
         encoded = positional_encoding(x, self.num_freqs)
         h = encoded
         for i in range(self.depth):

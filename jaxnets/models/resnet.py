@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import check_choice
 from jaxnets.nn.blocks import batch_norm_layer, output_layer, square_conv
 from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
@@ -50,11 +51,6 @@ __all__ = [
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("projection", "zero_pad")
 STEMS = ("imagenet", "cifar")
-
-
-def _choice(kind: str, value: str, options: Sequence[str]) -> None:
-    if value not in options:
-        raise ValueError(f"{kind} must be one of {', '.join(options)}; got {value!r}")
 
 
 def zero_pad_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
@@ -184,9 +180,9 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        _choice("block", self.block, BLOCKS)
-        _choice("stem", self.stem, STEMS)
-        _choice("shortcut", self.shortcut, SHORTCUTS)
+        check_choice("block", self.block, BLOCKS)
+        check_choice("stem", self.stem, STEMS)
+        check_choice("shortcut", self.shortcut, SHORTCUTS)
         if len(self.stage_sizes) != len(self.widths):
             raise ValueError(
                 f"ResNet needs one width per stage: stage_sizes {tuple(self.stage_sizes)} vs "

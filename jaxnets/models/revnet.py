@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets.checks import check_choice
 from jaxnets.nn.conv import Pool
 from jaxnets.nn.reversible import ReversibleStack
 from jaxnets.registry import register_model
@@ -120,8 +121,7 @@ class RevNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # no dropout or batch norm: training and evaluation compute the same
-        if self.block not in BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(BLOCKS)}; got {self.block!r}")
+        check_choice("block", self.block, BLOCKS)
         if self.block == "reversible" and self.features % 2:
             raise ValueError(
                 f"a reversible block splits the maps in two equal halves: features must be "
