@@ -1,20 +1,16 @@
-"""Gradcheck passes on correct gradients and catches a planted wrong one."""
-
-from typing import NamedTuple
+"""Gradcheck passes on correct gradients and catches a planted wrong one: in float64
+whatever the parameters' dtype, in full and directions mode, with a fixed number of traces,
+naming the leaf it was planted in; tolerances that would accept anything are refused."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gradcheck_helpers import planted_gradient
 
 from jaxnets.gradcheck import (
     GradcheckError,
-    GradcheckReport,
-    LeafCheck,
-    _map_in_chunks,
     gradcheck,
-    gradcheck_model,
-    model_loss_at,
 )
 
 
@@ -115,27 +111,6 @@ def test_the_loss_is_traced_a_fixed_number_of_times_whatever_the_leaf_count(mode
 # --- planted wrong gradients in one leaf of a tree whose other leaves are right ------------
 
 
-def _planted(forward, corrupt):
-    """``forward`` with a custom VJP whose backward returns ``corrupt(true gradient)``.
-
-    The finite differences see only ``forward``; ``jax.grad`` sees the corrupted rule, so the
-    checker's analytic side is exactly the wrong gradient we plant.
-    """
-
-    @jax.custom_vjp
-    def f(x):
-        return forward(x)
-
-    def fwd(x):
-        return forward(x), x
-
-    def bwd(x, g):
-        return (g * corrupt(jax.grad(forward)(x)),)
-
-    f.defvjp(fwd, bwd)
-    return f
-
-
 def _weighted_sin(x):
     """sum_k (k + 1) sin(x_k): its gradient's entries (k + 1) cos(x_k) all differ, so a
     permutation of two of them changes the gradient."""
@@ -154,6 +129,7 @@ CORRUPTIONS = {
     "scaled by 1.01": lambda g: 1.01 * g,
     "scaled by 2": lambda g: 2.0 * g,
 }
+
 # the leaf each corruption is planted in: not always the same one, nor the first or the last
 PLANTED_IN = {
     "sign flip": "dense/kernel",
@@ -175,7 +151,7 @@ def _tree_params():
 
 def _tree_loss(planted_path, corrupt):
     """Sum of _weighted_sin over the leaves, with the wrong backward rule in one of them."""
-    wrong = _planted(_weighted_sin, corrupt)
+    wrong = planted_gradient(_weighted_sin, corrupt)
 
     def loss(params):
         leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -220,73 +196,6 @@ def test_a_scaled_gradient_has_the_relative_error_of_its_scale(mode):
         assert error == pytest.approx((scale - 1) / (scale + 1), rel=1e-7)
 
 
-# --- the relative error formula, rel(a, n) = ‖a − n‖ / (‖a‖ + ‖n‖) -------------------------
-
-
-def _linear_with_gradient(numeric, analytic):
-    """f(x) = numeric · x, whose central differences equal ``numeric`` exactly at x = 0 (for
-    entries 0 and 1, which are exact in binary), while its custom VJP claims ``analytic``."""
-    numeric, analytic = jnp.asarray(numeric, jnp.float64), jnp.asarray(analytic, jnp.float64)
-    return _planted(lambda x: jnp.vdot(numeric, x), lambda _: analytic)
-
-
-def _check_leaf(numeric, analytic, **kwargs):
-    f = _linear_with_gradient(numeric, analytic)
-    report = gradcheck(lambda p: f(p["w"]), {"w": np.zeros(len(numeric))}, mode="full", **kwargs)
-    (leaf,) = report.leaves
-    return report, leaf
-
-
-@pytest.mark.parametrize(
-    "analytic, numeric, expected",
-    [
-        ([3.0, 4.0], [0.0, 0.0], 1.0),  # 5 / (5 + 0)
-        ([1.0, 0.0], [0.0, 1.0], np.sqrt(2) / 2),  # √2 / (1 + 1); |‖a‖ − ‖n‖| would give 0
-        ([-1.0, 0.0], [1.0, 0.0], 1.0),  # a sign flip: 2 / (1 + 1)
-        ([2.0, -1.0], [2.0, -1.0], 0.0),  # agreement
-        ([1.0, 1.0], [1.0, 0.0], 1 / (1 + np.sqrt(2))),  # 1 / (√2 + 1)
-    ],
-)
-def test_relative_error_and_norms_equal_hand_computed_values(analytic, numeric, expected):
-    with jax.enable_x64(True):
-        report, leaf = _check_leaf(numeric, analytic, raise_on_failure=False)
-    assert leaf.rel_error == pytest.approx(expected, abs=1e-12)
-    assert leaf.analytic_norm == pytest.approx(np.linalg.norm(analytic), abs=1e-12)
-    assert leaf.numeric_norm == pytest.approx(np.linalg.norm(numeric), abs=1e-12)
-    assert report.passed == (expected < 1e-6)
-
-
-def test_relative_error_on_random_vectors_is_the_formula():
-    """Away from the special cases above: a − n and |‖a‖ − ‖n‖| differ by orders here."""
-    rng = np.random.default_rng(0)
-    numeric, analytic = rng.standard_normal(5), rng.standard_normal(5)
-    with jax.enable_x64(True):
-        _, leaf = _check_leaf(numeric, analytic, raise_on_failure=False)
-    expected = np.linalg.norm(analytic - numeric) / (
-        np.linalg.norm(analytic) + np.linalg.norm(numeric)
-    )
-    assert leaf.rel_error == pytest.approx(expected, rel=1e-9)
-
-
-def test_gradients_below_atol_agree_and_above_it_are_compared():
-    """The atol branch: an analytic 1e-10 against an exact zero difference is rounding-level
-    agreement under the default atol 1e-9, and a total disagreement (rel 1) under 1e-11; an
-    analytic 1e-8 is one under the default too (the default is no looser than 1e-8). atol = 0
-    is allowed (every nonzero gradient is compared) and two exactly-zero gradients still
-    agree there (rel 0, not 0 / 0)."""
-    with jax.enable_x64(True):
-        report, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0])
-        assert leaf.rel_error == 0.0 and report.passed
-        _, leaf = _check_leaf([0.0, 0.0], [1e-10, 0.0], atol=1e-11, raise_on_failure=False)
-        assert leaf.rel_error == pytest.approx(1.0)
-        _, leaf = _check_leaf([0.0, 0.0], [1e-8, 0.0], raise_on_failure=False)
-        assert leaf.rel_error == pytest.approx(1.0)
-        _, leaf = _check_leaf([0.0, 0.0], [1e-100, 0.0], atol=0.0, raise_on_failure=False)
-        assert leaf.rel_error == pytest.approx(1.0)
-        report, leaf = _check_leaf([0.0, 0.0], [0.0, 0.0], atol=0.0)
-        assert leaf.rel_error == 0.0 and report.passed
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -309,57 +218,6 @@ def test_tolerances_that_would_accept_anything_are_rejected(kwargs, message):
         gradcheck(loss, _tree_params(), **kwargs)
 
 
-# --- a registered model's loss as the gradient checks see it ----------------------------------
-
-
-def test_model_loss_at_is_the_mean_squared_error_of_a_fixed_float64_batch():
-    """linear_regression's tiny config (4 inputs -> 3 outputs) under its card's squared error:
-    float64 parameters, and the loss is the batch MEAN of ½‖x W + b − y‖², so along the bias
-    its second difference is exactly ‖δ‖² (the Hessian in b is the identity), whatever x and
-    y; the fixed batch depends on the seed only. In W the Hessian is (XᵀX / B) ⊗ I₃, of rank
-    3·min(B, 4): 9 of 12 for the default batch of B = 3 examples."""
-    loss_fn, params = model_loss_at("linear_regression", batch_size=5)
-    shapes = {k: (v.shape, v.dtype) for k, v in params["dense"].items()}
-    assert shapes == {"kernel": ((4, 3), np.float64), "bias": ((3,), np.float64)}
-    delta = np.array([0.3, -0.2, 0.5])
-    with jax.enable_x64(True):
-        at = jax.jit(
-            lambda s: loss_fn(
-                {"dense": {**params["dense"], "bias": params["dense"]["bias"] + s * delta}}
-            )
-        )
-        base = float(at(0.0))
-        second = float(at(1.0) + at(-1.0)) - 2 * base
-        other = float(model_loss_at("linear_regression", seed=1, batch_size=5)[0](params))
-        again = float(loss_fn(params))
-    assert second == pytest.approx(float(delta @ delta), rel=1e-9)
-    assert again == base and abs(other - again) > 1e-3
-    # gradcheck_model checks that loss at its seed, in the mode asked for
-    report = gradcheck_model("linear_regression", mode="directions", seed=1)
-    assert report.mode == "directions" and report.passed
-    assert [leaf.path for leaf in report.leaves] == ["dense/bias", "dense/kernel"]
-    with jax.enable_x64(True):
-        loss_1, params_1 = model_loss_at("linear_regression", seed=1)
-        grads = jax.grad(loss_1)(params_1)["dense"]
-        kernel_hessian = jax.hessian(
-            lambda kernel: loss_1({"dense": {**params_1["dense"], "kernel": kernel}})
-        )(params_1["dense"]["kernel"])
-    assert np.linalg.matrix_rank(np.asarray(kernel_hessian).reshape(12, 12), tol=1e-10) == 9
-    norms = [leaf.analytic_norm for leaf in report.leaves]
-    np.testing.assert_allclose(
-        norms, [np.linalg.norm(grads[k]) for k in ("bias", "kernel")], rtol=1e-12
-    )
-
-
-def test_norms_summing_to_exactly_atol_are_still_compared():
-    """atol is exclusive: only norms summing to LESS than atol count as agreement."""
-    analytic = [1e-10, 0.0]
-    atol = float(np.linalg.norm(analytic))  # + ‖numeric‖ = 0: the sum is exactly atol
-    with jax.enable_x64(True):
-        _, leaf = _check_leaf([0.0, 0.0], analytic, atol=atol, raise_on_failure=False)
-    assert leaf.rel_error == 1.0
-
-
 def test_full_mode_over_several_chunks_checks_every_coordinate_with_one_program():
     """300 coordinates are differenced in chunks of 16, the last one padded: a wrong entry
     in the padded chunk is caught, and the loss is traced as often as for a tiny tree (the
@@ -380,110 +238,10 @@ def test_full_mode_over_several_chunks_checks_every_coordinate_with_one_program(
     traces = len(traced)
     small = gradcheck(loss, {"w": x[:5]}, mode="full")
     assert small.passed and len(traced) - traces == traces
-    wrong = _planted(_weighted_sin, last_entry_doubled)
+    wrong = planted_gradient(_weighted_sin, last_entry_doubled)
     report = gradcheck(lambda p: loss(p, wrong), {"w": x}, mode="full", raise_on_failure=False)
     # one entry of 300, 2 (k + 1) cos x_k instead of (k + 1) cos x_k: rel ≈ |g_k| / 2‖g‖
     assert not report.passed and report.worst.rel_error > 1e-3
-
-
-class _Affine(NamedTuple):
-    weight: np.ndarray
-    shift: np.ndarray
-
-
-def test_leaves_in_lists_and_tuples_are_named_by_their_index():
-    """Dict keys and list/tuple indices name a leaf; a named tuple's leaves by their field
-    (JAX's attribute key, printed ".field"), so two fields never share a name."""
-    params = {
-        "layers": [np.ones(2), np.full(3, 0.5)],
-        "pair": (np.zeros(1),),
-        "affine": _Affine(np.ones(2), np.zeros(2)),
-    }
-    report = gradcheck(lambda p: sum(jnp.sum(jnp.tanh(v)) for v in jax.tree.leaves(p)), params)
-    assert [leaf.path for leaf in report.leaves] == [
-        "affine/.weight",
-        "affine/.shift",
-        "layers/0",
-        "layers/1",
-        "pair/0",
-    ]
-
-
-def test_the_report_table_names_each_column_flags_failures_and_gives_the_verdict():
-    with jax.enable_x64(True):
-        bad, _ = _check_leaf([0.0, 1.0], [1.0, 0.0], raise_on_failure=False)
-        good, _ = _check_leaf([0.0, 1.0], [0.0, 1.0])
-    lines = str(bad).splitlines()
-    assert lines[0] == f"gradcheck (full, eps={bad.eps:g}, tol={bad.tol:g}, float64)"
-    assert lines[1].split() == ["leaf", "size", "rel", "error", "|grad|"]
-    assert lines[2].split()[0] == "w" and lines[2].endswith("FAIL")
-    # orthogonal unit vectors: rel = √2 / (1 + 1)
-    assert lines[-1] == f"worst: w ({np.sqrt(2) / 2:.2e}) -> FAIL"
-    good_lines = str(good).splitlines()
-    assert not good_lines[2].endswith("FAIL") and good_lines[-1].endswith("-> PASS")
-
-
-def test_gradcheck_model_is_gradcheck_of_model_loss_at_with_the_same_seed_and_options():
-    """Same seed for the batch and the random directions (0 by default), options passed on:
-    the report equals the one of gradcheck on model_loss_at, leaf for leaf. The default mode
-    is "auto": full for this 15-parameter model."""
-    for kwargs in ({}, {"mode": "directions", "seed": 2}):
-        report = gradcheck_model("linear_regression", tol=0.5, **kwargs)
-        loss_fn, params = model_loss_at("linear_regression", seed=kwargs.get("seed", 0))
-        direct = gradcheck(loss_fn, params, tol=0.5, **kwargs)
-        assert report == direct and report.tol == 0.5
-        assert report.mode == kwargs.get("mode", "full")
-
-
-def test_a_leaf_exactly_at_the_tolerance_is_flagged_and_passing_leaves_carry_no_flag():
-    """tol is exclusive: rel_error == tol fails (``passed`` is rel_error < tol), and the
-    table flags exactly the failing rows."""
-    report = GradcheckReport(
-        (LeafCheck("ok", 2, 1e-9, 1.0, 1.0), LeafCheck("edge", 3, 1e-6, 2.0, 2.0)),
-        "full",
-        1e-5,
-        1e-6,
-    )
-    rows = str(report).splitlines()
-    assert not report.passed
-    assert rows[2].startswith("ok") and rows[2].endswith("1.000e+00")
-    assert rows[3].startswith("edge") and rows[3].endswith("2.000e+00  FAIL")
-
-
-@pytest.mark.parametrize("num_directions", [None, 20])
-def test_directions_mode_probes_each_leaf_along_num_directions_unit_vectors(num_directions):
-    """A one-entry leaf has two unit directions, ±1: its k directional derivatives are ±g, so
-    the numeric norm is √k |g|, k = 6 by default (unit per direction; normalized over all
-    k directions at once they would give |g|). 20 directions run as a padded second chunk
-    of 16 (a (20, n) array of directions), and the other leaf still checks out."""
-    params = {"b": np.array([0.4]), "w": np.array([0.3, -0.7, 1.1])}
-
-    def loss(p):
-        return 3.0 * jnp.sum(jnp.sin(p["b"])) + jnp.sum(jnp.tanh(p["w"]) ** 2)
-
-    kwargs = {} if num_directions is None else {"num_directions": num_directions}
-    report = gradcheck(loss, params, mode="directions", **kwargs)
-    b = {leaf.path: leaf for leaf in report.leaves}["b"]
-    g = 3.0 * np.cos(0.4)
-    assert b.analytic_norm == pytest.approx(g, rel=1e-12)
-    assert b.numeric_norm == pytest.approx(np.sqrt(num_directions or 6) * g, rel=1e-8)
-    assert report.passed and report.worst.rel_error < 1e-8
-
-
-def test_map_in_chunks_calls_the_batched_function_on_chunks_of_16_rows():
-    """The documented chunk size (16: XLA:CPU runs per-example convolution kernels slowly in
-    larger batches): 37 rows of (37, 3) are 3 calls on (16, 3), the last one padded with
-    copies of row 0, and the result is the function of each row, in order, unpadded."""
-    xs = jnp.asarray(np.arange(111.0).reshape(37, 3))
-    seen = []
-
-    def batched(chunk):
-        seen.append(chunk.shape)
-        return jnp.sum(chunk**2, axis=1)
-
-    out = _map_in_chunks(batched, xs)
-    assert seen == [(16, 3)] * 3
-    np.testing.assert_array_equal(out, np.sum(np.asarray(xs) ** 2, axis=1))
 
 
 def test_a_non_finite_gradient_fails_whatever_the_leaf_order():
@@ -499,22 +257,3 @@ def test_a_non_finite_gradient_fails_whatever_the_leaf_order():
         gradcheck(loss, params)
     rows = str(info.value).split("\n")[3:-1]
     assert [row.split()[0] for row in rows if row.endswith("FAIL")] == ["b"]
-
-
-# --- model_loss_at / gradcheck_model defaults ---------------------------------------------
-
-
-def test_model_loss_at_is_the_training_mode_loss_with_a_fixed_dropout_key():
-    """The loss is taken in training mode: an MLP whose dropout drops every hidden unit
-    (rate 1) has an output that ignores the hidden layer, so the hidden kernel's gradient is
-    exactly zero (in evaluation mode dropout is the identity and it is not). At rate 0.5 the
-    dropout mask comes from a fixed key: the loss is a deterministic function of the params."""
-    loss_fn, params = model_loss_at("mlp_regression", overrides={"dropout_rate": 1.0})
-    with jax.enable_x64(True):
-        grads = jax.grad(loss_fn)(params)
-    assert np.all(np.asarray(grads["hidden_0"]["kernel"]) == 0)
-    assert np.any(np.asarray(grads["out"]["bias"]) != 0)
-    loss_fn, params = model_loss_at("mlp_regression", overrides={"dropout_rate": 0.5})
-    with jax.enable_x64(True):
-        first, second = float(loss_fn(params)), float(loss_fn(params))
-    assert first == second and np.isfinite(first)
