@@ -27,7 +27,7 @@ from jaxnets.models.mlp import xor_data, xor_handset
 from jaxnets.optim import make_optimizer
 from jaxnets.sweep import ExperimentConfig, check_activation, sweep_seeds
 from jaxnets.train import Trainer
-from jaxnets.train.ensemble import init_ensemble, train_ensemble_full_batch
+from jaxnets.train.ensemble import init_ensemble, train_ensemble
 from jaxnets.validation import check_config
 
 
@@ -60,11 +60,9 @@ def train_xor_seeds(
     trainer = Trainer(model, "binary_cross_entropy", make_optimizer(optimizer, lr))
     x, t = xor_data()
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-    states, curves = train_ensemble_full_batch(
-        trainer, init_ensemble(trainer, keys, x), (x, t), steps
-    )
+    states, history = train_ensemble(trainer, init_ensemble(trainer, keys, x), (x, t), steps=steps)
     final = jax.vmap(lambda state: trainer.evaluate(state, x, t, batch_size=4))(states)
-    return XORSeedResults(final["accuracy"], final["loss"], curves["loss"])
+    return XORSeedResults(final["accuracy"], final["loss"], history.step_metrics["loss"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxnets.landscapes import Landscape, hessian_eigenvalues, trajectory
-from jaxnets.train import Trainer, evaluate_ensemble, train_ensemble_steps
+from jaxnets.train import Trainer, evaluate_ensemble, train_ensemble
 
 __all__ = [
     "Curve",
@@ -81,7 +81,7 @@ def timed_ensemble_curve(
     log: Callable[..., None] | None = None,
 ) -> tuple[Curve, Any]:
     """Train stacked ``states`` (one member per seed, :func:`jaxnets.train.init_ensemble`) for
-    ``steps`` minibatch steps (:func:`jaxnets.train.train_ensemble_steps`), stopping every
+    ``steps`` minibatch steps (:func:`jaxnets.train.train_ensemble` with ``steps=``), stopping every
     ``every`` steps to evaluate each member's loss on the whole of ``train`` = (x, y).
 
     The clock runs only around the compiled training calls (compiled before it starts), so
@@ -92,7 +92,7 @@ def timed_ensemble_curve(
     """
 
     def advance(states):
-        return train_ensemble_steps(trainer, states, train, steps=every, batch_size=batch_size)[0]
+        return train_ensemble(trainer, states, train, steps=every, batch_size=batch_size)[0]
 
     def train_loss(states) -> np.ndarray:  # (members,)
         return np.asarray(

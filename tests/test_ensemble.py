@@ -20,7 +20,7 @@ from jaxnets.train import (
     init_ensemble,
     train_ensemble,
 )
-from jaxnets.train.ensemble import evaluate_ensemble, train_ensemble_steps
+from jaxnets.train.ensemble import evaluate_ensemble
 
 MEMBERS, N, FEATURES, CLASSES = 3, 48, 5, 3
 
@@ -121,8 +121,8 @@ def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
     )
     # 5 + 8 steps of 8 examples: two epochs of 48 / 8 = 6 steps and one step of the third,
     # the second call starting inside the first epoch
-    states, first = train_ensemble_steps(frozen, states, (x, y), steps=5, batch_size=8)
-    states, second = train_ensemble_steps(frozen, states, (x, y), steps=8, batch_size=8)
+    states, first = _by_steps(frozen, states, (x, y), steps=5, batch_size=8)
+    states, second = _by_steps(frozen, states, (x, y), steps=8, batch_size=8)
     np.testing.assert_array_equal(states.step, [13] * MEMBERS)
     losses = np.concatenate([first["loss"], second["loss"]], axis=1)  # (members, steps)
     assert losses.shape == (MEMBERS, 13)
@@ -145,14 +145,14 @@ def test_steps_are_shuffled_epochs_that_cover_every_example_once(setup):
 
 def test_steps_split_between_calls_equal_one_call_and_members_are_independent(setup):
     trainer, keys, train, _ = setup
-    together, metrics = train_ensemble_steps(
+    together, metrics = _by_steps(
         trainer, init_ensemble(trainer, keys, train[0]), train, steps=13, batch_size=8
     )
     assert metrics["loss"].shape == (MEMBERS, 13)
     # member 1 alone, in two calls of 10 and 3 steps (the second starts late in epoch 2)
     alone = init_ensemble(trainer, keys[1:2], train[0])
-    alone, head = train_ensemble_steps(trainer, alone, train, steps=10, batch_size=8)
-    alone, tail = train_ensemble_steps(trainer, alone, train, steps=3, batch_size=8)
+    alone, head = _by_steps(trainer, alone, train, steps=10, batch_size=8)
+    alone, tail = _by_steps(trainer, alone, train, steps=3, batch_size=8)
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(together.params), strict=True):
         np.testing.assert_allclose(np.asarray(b)[1], np.asarray(a)[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
@@ -160,9 +160,39 @@ def test_steps_split_between_calls_equal_one_call_and_members_are_independent(se
     )
     assert float(metrics["loss"][1, -3:].mean()) < float(metrics["loss"][1, :3].mean())
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 48\]"):
-        train_ensemble_steps(trainer, together, train, steps=1, batch_size=49)
+        _by_steps(trainer, together, train, steps=1, batch_size=49)
     with pytest.raises(ValueError, match="steps must be >= 1; got 0"):
-        train_ensemble_steps(trainer, together, train, steps=0, batch_size=8)
+        _by_steps(trainer, together, train, steps=0, batch_size=8)
+
+
+def test_full_batch_steps_are_gradient_descent_on_all_examples_and_arguments_are_checked(setup):
+    """steps= without batch_size: every step's loss is the loss of the whole training set
+    (the mean over all 48 examples before the update), the same as evaluate_ensemble of the
+    states it started from; epochs= keeps per-step metrics whose epoch means are train_loss."""
+    trainer, keys, train, val = setup
+    states = init_ensemble(trainer, keys, train[0])
+    start = evaluate_ensemble(trainer, states, *train, batch_size=48)["loss"]
+    _, history = train_ensemble(trainer, states, train, steps=3)
+    assert history.step_metrics["loss"].shape == (MEMBERS, 3)
+    np.testing.assert_allclose(history.step_metrics["loss"][:, 0], start, rtol=1e-6)
+    assert np.all(np.diff(history.step_metrics["loss"], axis=1) < 0)  # descends
+    assert history.train_loss.shape == (0, MEMBERS)
+    _, by_epochs = train_ensemble(trainer, states, train, epochs=2, batch_size=8)
+    assert by_epochs.step_metrics["loss"].shape == (MEMBERS, 12)  # 2 epochs of 48 / 8
+    np.testing.assert_allclose(
+        by_epochs.step_metrics["loss"].reshape(MEMBERS, 2, 6).mean(axis=2).T,
+        by_epochs.train_loss,
+        rtol=1e-6,
+    )
+    for kwargs, message in [
+        (dict(), "exactly one of epochs= and steps="),
+        (dict(epochs=1, steps=1, batch_size=8), "exactly one of epochs= and steps="),
+        (dict(epochs=1), "epochs= needs a batch_size"),
+        (dict(steps=2, val=val), "train by epochs="),
+        (dict(epochs=0, batch_size=8), "epochs must be >= 1; got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train_ensemble(trainer, states, train, **kwargs)
 
 
 def test_evaluate_ensemble_scores_every_member(setup):
@@ -206,3 +236,9 @@ def test_per_example_grad_norms_equal_single_example_gradients(setup):
         leaves = jax.tree.leaves(grad(state.params, i))
         expected = np.sqrt(sum(float(jnp.sum(g**2)) for g in leaves))
         assert norms[i] == pytest.approx(expected, rel=1e-5)
+
+
+def _by_steps(trainer, states, train, **kwargs):
+    """train_ensemble by steps, returning (states, per-step metrics (members, steps))."""
+    states, history = train_ensemble(trainer, states, train, **kwargs)
+    return states, history.step_metrics

@@ -8,8 +8,6 @@ from jaxnets.train.ensemble import (
     evaluate_ensemble,
     init_ensemble,
     train_ensemble,
-    train_ensemble_full_batch,
-    train_ensemble_steps,
 )
 from jaxnets.train.loop import FitResult, NonFiniteLossError, evaluate, fit
 from jaxnets.train.objective import batch_loss, model_outputs
@@ -33,8 +31,6 @@ __all__ = [
     "evaluate_ensemble",
     "init_ensemble",
     "train_ensemble",
-    "train_ensemble_full_batch",
-    "train_ensemble_steps",
     "evaluate",
     "fit",
 ]

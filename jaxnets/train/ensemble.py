@@ -7,12 +7,12 @@ average the predictions of several independently trained models; §4.2 early sto
 trains many seeds). ``jax.vmap`` over the leading "member" axis of every state leaf turns the
 single-model step into an N-model step: N models, one compile, one dispatch per step.
 
-Every loop that trains many seeds or members at once goes through this module: by epochs with
-validation and early stopping (:func:`train_ensemble`), by a fixed number of minibatch steps
-(:func:`train_ensemble_steps`, e.g. to compare optimizers or batch sizes after equal numbers of
-updates), or full-batch (:func:`train_ensemble_full_batch`); :func:`evaluate_ensemble` scores
-every member on one data set. Members share one data set, or each trains on its own
-(``member_data=True``: a fresh stream of examples per seed).
+Every loop that trains many seeds or members at once goes through one function,
+:func:`train_ensemble`: by epochs with validation and early stopping (``epochs=``), by a fixed
+number of minibatch steps (``steps=``, e.g. to compare optimizers or batch sizes after equal
+numbers of updates), or full-batch (``steps=`` without ``batch_size``);
+:func:`evaluate_ensemble` scores every member on one data set. Members share one data set, or
+each trains on its own (``member_data=True``: a fresh stream of examples per seed).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ __all__ = [
     "EnsembleHistory",
     "init_ensemble",
     "train_ensemble",
-    "train_ensemble_full_batch",
-    "train_ensemble_steps",
     "evaluate_ensemble",
     "ensemble_probabilities",
     "ensemble_accuracy",
@@ -78,40 +76,34 @@ def init_ensemble(trainer: Trainer, keys: jax.Array, sample_x: jax.Array) -> Tra
     return jax.vmap(trainer.init, in_axes=(0, None))(keys, sample_x)
 
 
-@functools.partial(jax.jit, static_argnames=("trainer", "steps"))
-def _train_full_batch(trainer: Trainer, states: TrainState, batch: Batch, steps: int):
-    def one_member(state):
-        return jax.lax.scan(lambda s, _: trainer.step(s, batch), state, None, length=steps)
+@functools.partial(jax.jit, static_argnames=("trainer", "steps", "member_data"))
+def _train_full_batch(trainer: Trainer, states: TrainState, x, y, steps: int, member_data: bool):
+    """``steps`` steps of every member on the whole of its (x, y): a vmap over members of a
+    ``lax.scan`` over steps; metrics (members, steps)."""
 
-    return jax.vmap(one_member)(states)
+    def one_member(state, x, y):
+        return jax.lax.scan(lambda s, _: trainer.step(s, (x, y)), state, None, length=steps)
 
-
-def train_ensemble_full_batch(
-    trainer: Trainer, states: TrainState, batch: Batch, steps: int
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``steps`` full-batch steps of every member at once: one jit of vmap over members of a
-    ``lax.scan`` over steps.
-
-    Args:
-      states: stacked states from :func:`init_ensemble` (leading axis: members).
-      batch: ``(x, y)`` shared by all members, x (n, *input_shape).
-    Returns:
-      ``(states, metrics)`` with metrics of shape (members, steps), each before its update.
-    """
-    return _train_full_batch(trainer, states, batch, steps)
+    axis = _data_axis(member_data)
+    return jax.vmap(one_member, in_axes=(0, axis, axis))(states, x, y)
 
 
 @dataclasses.dataclass
 class EnsembleHistory:
-    """Per-epoch, per-member numbers of :func:`train_ensemble`.
+    """Per-member numbers of :func:`train_ensemble`.
 
     Attributes:
-      train_loss: (epochs, members) mean training loss of each epoch's steps.
+      step_metrics: ``{"loss": (members, steps), ...}``: each step's minibatch metrics (and
+        accuracy for classifiers), computed before its update.
+      train_loss: (epochs, members) mean training loss of each epoch's steps; (0, members)
+        when trained by ``steps``.
       val_loss, val_accuracy: (epochs, members) after each epoch (empty without ``val``).
       best_epoch: (members,) 1-based epoch of each member's lowest validation loss (the state
-        returned when ``restore_best``); the last epoch without ``val``.
+        returned when ``restore_best``); the last epoch without ``val``, 0 when trained by
+        ``steps``.
     """
 
+    step_metrics: dict[str, np.ndarray]
     train_loss: np.ndarray
     val_loss: np.ndarray
     val_accuracy: np.ndarray
@@ -148,7 +140,7 @@ def _train_epochs(
     def one_epoch(carry, epoch):
         states, best, best_loss, best_epoch = carry
         states, metrics = epoch_fn(states, x, y, batch_size)
-        row = {"train_loss": jnp.mean(metrics["loss"], axis=1)}
+        row = {"train_loss": jnp.mean(metrics["loss"], axis=1), "steps": metrics}
         if val is not None:
             scores = _member_scores(trainer, states, *val, val_batch_size)
             row["val_loss"] = scores["loss"]
@@ -170,16 +162,25 @@ def train_ensemble(
     states: TrainState,
     train: Batch,
     *,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
     val: Batch | None = None,
     restore_best: bool = False,
     member_data: bool = False,
 ) -> tuple[TrainState, EnsembleHistory]:
-    """Train every member for ``epochs`` shuffled minibatch epochs (each member shuffles and
-    drops out with its own rng), as ONE compiled program: a ``lax.scan`` over epochs of
-    ``vmap`` over members of the single-model epoch, with the validation loss after every
-    epoch.
+    """Train every member at once, as ONE compiled program (``vmap`` over members of the
+    single-model step, inside ``lax.scan``), for either ``epochs`` or ``steps``:
+
+    - ``epochs``: shuffled minibatch epochs of :meth:`Trainer.epoch` (each member shuffles
+      and drops out with its own rng; n // batch_size steps an epoch), with the validation
+      loss after every epoch and, with ``restore_best``, each member's best state.
+    - ``steps``: that many updates. With ``batch_size``, each member draws its minibatches
+      from its own stream of shuffled epochs (every example once per epoch, the last
+      n mod batch_size of each shuffle left out), keyed by its rng and positioned by its
+      step counter: ``a`` steps and then ``b`` steps take the same steps as ``a + b`` at
+      once, so a caller can stop every k steps to evaluate or time the run. Without
+      ``batch_size``: full-batch gradient descent on all of (x, y), unshuffled.
 
     Args:
       trainer: the single-model Trainer (no convolutions on the CPU, where a scanned epoch is
@@ -187,29 +188,53 @@ def train_ensemble(
       states: stacked states from :func:`init_ensemble` (leading axis: members).
       train: ``(x, y)``, x (n, *input_shape), shared by all members; with ``member_data``,
         x (members, n, *input_shape) and y (members, n, ...): member m trains on x[m], y[m].
-      epochs, batch_size: as in :func:`jaxnets.train.fit`.
-      val: ``(x, y)`` evaluated after every epoch, shared by all members.
+      epochs, steps: how long to train (>= 1); give exactly one.
+      batch_size: examples per update, in [1, n] (required with ``epochs``).
+      val: ``(x, y)`` evaluated after every epoch, shared by all members (``epochs`` only).
       restore_best: return, for each member, its state at its lowest validation loss (early
         stopping per member, Lecture 12 §4.2); needs ``val``.
       member_data: each member trains on its own data (independent samples per seed).
 
     Returns:
-      ``(states, history)``.
+      ``(states, history)``: see :class:`EnsembleHistory`.
     """
+    if (epochs is None) == (steps is None):
+        raise ValueError("train_ensemble: give exactly one of epochs= and steps=")
+    length = epochs if steps is None else steps
+    if length < 1:
+        what = "epochs" if steps is None else "steps"
+        raise ValueError(f"train_ensemble: {what} must be >= 1; got {length}")
+    if steps is not None and (val is not None or restore_best):
+        raise ValueError(
+            "train_ensemble: val and restore_best evaluate after each epoch; train by epochs="
+        )
+    if epochs is not None and batch_size is None:
+        raise ValueError("train_ensemble: epochs= needs a batch_size (the steps of an epoch)")
     if restore_best and val is None:
         raise ValueError("train_ensemble: restore_best needs validation data (val=(x, y))")
-    if epochs < 1:
-        raise ValueError(f"train_ensemble: epochs must be >= 1; got {epochs}")
-    x, y = _training_data("train_ensemble", states, train, batch_size, member_data)
+    n = len(train[0][0] if member_data else train[0])
+    x, y = _training_data("train_ensemble", states, train, batch_size or n, member_data)
+    members = jax.tree.leaves(states)[0].shape[0]
+    empty = np.zeros((0, members))
+    if steps is not None:
+        if batch_size is None:
+            states, metrics = _train_full_batch(trainer, states, x, y, steps, member_data)
+        else:
+            states, metrics = _train_steps(trainer, states, x, y, steps, batch_size, member_data)
+        step_metrics = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+        return states, EnsembleHistory(step_metrics, empty, empty, empty, np.zeros(members, int))
     val = None if val is None else tuple(jnp.asarray(a) for a in val)
     val_batch_size = 1 if val is None else min(len(val[0]), 1024)
     states, rows, best_epoch = _train_epochs(
         trainer, states, x, y, val, epochs, batch_size, val_batch_size, restore_best, member_data
     )
     rows = jax.device_get(rows)
-    members = len(best_epoch)
-    empty = np.zeros((0, members))
+    # (epochs, members, steps per epoch) -> (members, steps)
+    step_metrics = {
+        k: np.moveaxis(np.asarray(v), 1, 0).reshape(members, -1) for k, v in rows["steps"].items()
+    }
     history = EnsembleHistory(
+        step_metrics,
         np.asarray(rows["train_loss"]),
         np.asarray(rows.get("val_loss", empty)),
         np.asarray(rows.get("val_accuracy", empty)),
@@ -243,45 +268,6 @@ def _train_steps(trainer, states, x, y, steps, batch_size, member_data):
 
     axis = _data_axis(member_data)
     return jax.vmap(member, in_axes=(0, axis, axis))(states, x, y)
-
-
-def train_ensemble_steps(
-    trainer: Trainer,
-    states: TrainState,
-    train: Batch,
-    *,
-    steps: int,
-    batch_size: int,
-    member_data: bool = False,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``steps`` shuffled minibatch steps of every member, as one compiled program (``vmap``
-    over members of a ``lax.scan`` over steps): for comparisons after equal numbers of
-    updates, whatever the batch size.
-
-    Each member draws its minibatches from its own stream of shuffled epochs (every example
-    once per epoch, the last n mod batch_size of each shuffle left out, as in
-    :meth:`Trainer.epoch`), keyed by its rng and positioned by its step counter: training
-    ``a`` steps and then ``b`` steps takes the same steps as ``a + b`` at once, so a caller
-    can stop every k steps to evaluate or time the run. ``batch_size = n`` is full-batch
-    gradient descent.
-
-    Args:
-      trainer: the single-model Trainer.
-      states: stacked states from :func:`init_ensemble` (leading axis: members).
-      train: ``(x, y)``, x (n, *input_shape), shared by all members; with ``member_data``,
-        x (members, n, *input_shape) and y (members, n, ...): member m trains on x[m], y[m].
-      steps: optimizer updates per member (>= 1).
-      batch_size: examples per update, in [1, n].
-      member_data: each member trains on its own data.
-
-    Returns:
-      ``(states, metrics)``, metrics of shape (members, steps), each step's minibatch
-      metrics before its update.
-    """
-    if steps < 1:
-        raise ValueError(f"train_ensemble_steps: steps must be >= 1; got {steps}")
-    x, y = _training_data("train_ensemble_steps", states, train, batch_size, member_data)
-    return _train_steps(trainer, states, x, y, steps, batch_size, member_data)
 
 
 @functools.partial(jax.jit, static_argnames=("trainer", "batch_size"))
