@@ -7,8 +7,9 @@ minibatch's outputs; the same loss under ``vmap(grad)`` over single examples giv
 per-example gradients. Models whose examples interact (batch norm) have no per-example
 gradient; their cards say ``per_example_grads=False``.
 
-When the training data fits on the device an epoch is one compiled ``lax.scan`` over
-minibatches (:meth:`Trainer.train_epoch`): no Python, no host round-trip per step.
+An epoch (:meth:`Trainer.train_epoch`) is one compiled ``lax.scan`` over minibatches of data
+held by the device: no Python, no host round-trip per step. Except on the CPU for models
+with a convolution (the image CNNs, PixelCNN, RevNet), which step from Python (see below).
 
 On a device mesh (``Trainer(..., mesh=...)`` or the default mesh of
 :func:`jaxnets.distributed.configure`) the same step is compiled for every device of the
