@@ -30,14 +30,15 @@ from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_
 from jaxnets.models.language import fit_interpolated, fit_ngram
 from jaxnets.models.rnn import CharLM
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import SeededConfig, seed_keys
+from jaxnets.sweep import TrainingConfig, seed_keys
 from jaxnets.train import Trainer, init_ensemble, train_ensemble
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(SeededConfig):
-    """LSTM character language model on Python standard-library source vs n-gram baselines."""
+class Config(TrainingConfig, epochs=4, batch_size=32, learning_rate=3e-3):
+    """LSTM character language model on Python standard-library source vs n-gram baselines
+    (Adam, learning rate decayed to 0 by a cosine)."""
 
     max_chars: int = 1_250_000
     """characters read from the corpus (80% train, 10% val, 10% test)"""
@@ -45,10 +46,6 @@ class Config(SeededConfig):
     """characters per training sequence (backprop through time over the whole window)"""
     hidden: int = 128
     embed: int = 32
-    epochs: int = 4
-    batch_size: int = 32
-    learning_rate: float = 3e-3
-    """Adam's peak learning rate (cosine decay to 0)"""
     clip_norm: float = 1.0
     sample_chars: int = 300
     temperatures: tuple[float, ...] = (0.8, 1.0)

@@ -31,7 +31,7 @@ from jaxnets.data import load_digits, random_shift
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
 from jaxnets.optim import make_optimizer
 from jaxnets.regularizers import make_regularizer
-from jaxnets.sweep import SeededConfig
+from jaxnets.sweep import TrainingConfig
 from jaxnets.train import (
     Trainer,
     ensemble_accuracy,
@@ -44,8 +44,10 @@ from jaxnets.viz import image_grid
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(SeededConfig):
-    """Baseline, early stopping, weight decay, dropout, augmentation and an ensemble on digits."""
+class Config(TrainingConfig, epochs=300, batch_size=32, learning_rate=1e-2):
+    """Baseline, early stopping, weight decay, dropout, augmentation and an ensemble on digits
+    (Adam at a learning rate high enough that training past the validation minimum
+    overfits)."""
 
     train_size: int = 150
     """training digits (the small training set that makes overfitting show)"""
@@ -55,10 +57,6 @@ class Config(SeededConfig):
     """nets per group, each its own initialisation and shuffling; the ensemble's size"""
     hidden: int = 256
     """hidden units of the one-hidden-layer ReLU MLP"""
-    epochs: int = 300
-    batch_size: int = 32
-    learning_rate: float = 1e-2
-    """Adam's learning rate (high enough that training past the validation minimum overfits)"""
     weight_decays: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     """L2 strengths tried; the best on validation is reported (none: no sweep)"""
     dropout: float = 0.5

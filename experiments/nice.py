@@ -38,14 +38,15 @@ from jaxnets.data.toy2d import TOY2D, toy2d_dataset
 from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.nice import NICE, fit_gaussian, gaussian_log_likelihood, get_prior
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.sweep import TrainingConfig, fit_from_seed, sweep_seeds
 from jaxnets.train import Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(SeededConfig):
-    """NICE against a maximum-likelihood Gaussian on two moons and rings."""
+class Config(TrainingConfig, epochs=200, batch_size=100, learning_rate=1e-3):
+    """NICE against a maximum-likelihood Gaussian on two moons and rings (Adam, learning rate
+    decayed to 0 by a cosine over the run)."""
 
     datasets: tuple[str, ...] = ("two_moons", "rings")
     """toy densities (keys of jaxnets.data.toy2d.TOY2D)"""
@@ -64,10 +65,6 @@ class Config(SeededConfig):
     """hidden unit of the coupling functions (smooth: ReLU ones crease the density)"""
     prior: str = "logistic"
     """prior p_Z: logistic (the paper's) or gaussian"""
-    epochs: int = 200
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    """Adam's peak learning rate (cosine decay to 0 over the run)"""
     round_trip_tolerance: float = 1e-9
     """largest |decode(encode(x)) − x| accepted on the test points, computed in float64"""
     grid: int = 200

@@ -30,14 +30,14 @@ from jaxnets.data.binarized import load_binarized_digits
 from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.pixelcnn import bits_per_dim, pixel_frequency_logits, sample
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.sweep import TrainingConfig, fit_from_seed, sweep_seeds
 from jaxnets.train import EarlyStopping, Trainer
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(SeededConfig):
-    """PixelCNN vs independent Bernoulli pixels on binarised 8x8 digits."""
+class Config(TrainingConfig, batch_size=32, learning_rate=2e-3):
+    """PixelCNN vs independent Bernoulli pixels on binarised 8x8 digits (Adam)."""
 
     threshold: float = 0.5
     """a pixel is 1 where its ink (0-16 scaled to [0, 1]) exceeds this"""
@@ -55,9 +55,6 @@ class Config(SeededConfig):
     """most epochs; the one with the lowest validation loss is kept"""
     patience: int = 10
     """stop after this many epochs without a better validation loss"""
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    """Adam's learning rate"""
     smoothing: float = 1.0
     """add-``smoothing`` counts of the baseline's pixel frequencies (1 = Laplace's rule)"""
     num_samples: int = 64

@@ -34,14 +34,15 @@ from jaxnets.experiment import Claim, Run, format_table, parse_config
 from jaxnets.models.language import fit_ngram
 from jaxnets.models.wavenet import generate, measured_receptive_field
 from jaxnets.optim import make_optimizer
-from jaxnets.sweep import SeededConfig, fit_from_seed, sweep_seeds
+from jaxnets.sweep import TrainingConfig, fit_from_seed, sweep_seeds
 from jaxnets.train import Trainer, evaluate
 from jaxnets.validation import check_batch_size, check_config
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(SeededConfig):
-    """WaveNet next-sample prediction on synthetic audio vs the i.i.d. marginal baseline."""
+class Config(TrainingConfig, epochs=30, batch_size=16, learning_rate=1e-2):
+    """WaveNet next-sample prediction on synthetic audio vs the i.i.d. marginal baseline
+    (Adam, learning rate decayed to 0 by a cosine)."""
 
     train_clips: int = 256
     val_clips: int = 32
@@ -58,10 +59,6 @@ class Config(SeededConfig):
     kernel_size: int = 2
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     """one dilation per layer (receptive field 1 + (kernel_size - 1) * sum)"""
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 1e-2
-    """Adam's peak learning rate (cosine decay to 0)"""
     generate_length: int = 384
     """samples generated after a real prompt of receptive-field length"""
     temperature: float = 1.0

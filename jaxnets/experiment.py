@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -273,7 +274,7 @@ def parse_config(
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    text = (description or config_cls.__doc__ or "").rstrip()
+    text = inspect.cleandoc(description or config_cls.__doc__ or "")  # docstring indents
     smoke = getattr(config_cls, "SMOKE", None)  # jaxnets.sweep.ExperimentConfig's preset
     if smoke:
         text += "\n\n--smoke sets " + ", ".join(f"{k}={v!r}" for k, v in smoke.items())

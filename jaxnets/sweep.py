@@ -31,6 +31,7 @@ from jaxnets.train import FitResult, Trainer, evaluate, fit
 __all__ = [
     "ExperimentConfig",
     "SeededConfig",
+    "TrainingConfig",
     "SeedSweep",
     "check_activation",
     "fit_and_test",
@@ -51,8 +52,8 @@ class ExperimentConfig:
     tiny run the tests use."""
 
     seeds: int = 3
-    """independent repetitions, each its own initialisation (and, where the script says so,
-    its own data); every claim is checked on each"""
+    """independent repetitions (each its own initialisation, and data where the script says
+    so); every claim is checked on each"""
     smoke: bool = False
     """tiny run for the tests: the sizes of the config's SMOKE preset (listed above)"""
     out: str = "runs"
@@ -81,6 +82,34 @@ class SeededConfig(ExperimentConfig):
     def seed_range(self) -> range:
         """The seeds of the repetitions: seed, seed + 1, ..., seed + seeds - 1."""
         return range(self.seed, self.seed + self.seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(SeededConfig):
+    """An experiment that trains by minibatches. A subclass sets its own defaults of these
+    fields as class keywords, ``class Config(TrainingConfig, epochs=4, batch_size=32,
+    learning_rate=3e-3)``, or redeclares a field whose meaning it narrows, with its own
+    docstring; its description names the optimizer and schedule."""
+
+    epochs: int = 1
+    """passes over the training set"""
+    batch_size: int = 32
+    """examples per minibatch"""
+    learning_rate: float = 1e-3
+    """the optimizer's learning rate (its peak, when a schedule decays it)"""
+
+    def __init_subclass__(cls, **defaults: Any):
+        super().__init_subclass__()
+        fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+        unknown = sorted(set(defaults) - set(fields))
+        if unknown:
+            raise TypeError(f"class keywords set defaults of {', '.join(fields)}; got {unknown}")
+        # a field annotated in the subclass itself takes the new default in its old place
+        annotations = cls.__dict__.get("__annotations__", {})
+        for name, value in defaults.items():
+            annotations[name] = fields[name].type
+            setattr(cls, name, value)
+        cls.__annotations__ = annotations
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,3 +132,27 @@ def test_check_activation_names_the_unknown_one():
     sweep.check_activation("tanh")
     with pytest.raises(ValueError, match="unknown activation 'relux'"):
         sweep.check_activation("relux")
+
+
+def test_training_config_takes_its_defaults_as_class_keywords(capsys):
+    @dataclasses.dataclass(frozen=True)
+    class Trained(sweep.TrainingConfig, epochs=4, learning_rate=3e-3):
+        """Trained for the test (Adam)."""
+
+        width: int = 8
+
+    names = [f.name for f in dataclasses.fields(Trained)]
+    assert names == ["seeds", "smoke", "out", "seed", "epochs", "batch_size", "learning_rate"] + [
+        "width"
+    ]
+    config = Trained()
+    assert (config.epochs, config.batch_size, config.learning_rate) == (4, 32, 3e-3)
+    assert sweep.TrainingConfig().epochs == 1  # the base keeps its own defaults
+    with pytest.raises(SystemExit):
+        parse_config(Trained, ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "passes over the training set (default: 4)" in out
+    with pytest.raises(TypeError, match="got \\['epoch'\\]"):
+
+        class Misspelt(sweep.TrainingConfig, epoch=3):
+            pass
