@@ -52,14 +52,7 @@ class Config(TrainingConfig, epochs=4, batch_size=32, learning_rate=3e-3):
     """sampling temperatures (0 takes the most likely character)"""
     prompt: str = "def "
 
-    SMOKE = {
-        "max_chars": 20_000,
-        "window": 16,
-        "hidden": 8,
-        "embed": 4,
-        "epochs": 1,
-        "sample_chars": 20,
-    }
+    SMOKE = dict(max_chars=20_000, window=16, hidden=8, embed=4, epochs=1, sample_chars=20)
 
     def __post_init__(self):
         check_config(self, zero_ok=("sample_chars", "temperatures", "seed"))

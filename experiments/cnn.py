@@ -79,13 +79,7 @@ class Config(ExperimentConfig):
     """random shift of training images in pixels (0 disables augmentation)"""
 
     # with --smoke, main also trains on only the first 256 training digits
-    SMOKE = {
-        "seeds": 1,
-        "lenet_epochs": 1,
-        "resnet_epochs": 1,
-        "resnet_blocks": 1,
-        "resnet_widths": (4, 4, 8),
-    }
+    SMOKE = dict(seeds=1, lenet_epochs=1, resnet_epochs=1, resnet_blocks=1, resnet_widths=(4, 4, 8))
 
     def __post_init__(self):
         check_config(self, zero_ok=("split_seed", "augment_shift"))

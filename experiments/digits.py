@@ -55,7 +55,7 @@ class Config(ExperimentConfig):
     """each minibatch's gradient is the sum of this many groups' gradients in a fixed order,
     so 1, 2, 4 or 8 devices (--devices, jaxnets launch) train bitwise the same weights"""
 
-    SMOKE = {"seeds": 1, "epochs": 2}
+    SMOKE = dict(seeds=1, epochs=2)
 
     def __post_init__(self):
         check_config(

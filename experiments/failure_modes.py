@@ -85,7 +85,7 @@ class Config(SeededConfig):
     split_seed: int = 0
     """seed of the stratified 60/20/20 train/val/test split"""
 
-    SMOKE = {"epochs": 2, "seeds": 1, "hidden": (16, 16), "power_iterations": 5}
+    SMOKE = dict(epochs=2, seeds=1, hidden=(16, 16), power_iterations=5)
 
     def __post_init__(self):
         check_config(

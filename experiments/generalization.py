@@ -67,14 +67,7 @@ class Config(TrainingConfig, epochs=300, batch_size=32, learning_rate=1e-2):
     flip_fraction: float = 0.1
     """share of training labels flipped for the per-example gradient-norm demonstration"""
 
-    SMOKE = {
-        "seeds": 2,
-        "members": 2,
-        "hidden": 16,
-        "epochs": 3,
-        "weight_decays": (),
-        "widths": (),
-    }
+    SMOKE = dict(seeds=2, members=2, hidden=16, epochs=3, weight_decays=(), widths=())
 
     def __post_init__(self):
         check_config(

@@ -84,20 +84,20 @@ class Config(TrainingConfig, batch_size=256, learning_rate=2e-3):
     max_files: int | None = None
     """read only the first files of the standard library (None: all)"""
 
-    SMOKE = {
-        "vocab_size": 60,
-        "contexts": (1, 2),
-        "embed": 4,
-        "hidden": 8,
-        "epochs": 1,
-        "max_files": 30,
-        "query_words": ("the", "is"),
-        "neighbours": 2,
-        "map_words": 20,
-        "samples": 2,
-        "sample_length": 8,
-        "seeds": 2,
-    }
+    SMOKE = dict(
+        vocab_size=60,
+        contexts=(1, 2),
+        embed=4,
+        hidden=8,
+        epochs=1,
+        max_files=30,
+        query_words=("the", "is"),
+        neighbours=2,
+        map_words=20,
+        samples=2,
+        sample_length=8,
+        seeds=2,
+    )
 
     def __post_init__(self):
         check_config(

@@ -48,7 +48,7 @@ class Config(SeededConfig):
     gd_learning_rate: float = 0.5
     """gradient-descent step size"""
 
-    SMOKE = {"n_test": 50, "gd_steps": 500}
+    SMOKE = dict(n_test=50, gd_steps=500)
 
     def __post_init__(self):
         check_config(self, zero_ok=("l2", "noise", "seed"))

@@ -76,22 +76,22 @@ class Config(TrainingConfig, epochs=200, batch_size=100, learning_rate=1e-3):
 
     # a small flow trained a few hundred steps already beats the Gaussian on two moons (the
     # claims' direction) in seconds; the hollow rings take the full-size flow and data
-    SMOKE = {
-        "datasets": ("two_moons",),
-        "noises": (0.1,),
-        "train_size": 512,
-        "val_size": 16,
-        "test_size": 512,
-        "num_coupling": 2,
-        "hidden": 32,
-        "layers": 2,
-        "epochs": 60,
-        "batch_size": 32,
-        "learning_rate": 1e-2,
-        "grid": 20,
-        "samples": 50,
-        "seeds": 2,
-    }
+    SMOKE = dict(
+        datasets=("two_moons",),
+        noises=(0.1,),
+        train_size=512,
+        val_size=16,
+        test_size=512,
+        num_coupling=2,
+        hidden=32,
+        layers=2,
+        epochs=60,
+        batch_size=32,
+        learning_rate=1e-2,
+        grid=20,
+        samples=50,
+        seeds=2,
+    )
 
     def __post_init__(self):
         if len(self.noises) != len(self.datasets):
@@ -109,14 +109,8 @@ class Config(TrainingConfig, epochs=200, batch_size=100, learning_rate=1e-3):
 
 def _trainer(cfg: Config) -> Trainer:
     """One NICE trainer for every data set (same shapes: its compiled steps are reused)."""
-    model = create_model(
-        "nice",
-        num_coupling=cfg.num_coupling,
-        hidden=cfg.hidden,
-        layers=cfg.layers,
-        activation=cfg.activation,
-        prior=cfg.prior,
-    )
+    names = ("num_coupling", "hidden", "layers", "activation", "prior")
+    model = create_model("nice", **cfg.pick(*names))
     steps = cfg.epochs * (cfg.train_size // cfg.batch_size)
     return Trainer(
         model,

@@ -63,14 +63,7 @@ class Config(TrainingConfig, batch_size=32, learning_rate=2e-3):
     """how far below the baseline's test bits/dim the PixelCNN's must lie on every seed"""
 
     # a few epochs of a tiny net already beat the baseline (the claim's direction), in seconds
-    SMOKE = {
-        "features": 8,
-        "layers": 1,
-        "epochs": 15,
-        "learning_rate": 1e-2,
-        "num_samples": 4,
-        "seeds": 2,
-    }
+    SMOKE = dict(features=8, layers=1, epochs=15, learning_rate=1e-2, num_samples=4, seeds=2)
 
     def __post_init__(self):
         check_config(
@@ -158,13 +151,8 @@ def main(cfg: Config) -> dict:
     train = load_binarized_digits(cfg.threshold).split(cfg.splits, seed=cfg.seed).train
     check_batch_size(cfg.batch_size, len(train))
     run = Run("pixelcnn", cfg, root=cfg.out)
-    model = create_model(
-        "pixelcnn",
-        features=cfg.features,
-        layers=cfg.layers,
-        first_kernel=cfg.first_kernel,
-        kernel=cfg.kernel,
-    )
+    names = ("features", "layers", "first_kernel", "kernel")
+    model = create_model("pixelcnn", **cfg.pick(*names))
     # one trainer for every seed: its compiled steps are reused
     trainer = Trainer(model, "bernoulli_nll", make_optimizer("adam", cfg.learning_rate))
     sweep = sweep_seeds(cfg.seed_range, functools.partial(_one_seed, cfg, trainer, run), run)

@@ -76,18 +76,18 @@ class Config(SeededConfig):
     learning_rate: float = 3e-3
     """Adam's peak learning rate (cosine decay to zero)"""
 
-    SMOKE = {
-        "batch_size": 8,
-        "features": 4,
-        "depth": 2,
-        "depths": (1, 2),
-        "timing_steps": 1,
-        "train_features": 4,
-        "train_depth": 1,
-        "epochs": 1,
-        "train_batch_size": 128,
-        "seeds": 2,
-    }
+    SMOKE = dict(
+        batch_size=8,
+        features=4,
+        depth=2,
+        depths=(1, 2),
+        timing_steps=1,
+        train_features=4,
+        train_depth=1,
+        epochs=1,
+        train_batch_size=128,
+        seeds=2,
+    )
 
     def __post_init__(self):
         if self.depth not in self.depths:

@@ -50,14 +50,7 @@ class Config(TrainingConfig, epochs=12, batch_size=64, learning_rate=3e-3):
     reverse_source: tuple[bool, ...] = (False, True)
     """source orders to train (True reads each program backwards)"""
 
-    SMOKE = {
-        "programs": 300,
-        "hidden": 8,
-        "embed": 4,
-        "epochs": 1,
-        "batch_size": 32,
-        "reverse_source": (True,),
-    }
+    SMOKE = dict(programs=300, hidden=8, embed=4, epochs=1, batch_size=32, reverse_source=(True,))
 
     def __post_init__(self):
         check_config(self, zero_ok=("seed",))

@@ -67,20 +67,20 @@ class Config(TrainingConfig, epochs=30, batch_size=16, learning_rate=1e-2):
 
     # 16 codes and a few hundred tiny steps: small enough for the tests, long enough for
     # WaveNet to beat the baseline (the claim's direction)
-    SMOKE = {
-        "train_clips": 64,
-        "val_clips": 4,
-        "test_clips": 4,
-        "clip_length": 65,
-        "channels": 16,
-        "residual_channels": 8,
-        "skip_channels": 8,
-        "dilations": (1, 2, 4),
-        "epochs": 10,
-        "batch_size": 8,
-        "generate_length": 8,
-        "seeds": 2,
-    }
+    SMOKE = dict(
+        train_clips=64,
+        val_clips=4,
+        test_clips=4,
+        clip_length=65,
+        channels=16,
+        residual_channels=8,
+        skip_channels=8,
+        dilations=(1, 2, 4),
+        epochs=10,
+        batch_size=8,
+        generate_length=8,
+        seeds=2,
+    )
 
     def __post_init__(self):
         check_config(self, zero_ok=("noise", "generate_length", "temperature", "seed"))
@@ -164,14 +164,8 @@ def _one_seed(cfg: Config, trainer: Trainer, run: Run, seed: int):
 def main(cfg: Config) -> dict:
     cfg = cfg.sized()
     run = Run("wavenet", cfg, root=cfg.out)
-    model = create_model(
-        "wavenet",
-        channels=cfg.channels,
-        residual_channels=cfg.residual_channels,
-        skip_channels=cfg.skip_channels,
-        kernel_size=cfg.kernel_size,
-        dilations=cfg.dilations,
-    )
+    names = ("channels", "residual_channels", "skip_channels", "kernel_size", "dilations")
+    model = create_model("wavenet", **cfg.pick(*names))
     steps = cfg.epochs * (cfg.train_clips // cfg.batch_size)
     # one trainer for every seed: its compiled steps are reused
     trainer = Trainer(

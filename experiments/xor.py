@@ -80,7 +80,7 @@ class Config(ExperimentConfig):
     activation: str = "tanh"
     """hidden activation of the learned nets"""
 
-    SMOKE = {"seeds": 1, "nets": 16, "widths": (2, 8), "steps": 300}
+    SMOKE = dict(seeds=1, nets=16, widths=(2, 8), steps=300)
 
     def __post_init__(self):
         check_config(self)

@@ -7,7 +7,7 @@ adds the first seed) and declares its smoke sizes once, next to its fields::
     @dataclasses.dataclass(frozen=True)
     class Config(SeededConfig):
         epochs: int = 30
-        SMOKE = {"epochs": 1}  # a class attribute, not a field
+        SMOKE = dict(epochs=1)  # a class attribute, not a field
 
 ``main`` begins with ``cfg = cfg.sized()``, and ``--help`` lists the preset
 (:func:`jaxnets.experiment.parse_config`). A study that is repeated over seeds is one function
@@ -64,6 +64,12 @@ class ExperimentConfig:
     def sized(self: ConfigT) -> ConfigT:
         """This config as the run uses it: with the ``SMOKE`` values when ``smoke`` is set."""
         return dataclasses.replace(self, **self.SMOKE) if self.smoke else self
+
+    def pick(self, *names: str) -> dict[str, Any]:
+        """The fields ``names`` as keyword arguments: ``create_model("nice",
+        **cfg.pick("hidden", "layers"))`` where the config names a model's hyperparameters
+        as the model does."""
+        return {name: getattr(self, name) for name in names}
 
     @property
     def seed_range(self) -> range:

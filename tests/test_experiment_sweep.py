@@ -22,7 +22,7 @@ class _Config(sweep.SeededConfig):
     """training epochs"""
     width: int = 64
 
-    SMOKE = {"epochs": 2, "seeds": 1}
+    SMOKE = dict(epochs=2, seeds=1)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -39,6 +39,10 @@ def test_sized_applies_the_smoke_preset_only_when_smoke_is_set():
         smoke=True
     )  # no preset
     assert "SMOKE" not in {f.name for f in dataclasses.fields(_Config)}  # not a CLI flag
+
+
+def test_pick_names_fields_as_keywords():
+    assert _Config(width=8).pick("width", "epochs") == {"width": 8, "epochs": 30}
 
 
 def test_seed_range_starts_at_the_first_seed():
