@@ -62,15 +62,9 @@ class Config(SeededConfig):
     threshold: float = 0.01
     """test MSE that counts as solving the task"""
 
-    SMOKE = dict(
-        lengths=(6,),
-        cells=("lstm",),
-        clip_norms=(1.0,),
-        hidden=4,
-        steps=20,
-        eval_every=10,
-        test_examples=50,
-    )
+    # the task and the cells, then their training
+    SMOKE = dict(lengths=(6,), cells=("lstm",), clip_norms=(1.0,), hidden=4)
+    SMOKE |= dict(steps=20, eval_every=10, test_examples=50)
 
     def __post_init__(self):
         check_config(self, zero_ok=("clip_norms", "seed"))

@@ -90,15 +90,9 @@ class Config(ExperimentConfig):
     split_seed: int = 0
     """seed of the stratified 60/20/20 digits split (only the training part is trained on)"""
 
-    SMOKE = dict(
-        optimizers=("sgd", "momentum"),
-        steps=60,
-        digits_steps=20,
-        eval_every=5,
-        hidden=(16,),
-        seeds=1,
-        batch_sizes=(0,),
-    )
+    # the 2-D problems, then the digits rows
+    SMOKE = dict(optimizers=("sgd", "momentum"), steps=60)
+    SMOKE |= dict(digits_steps=20, eval_every=5, hidden=(16,), seeds=1, batch_sizes=(0,))
 
     def __post_init__(self):
         unknown = set(self.optimizers) - set(OPTIMIZERS)

@@ -76,18 +76,9 @@ class Config(SeededConfig):
     learning_rate: float = 3e-3
     """Adam's peak learning rate (cosine decay to zero)"""
 
-    SMOKE = dict(
-        batch_size=8,
-        features=4,
-        depth=2,
-        depths=(1, 2),
-        timing_steps=1,
-        train_features=4,
-        train_depth=1,
-        epochs=1,
-        train_batch_size=128,
-        seeds=2,
-    )
+    # the memory and timing measurements, then the training on digits
+    SMOKE = dict(batch_size=8, features=4, depth=2, depths=(1, 2), timing_steps=1)
+    SMOKE |= dict(train_features=4, train_depth=1, epochs=1, train_batch_size=128, seeds=2)
 
     def __post_init__(self):
         if self.depth not in self.depths:
