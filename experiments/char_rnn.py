@@ -45,9 +45,13 @@ class Config(TrainingConfig, epochs=4, batch_size=32, learning_rate=3e-3):
     window: int = 64
     """characters per training sequence (backprop through time over the whole window)"""
     hidden: int = 128
+    """LSTM units"""
     embed: int = 32
+    """width of a character's embedding"""
     clip_norm: float = 1.0
+    """largest global norm of a step's gradient (larger ones are scaled down to it)"""
     sample_chars: int = 300
+    """characters sampled after the prompt at each temperature"""
     temperatures: tuple[float, ...] = (0.8, 1.0)
     """sampling temperatures (0 takes the most likely character)"""
     prompt: str = "def "

@@ -34,18 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnets import create_model, model_card
+from jaxnets import create_model, landscapes, model_card
 from jaxnets.convergence import curvature_range, gd_growth, race, timed_ensemble_curve, to_target
 from jaxnets.data import load_digits
 from jaxnets.experiment import Claim, Run, format_table, mean_over_seeds, parse_config
-from jaxnets.landscapes import (
-    logistic_data,
-    logistic_regression,
-    plot_trajectories,
-    quadratic,
-    rosenbrock,
-    trajectory,
-)
 from jaxnets.optim import OPTIMIZERS, make_optimizer
 from jaxnets.sweep import ExperimentConfig
 from jaxnets.train import Trainer, evaluate_ensemble, init_ensemble
@@ -128,9 +120,9 @@ def _landscape_runs(cfg: Config, run: Run):
     import matplotlib.pyplot as plt
 
     problems = {
-        "quadratic": quadratic(cfg.condition),
-        "rosenbrock": rosenbrock(),
-        "logistic": logistic_regression(*logistic_data()),
+        "quadratic": landscapes.quadratic(cfg.condition),
+        "rosenbrock": landscapes.rosenbrock(),
+        "logistic": landscapes.logistic_regression(*landscapes.logistic_data()),
     }
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     results, lr_max = {}, {}
@@ -147,7 +139,9 @@ def _landscape_runs(cfg: Config, run: Run):
             path, row = race(problem, make_optimizer(name, lr), cfg.steps, cfg.tolerance)
             paths[f"{LABELS.get(name, name)} (α={lr:.3g})"] = path
             results[f"{key}/{name}"] = {"learning_rate": lr, **row}
-        plot_trajectories(problem, paths, ax=ax, title=f"{problem.name}, {cfg.steps} steps")
+        landscapes.plot_trajectories(
+            problem, paths, ax=ax, title=f"{problem.name}, {cfg.steps} steps"
+        )
     run.savefig(fig, "trajectories")
     return problems["quadratic"], lr_max, results
 
@@ -162,10 +156,10 @@ def _learning_rate_regimes(cfg: Config, run: Run, problem, lr_max: float, steps:
     for ax, multiple in zip(axes, (0.5, 1.9, 2.1), strict=True):
         lr = multiple / lr_max
         path = np.asarray(
-            trajectory(problem.cost, make_optimizer("sgd", lr), problem.start, steps)[0]
+            landscapes.trajectory(problem.cost, make_optimizer("sgd", lr), problem.start, steps)[0]
         )
         regimes[multiple] = gd_growth(path)
-        plot_trajectories(
+        landscapes.plot_trajectories(
             problem, {f"GD α={multiple}/λ_max": path}, ax=ax, title=f"α = {multiple}/λ_max"
         )
     run.savefig(fig, "learning_rates")
@@ -173,7 +167,9 @@ def _learning_rate_regimes(cfg: Config, run: Run, problem, lr_max: float, steps:
 
 
 def _conditioning(offset: float) -> float:
-    low, high = curvature_range(logistic_regression(*logistic_data(offset=offset)))
+    low, high = curvature_range(
+        landscapes.logistic_regression(*landscapes.logistic_data(offset=offset))
+    )
     return high / low
 
 

@@ -45,8 +45,11 @@ class Config(TrainingConfig, epochs=12, batch_size=64, learning_rate=3e-3):
     nesting: int = 1
     """operations per program"""
     hidden: int = 128
+    """LSTM units of the encoder and of the decoder"""
     embed: int = 32
+    """width of a character's embedding (the encoder and the decoder have one table each)"""
     clip_norm: float = 1.0
+    """largest global norm of a step's gradient (larger ones are scaled down to it)"""
     reverse_source: tuple[bool, ...] = (False, True)
     """source orders to train (True reads each program backwards)"""
 
