@@ -1,5 +1,6 @@
 """The ``jaxnets`` console script: ``list [PATTERN]``, ``info NAME``, ``gradcheck NAME``,
-``launch -n P SCRIPT [ARGS...]`` (:mod:`jaxnets.launch`).
+``export NAME --out FILE`` (:mod:`jaxnets.export`), ``launch -n P SCRIPT [ARGS...]``
+(:mod:`jaxnets.launch`).
 
 ``info`` prints the model card, the parameter shapes and the per-layer table of seed 004,
 Lecture 10 §3 (Table 1 at line 2446: units, connections and weights per layer), with receptive
@@ -109,6 +110,39 @@ def _cmd_gradcheck(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from jaxnets.export import ExportError, describe, export_model
+    from jaxnets.weights import WeightsError, load_weights
+
+    try:
+        if args.weights is None:
+            config = dict(registry.model_card(args.name).test_config) if args.tiny else {}
+            exported = export_model(
+                args.name, out=args.out, batch=args.batch, seed=args.seed, **config
+            )
+        else:
+            weights = load_weights(args.weights)
+            if weights.name != args.name or args.tiny:
+                raise WeightsError(
+                    f"{args.weights} holds {weights.name!r} weights with their own "
+                    f"hyperparameters; run: jaxnets export {weights.name} --weights "
+                    f"{args.weights} --out {args.out} (without --tiny)"
+                )
+            exported = export_model(
+                args.name,
+                weights.variables,
+                out=args.out,
+                batch=args.batch,
+                input_shape=weights.input_shape,
+                **weights.hyperparameters,
+            )
+    except (ExportError, WeightsError) as err:
+        print(f"jaxnets: error: {err}", file=sys.stderr)
+        return 1
+    print(describe(exported, args.out))
+    return 0
+
+
 def _relative_tolerance(text: str) -> float:
     """argparse type for --tol: a relative error lies in [0, 1], so only 0 < tol < 1 can fail."""
     try:
@@ -125,7 +159,7 @@ def _relative_tolerance(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="jaxnets", description="Browse and check the jaxnets model zoo."
+        prog="jaxnets", description="Browse, check and export the jaxnets model zoo."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list registered models (optionally matching a glob)")
@@ -150,6 +184,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_gradcheck)
+    p = sub.add_parser(
+        "export",
+        help="write a model's inference function (train=False) as a serialized jax.export "
+        "artifact (StableHLO, symbolic batch, CPU and CUDA) that runs with jax alone",
+    )
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="the file to write (e.g. lenet5.jaxexport)")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="a weights file (jaxnets.weights.save_weights) of model NAME, whose "
+        "hyperparameters and input shape it uses; without it the variables are initialised "
+        "from --seed",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="without --weights: initialise the variables as Trainer.init(PRNGKey(SEED), x) "
+        "does (default 0)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="export for batch size N only (default: a symbolic batch dimension)",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="without --weights: the card's tiny test config and its input shape",
+    )
+    p.set_defaults(run=_cmd_export)
     sub.add_parser(
         "launch",
         add_help=False,

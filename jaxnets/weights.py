@@ -38,7 +38,8 @@ import jax
 import numpy as np
 from flax import serialization
 
-from jaxnets import __version__, registry
+import jaxnets
+from jaxnets import registry
 
 __all__ = ["MAGIC", "Weights", "WeightsError", "load_weights", "save_weights", "variable_shapes"]
 
@@ -169,7 +170,7 @@ def save_weights(
         "hyperparameters": {k: _to_json(v, k) for k, v in hyperparameters.items()},
         "input_shape": list(input_shape),
         "input_dtype": registry.model_card(name).input_dtype,
-        "jaxnets_version": __version__,
+        "jaxnets_version": jaxnets.__version__,
         "payload_bytes": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }

@@ -1,5 +1,6 @@
 """Weights files (jaxnets.weights): a bitwise round trip, and each refusal names its fault."""
 
+import hashlib
 import json
 
 import jax
@@ -8,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import jaxnets
 from jaxnets import registry
 from jaxnets.train import Trainer
 from jaxnets.weights import MAGIC, WeightsError, load_weights, save_weights
@@ -35,10 +37,15 @@ def resnet_file(tmp_path, resnet_variables):
     return save_weights(tmp_path / "r.weights", "resnet18", resnet_variables, **TINY_RESNET)
 
 
+def read_header(path):
+    header, payload = path.read_bytes()[len(MAGIC) :].split(b"\n", 1)
+    return json.loads(header), payload
+
+
 def rewrite_header(path, **changes):
     """Change header fields and leave the payload (and so its digest) as it was."""
-    header, payload = path.read_bytes()[len(MAGIC) :].split(b"\n", 1)
-    header = {**json.loads(header), **changes}
+    header, payload = read_header(path)
+    header = {**header, **changes}
     path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
 
@@ -47,6 +54,9 @@ def test_round_trip_is_bitwise_and_rebuilds_the_model(resnet_file, resnet_variab
     assert weights.name == "resnet18" and weights.input_shape == (16, 16, 1)
     assert weights.hyperparameters == TINY_RESNET  # tuples come back as tuples
     assert isinstance(weights.hyperparameters["widths"], tuple)
+    header, payload = read_header(resnet_file)
+    assert header["jaxnets_version"] == jaxnets.__version__
+    assert header["sha256"] == hashlib.sha256(payload).hexdigest()
     saved, loaded = jax.tree.leaves(resnet_variables), jax.tree.leaves(weights.variables)
     assert jax.tree.structure(resnet_variables) == jax.tree.structure(weights.variables)
     assert len(loaded) == 32  # 6 convolutions, 6 batch norms (scale, bias, mean, var), a head
