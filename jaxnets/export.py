@@ -14,13 +14,14 @@ Every registered model exports with a symbolic batch on its tiny test config
 cannot (a Python branch on the batch size) raises :class:`ExportError` naming it and the
 reason, and ``batch=N`` exports it for that one batch size instead.
 
-ONNX: not offered. ``jax2onnx`` 0.17.1 with ``onnxruntime`` 1.32.0 installs here (32 s into a
-fresh venv) but (1) it pins ``orbax-checkpoint<0.11.37``, so installing it downgrades the
-project's orbax-checkpoint 0.12.8 to 0.11.36; and (2) it replaces ``flax.linen.max_pool`` and
-``avg_pool`` while it traces with functions taking the window, strides and padding only as
-keywords, so every model pooling through ``jaxnets.nn.conv.pool`` (LeNet-5, ResNet-18, the
-VGGs, ...) fails with ``TypeError: ... patched_max_pool() takes 1 positional argument but 4
-were given``. The MLP and the LSTM classifier convert and agree with jaxnets to 3e-8; with
+ONNX: not offered. ``jax2onnx`` 0.17.1 and ``onnxruntime`` 1.32.0 install here (32 s, into a
+venv already holding jaxnets' dependencies; jax 0.10.2, flax 0.12.8), but (1) jax2onnx pins
+``orbax-checkpoint<0.11.37``, so installing it downgrades the project's orbax-checkpoint
+0.12.8 to 0.11.36; and (2) while it traces, it replaces ``flax.linen.max_pool`` and
+``avg_pool`` with functions that take the window, strides and padding only as keywords, so
+every model pooling through ``jaxnets.nn.conv.pool`` (LeNet-5, ResNet-18, the VGGs, ...)
+fails with ``TypeError: ... patched_max_pool() takes 1 positional argument but 4 were
+given``. The MLP and the LSTM classifier convert and agree with jaxnets to 3e-8; with
 ``pool`` calling flax by keywords, LeNet-5 and ResNet-18 agree to 4e-7 as well.
 """
 

@@ -121,6 +121,15 @@ def test_exported_weights_file_gives_the_weights_outputs(tmp_path, capsys):
     assert "holds 'lenet5' weights" in capsys.readouterr().err
 
 
+def test_tiny_exports_the_test_config_and_refuses_weights(tmp_path, capsys):
+    out = tmp_path / "mlp.jaxexport"
+    assert main(["export", "mlp", "--tiny", "--out", str(out)]) == 0
+    assert "input:  (b, 4) float32\noutput: (b, 3) float32" in capsys.readouterr().out
+    weights = save_weights(tmp_path / "m.weights", "mlp", initial_variables("mlp", (64,)))
+    assert main(["export", "mlp", "--tiny", "--weights", str(weights), "--out", str(out)]) == 1
+    assert "(without --tiny)" in capsys.readouterr().err
+
+
 def test_seeded_variables_are_those_a_trainer_starts_from():
     config = dict(registry.model_card("mlp").test_config)
     trainer = Trainer(
