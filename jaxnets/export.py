@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets import registry
-from jaxnets.weights import default_input_shape
+from jaxnets.weights import check_variables, default_input_shape
 
 __all__ = [
     "PLATFORMS",
@@ -115,7 +115,8 @@ def export_model(
 
     Args:
       name: a registered model.
-      variables: ``{"params": ..., **collections}`` (e.g. ``load_weights(p).variables``);
+      variables: ``{"params": ..., **collections}`` (e.g. ``load_weights(p).variables``),
+        checked against the model (``WeightsError`` names the first key that does not fit);
         None initialises them from ``seed`` (:func:`initial_variables`).
       out: where to write ``exported.serialize()``; None writes nothing.
       batch: None for a symbolic batch dimension ``b``, or a fixed batch size.
@@ -130,6 +131,7 @@ def export_model(
     input_shape = tuple(input_shape or default_input_shape(name, hyperparameters))
     if variables is None:
         variables = initial_variables(name, input_shape, seed=seed, **hyperparameters)
+    check_variables(name, variables, input_shape, hyperparameters, where=f"variables for {name!r}")
     exported = export_apply(
         registry.create_model(name, **hyperparameters),
         variables,

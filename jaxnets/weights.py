@@ -41,7 +41,16 @@ from flax import serialization
 import jaxnets
 from jaxnets import registry
 
-__all__ = ["MAGIC", "Weights", "WeightsError", "load_weights", "save_weights", "variable_shapes"]
+__all__ = [
+    "MAGIC",
+    "Weights",
+    "WeightsError",
+    "check_variables",
+    "default_input_shape",
+    "load_weights",
+    "save_weights",
+    "variable_shapes",
+]
 
 MAGIC = b"jaxnets-weights 1\n"
 
@@ -102,9 +111,17 @@ def _flat(tree: Any) -> dict[str, Any]:
     }
 
 
-def _check_fit(name: str, variables: Any, input_shape, hyperparameters: Mapping, where: str):
-    """Raise WeightsError naming the first key of ``variables`` that is missing, extra or of
-    another shape than the model ``name`` expects."""
+def check_variables(
+    name: str,
+    variables: Mapping[str, Any],
+    input_shape: tuple[int, ...],
+    hyperparameters: Mapping[str, Any],
+    *,
+    where: str = "the variables",
+) -> None:
+    """Raise :class:`WeightsError` naming the first key of ``variables`` (``"params/..."``)
+    that is missing, extra or of another shape than ``create_model(name, **hyperparameters)``
+    makes for inputs ``(batch, *input_shape)``; ``where`` says whose variables they are."""
     expected = _flat(variable_shapes(name, input_shape, **hyperparameters))
     got = _flat(variables)
     config = ", ".join([repr(name), *(f"{k}={v!r}" for k, v in hyperparameters.items())])
@@ -161,7 +178,7 @@ def save_weights(
     """
     hyperparameters = {k: _from_json(_to_json(v, k)) for k, v in hyperparameters.items()}
     input_shape = tuple(input_shape or default_input_shape(name, hyperparameters))
-    _check_fit(name, variables, input_shape, hyperparameters, f"variables for {name!r}")
+    check_variables(name, variables, input_shape, hyperparameters, where=f"variables for {name!r}")
     payload = serialization.msgpack_serialize(
         serialization.to_state_dict(jax.device_get(dict(variables)))
     )
@@ -215,5 +232,7 @@ def load_weights(path: str | Path) -> Weights:
     hyperparameters = {k: _from_json(v) for k, v in header["hyperparameters"].items()}
     input_shape = tuple(header["input_shape"])
     variables = serialization.msgpack_restore(payload)
-    _check_fit(name, variables, input_shape, hyperparameters, f"the weights in {str(path)!r}")
+    check_variables(
+        name, variables, input_shape, hyperparameters, where=f"the weights in {str(path)!r}"
+    )
     return Weights(name, hyperparameters, variables, input_shape, header["input_dtype"])

@@ -15,7 +15,7 @@ from jaxnets import registry
 from jaxnets.cli import main
 from jaxnets.export import ExportError, export_apply, export_model, initial_variables
 from jaxnets.train import Trainer
-from jaxnets.weights import save_weights
+from jaxnets.weights import WeightsError, save_weights
 
 # Registered models that cannot be exported with a symbolic batch dimension, with the reason.
 # Every model exports today (test_every_registered_model_exports checks it).
@@ -119,6 +119,16 @@ def test_exported_weights_file_gives_the_weights_outputs(tmp_path, capsys):
     )
     assert main(["export", "mlp", "--weights", str(weights), "--out", str(out)]) == 1
     assert "holds 'lenet5' weights" in capsys.readouterr().err
+
+
+def test_variables_that_do_not_fit_are_refused_by_key():
+    variables = initial_variables("mlp", (4,), hidden=(5,), num_outputs=3)
+    with pytest.raises(
+        WeightsError,
+        match=r"on input \(batch, 4\): 'params/hidden_0/bias' has shape \(5,\) in the "
+        r"weights, the model expects \(6,\)",
+    ):
+        export_model("mlp", variables, input_shape=(4,), hidden=(6,), num_outputs=3)
 
 
 def test_tiny_exports_the_test_config_and_refuses_weights(tmp_path, capsys):
