@@ -1,13 +1,16 @@
 """What experiment scripts share besides their run directory: the base of every ``Config``
 (seeds, the ``--smoke`` preset, the output root) and the loop over seeds.
 
-A script's ``Config`` subclasses :class:`ExperimentConfig` (or :class:`SeededConfig`, which
-adds the first seed) and declares its smoke sizes once, next to its fields::
+A script's ``Config`` subclasses :class:`ExperimentConfig`, :class:`SeededConfig` (which
+adds the first seed) or :class:`TrainingConfig` (which adds epochs, batch size and learning
+rate, their defaults set as class keywords) and declares its smoke sizes once, next to its
+fields::
 
     @dataclasses.dataclass(frozen=True)
-    class Config(SeededConfig):
-        epochs: int = 30
-        SMOKE = dict(epochs=1)  # a class attribute, not a field
+    class Config(TrainingConfig, epochs=30):
+        hidden: int = 64  # with a docstring below it, which --help shows
+
+        SMOKE = dict(epochs=1, hidden=4)  # a class attribute, not a field
 
 ``main`` begins with ``cfg = cfg.sized()``, and ``--help`` lists the preset
 (:func:`jaxnets.experiment.parse_config`). A study that is repeated over seeds is one function
