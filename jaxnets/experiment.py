@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from jaxnets import distributed
+from jaxnets.cli_config import config_from_args
 
 __all__ = [
     "Claim",
@@ -255,7 +256,8 @@ def parse_config(
     args: list[str] | None = None,
     description: str | None = None,
 ) -> ConfigT:
-    """Build ``config_cls`` (a frozen dataclass) from the command line with tyro, after
+    """Build ``config_cls`` (a frozen dataclass) from the command line
+    (:func:`jaxnets.cli_config.config_from_args`: tyro, or argparse where tyro is missing), after
     setting up devices and processes from ``--devices`` and friends
     (:func:`jaxnets.distributed.configure`, before JAX starts).
 
@@ -265,8 +267,6 @@ def parse_config(
     impossible device set-up, is printed as one line and exits with 2, like any other usage
     error.
     """
-    import tyro  # experiments only: the library itself must not need tyro
-
     args = sys.argv[1:] if args is None else list(args)
     try:
         devices, args = _device_arguments(args)
@@ -279,7 +279,7 @@ def parse_config(
     if smoke:
         text += "\n\n--smoke sets " + ", ".join(f"{k}={v!r}" for k, v in smoke.items())
     try:
-        return tyro.cli(config_cls, args=args, description=f"{text}\n{_DEVICE_HELP}")
+        return config_from_args(config_cls, args, description=f"{text}\n{_DEVICE_HELP}")
     except ValueError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -171,3 +171,19 @@ def test_an_invalid_value_is_a_usage_error_on_both_paths(capsys):
         cli_config.config_from_args(_Checked, ["--steps", "0"])
     assert exit_info.value.code == 2
     assert "steps must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_every_experiment_config_reads_the_same_without_tyro(monkeypatch):
+    """parse_config (every experiment's command line) goes through config_from_args: with
+    tyro hidden, the argparse fallback builds the same digits Config from the same flags."""
+    from test_experiments import load_experiment
+
+    from jaxnets.experiment import parse_config
+
+    digits = load_experiment("digits")
+    flags = ["--smoke", "--epochs", "3", "--hidden", "16", "8", "--no-smoke", "--out", "/tmp/r"]
+    with_tyro = parse_config(digits.Config, flags)
+    monkeypatch.setattr(cli_config.importlib.util, "find_spec", lambda name: None)
+    without = parse_config(digits.Config, flags)
+    assert without == with_tyro
+    assert (without.epochs, without.hidden, without.smoke) == (3, (16, 8), False)
