@@ -152,7 +152,8 @@ def _variants(cfg: Config) -> dict[str, Variant]:
     }
 
 
-def _trainer(cfg: Config, activation: str) -> Trainer:
+def make_trainer(cfg: Config, activation: str) -> Trainer:
+    """The MLP of the given hidden activation with an SGD whose learning rate is set per state."""
     options = (("negative_slope", cfg.leaky_slope),) if activation == "leaky_relu" else ()
     model = create_model(
         "mlp", hidden=cfg.hidden, activation=activation, activation_options=options
@@ -421,7 +422,7 @@ def main(cfg: Config) -> dict:
     sweeps = {}
     for name, variant in _variants(cfg).items():
         if variant.activation not in trainers:
-            trainers[variant.activation] = _trainer(cfg, variant.activation)
+            trainers[variant.activation] = make_trainer(cfg, variant.activation)
         trainer = trainers[variant.activation]
         diagnose = functools.partial(_diagnose, run, name, variant, trainer, cfg, splits)
         sweeps[name] = sweep_seeds(cfg.seed_range, diagnose)

@@ -8,6 +8,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from test_experiments import load_experiment
 
+from jaxnets import failures
 from jaxnets.experiment import parse_config
 from jaxnets.train import batch_loss
 
@@ -18,13 +19,13 @@ def test_power_iteration_finds_the_largest_eigenvalue_of_the_dense_hessian():
     A wrong HVP (a gradient instead of its derivative, a missing normalisation) or a
     Rayleigh quotient of the wrong vectors gives another number."""
     failure_modes = load_experiment("failure_modes")
-    trainer = failure_modes._trainer(failure_modes.Config(hidden=(4, 3)), "tanh")
+    trainer = failure_modes.make_trainer(failure_modes.Config(hidden=(4, 3)), "tanh")
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (12, 64)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, 12))
     key = jax.random.PRNGKey(0)
     params = trainer.init(key, x[:1]).params
-    estimate = failure_modes.top_hessian_eigenvalue(trainer, params, x, y, key, 300)
+    estimate = failures.top_hessian_eigenvalue(trainer, params, x, y, key, 300)
 
     flat, unravel = ravel_pytree(params)
 
