@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxnets.nn.activations import get_activation
 from jaxnets.nn.blocks import check_image, conv_bn_relu, output_layer, square_conv
@@ -36,6 +38,8 @@ __all__ = [
     "LeNet5",
     "VGG",
     "VGG_DEPTHS",
+    "adaptive_avg_pool",
+    "alexnet",
     "alexnet_small",
     "vgg11",
     "vgg13",
@@ -126,6 +130,31 @@ def _check_fit(x: jax.Array, model: str, layers: Sequence[tuple[str, int, int, i
         )
 
 
+def _pool_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging weights of PyTorch's adaptive pooling along one axis: output ``i``
+    is the mean of inputs ``floor(i size / out)`` to ``ceil((i + 1) size / out) - 1``."""
+    weights = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, stop = (i * size) // out, -(-((i + 1) * size) // out)
+        weights[i, start:stop] = 1.0 / (stop - start)
+    return weights
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+    """PyTorch's ``AdaptiveAvgPool2d((size, size))``: average ``size`` x ``size`` bins.
+
+    The identity when the map is already ``size`` x ``size``; a smaller map is spread over
+    the bins (a 1x1 map is copied into every bin).
+    x: (batch, H, W, C) -> (batch, size, size, C).
+    """
+    height, width = x.shape[1:3]
+    if (height, width) == (size, size):
+        return x
+    rows = jnp.asarray(_pool_matrix(height, size), x.dtype)
+    cols = jnp.asarray(_pool_matrix(width, size), x.dtype)
+    return jnp.einsum("ih,jw,bhwc->bijc", rows, cols, x)
+
+
 def _classifier(
     h: jax.Array,
     hidden: Sequence[int],
@@ -133,16 +162,21 @@ def _classifier(
     dropout_rate: float,
     dtype: Any,
     train: bool,
+    *,
+    dropout_first: bool = False,
 ) -> jax.Array:
-    """Flatten, then ReLU layers ``fc1, fc2, ...`` each followed by dropout, then ``output``.
+    """Flatten, then ReLU layers ``fc1, fc2, ...`` with dropout, then ``output``.
 
-    Call inside a compact method (the layers join the calling module).
-    h: (batch, ...) -> logits (batch, num_classes).
+    Dropout follows each ReLU (VGG), or precedes each ``fc`` layer with ``dropout_first``
+    (AlexNet), as in torchvision's classifiers. Call inside a compact method (the layers join
+    the calling module). h: (batch, ...) -> logits (batch, num_classes).
     """
     h = h.reshape(h.shape[0], -1)
     for i, width in enumerate(hidden, start=1):
+        dropout = nn.Dropout(dropout_rate, deterministic=not train, name=f"dropout{i}")
+        h = dropout(h) if dropout_first else h
         h = nn.relu(nn.Dense(width, dtype=dtype, name=f"fc{i}")(h))
-        h = nn.Dropout(dropout_rate, deterministic=not train, name=f"dropout{i}")(h)
+        h = h if dropout_first else dropout(h)
     return output_layer(h, num_classes)
 
 
@@ -156,21 +190,25 @@ class AlexNet(nn.Module):
     """AlexNet (Krizhevsky, Sutskever & Hinton, 2012), single-tower as in torchvision.
 
     conv1 64@11x11/4 (pad 2), pool1 max 3x3/2, conv2 192@5x5 (pad 2), pool2, conv3 384@3x3,
-    conv4 256@3x3, conv5 256@3x3 (pad 1), pool5, then fc1 4096, fc2 4096 (ReLU, dropout 0.5
-    after each) and the linear output. Pooling windows overlap (3x3, stride 2; paper §3.4).
-    The paper's two-GPU split and local response normalization are left out (the lecture:
-    "not believed to make a big difference", line 2463).
+    conv4 256@3x3, conv5 256@3x3 (pad 1), pool5, with ``pooled_size`` an adaptive average
+    pool to ``pooled_size`` x ``pooled_size`` (6 in the registered ``alexnet``), then fc1
+    4096, fc2 4096 (ReLU, dropout 0.5 before each, as in torchvision) and the linear output.
+    Pooling windows overlap (3x3, stride 2; paper §3.4). The paper's two-GPU split and local
+    response normalization are left out (the lecture: "not believed to make a big
+    difference", line 2463).
 
-    At 224x224x3 the last map is 6x6x256 (224 -> 55 -> 27 -> 27 -> 13 -> 13 -> 6), the size
-    torchvision's ``AdaptiveAvgPool2d((6, 6))`` produces, so that pool is the identity there and
-    is not included; other input sizes change the width of fc1. With 1000 classes the model has
-    torchvision's 61,100,840 parameters.
+    At 224x224x3 the last map is 6x6x256 (224 -> 55 -> 27 -> 27 -> 13 -> 13 -> 6), so the
+    adaptive pool (torchvision's ``AdaptiveAvgPool2d((6, 6))``) is the identity there; with
+    it, other input sizes keep fc1's width. With 1000 classes the model has torchvision's
+    61,100,840 parameters.
 
     Attributes:
       widths, kernels, strides, paddings: the five conv layers (5 entries each); pooling
         follows conv1, conv2 and conv5.
       hidden: widths of the fully connected ReLU layers.
-      dropout_rate: dropout after each hidden fully connected layer while training.
+      dropout_rate: dropout before each hidden fully connected layer while training.
+      pooled_size: side of the adaptive average pool before fc1 (None: no pool; fc1 then
+        reads the last map as it is); torchvision's 6 in the registered ``alexnet``.
       dtype: computation dtype (None: inferred, float32 normally).
 
     x: (batch, 224, 224, 3) -> logits (batch, num_classes).
@@ -183,6 +221,7 @@ class AlexNet(nn.Module):
     paddings: Sequence[int] = (2, 2, 1, 1, 1)
     hidden: Sequence[int] = (4096, 4096)
     dropout_rate: float = 0.5
+    pooled_size: int | None = None
     dtype: Any = None
     ZERO_OK = ("paddings",)  # hyperparameters that may be 0 (see jaxnets.create_model)
 
@@ -205,9 +244,21 @@ class AlexNet(nn.Module):
             h = nn.relu(square_conv(width, kernel, stride, padding, self.dtype, f"conv{i}")(h))
             if i in _ALEXNET_POOLED:
                 h = Pool("max", 3, 2, name=f"pool{i}")(h)
-        return _classifier(h, self.hidden, self.num_classes, self.dropout_rate, self.dtype, train)
+        if self.pooled_size is not None:
+            h = adaptive_avg_pool(h, self.pooled_size)
+        return _classifier(
+            h,
+            self.hidden,
+            self.num_classes,
+            self.dropout_rate,
+            self.dtype,
+            train,
+            dropout_first=True,
+        )
 
 
+alexnet = functools.partial(AlexNet, pooled_size=6)
+"""torchvision's AlexNet: adaptive 6x6 average pool before the classifier."""
 alexnet_small = functools.partial(
     AlexNet,
     num_classes=10,
@@ -239,12 +290,13 @@ class VGG(nn.Module):
     stride 1, pad 1, ReLU; with ``batch_norm`` each is followed by batch norm
     ``conv{s}_{j}_bn`` before the ReLU and has no bias), then
     ``pool{s}`` halves the height and width. The classifier has ReLU layers ``fc1``,
-    ``fc2``, ... each followed by dropout, and the linear ``output``. Input sides must be at
-    least ``2**len(depths)``.
+    ``fc2``, ... each followed by dropout, and the linear ``output``; with ``pooled_size``,
+    torchvision's adaptive average pool to ``pooled_size`` x ``pooled_size`` comes first (7 in
+    the presets ``vgg11`` to ``vgg19``). Input sides must be at least ``2**len(depths)``.
 
-    With 224x224x3 inputs the last map is 7x7x512 (torchvision's adaptive 7x7 pool is then
-    the identity and is not included); with 1000 classes VGG-11/16/19 have torchvision's
-    132,863,336 / 138,357,544 / 143,667,240 parameters.
+    With 224x224x3 inputs the last map is 7x7x512 (the adaptive 7x7 pool is then the
+    identity); with 1000 classes VGG-11/16/19 have torchvision's 132,863,336 / 138,357,544 /
+    143,667,240 parameters, at any input size.
 
     Attributes:
       depths: conv layers per stage (:data:`VGG_DEPTHS`; default D, VGG-16).
@@ -252,6 +304,8 @@ class VGG(nn.Module):
       hidden: widths of the fully connected ReLU layers.
       batch_norm: batch norm after every conv (statistics in ``batch_stats``, momentum 0.9).
       dropout_rate: dropout after each hidden fully connected layer while training.
+      pooled_size: side of the adaptive average pool before fc1 (None: no pool); torchvision's
+        7 in the presets ``vgg11`` to ``vgg19``.
       dtype: computation dtype (None: inferred, float32 normally).
 
     x: (batch, 224, 224, 3) -> logits (batch, num_classes).
@@ -263,6 +317,7 @@ class VGG(nn.Module):
     hidden: Sequence[int] = (4096, 4096)
     batch_norm: bool = False
     dropout_rate: float = 0.5
+    pooled_size: int | None = None
     dtype: Any = None
 
     @nn.compact
@@ -287,13 +342,16 @@ class VGG(nn.Module):
                     dtype=self.dtype,
                 )
             h = Pool("max", 2, 2, name=f"pool{s}")(h)
+        if self.pooled_size is not None:
+            h = adaptive_avg_pool(h, self.pooled_size)
         return _classifier(h, self.hidden, self.num_classes, self.dropout_rate, self.dtype, train)
 
 
-vgg11 = functools.partial(VGG, depths=VGG_DEPTHS["A"])
-vgg13 = functools.partial(VGG, depths=VGG_DEPTHS["B"])
-vgg16 = functools.partial(VGG, depths=VGG_DEPTHS["D"])
-vgg19 = functools.partial(VGG, depths=VGG_DEPTHS["E"])
+# torchvision's VGGs: adaptive 7x7 average pool before the classifier
+vgg11 = functools.partial(VGG, depths=VGG_DEPTHS["A"], pooled_size=7)
+vgg13 = functools.partial(VGG, depths=VGG_DEPTHS["B"], pooled_size=7)
+vgg16 = functools.partial(VGG, depths=VGG_DEPTHS["D"], pooled_size=7)
+vgg19 = functools.partial(VGG, depths=VGG_DEPTHS["E"], pooled_size=7)
 vgg_small = functools.partial(
     VGG,
     num_classes=10,
@@ -330,7 +388,7 @@ _ALEXNET_CARD = {
 }
 register_model(
     "alexnet",
-    AlexNet,
+    alexnet,
     **_ALEXNET_CARD,
     input_shape=(224, 224, 3),
     description="AlexNet: convs 64@11x11/4, 192@5x5, 384, 256, 256@3x3, 3 max pools, FC 4096-4096",

@@ -148,12 +148,13 @@ class BottleneckBlock(nn.Module):
 class ResNet(nn.Module):
     """A residual network: stem, stages of residual blocks, global average pool, linear output.
 
-    Stem ``"imagenet"``: ``conv1`` 7x7/2 + ``bn1`` + ReLU, ``pool1`` max 3x3/2 ("same": the
-    extra padding row goes after, as in Flax's ImageNet example; torchvision pads one pixel
-    on both sides, same output size); ``"cifar"`` (paper §4.2): ``conv1`` 3x3/1 + ``bn1`` + ReLU,
-    no pool. The stem has ``widths[0]`` maps. Stage ``s`` holds ``stage_sizes[s]`` blocks
-    ``stage{s}_block{j}`` of ``widths[s]`` maps; the first block of every stage after the first
-    has stride 2. Then ``avgpool`` (global mean) and the linear ``output``.
+    Stem ``"imagenet"``: ``conv1`` 7x7/2 + ``bn1`` + ReLU, ``pool1`` max 3x3/2 over one pixel
+    of padding on every side, as torchvision's ``MaxPool2d(3, 2, padding=1)`` (a "same" pool
+    would pad only after, shifting every window by one pixel); ``"cifar"`` (paper §4.2):
+    ``conv1`` 3x3/1 + ``bn1`` + ReLU, no pool. The stem has ``widths[0]`` maps. Stage ``s``
+    holds ``stage_sizes[s]`` blocks ``stage{s}_block{j}`` of ``widths[s]`` maps; the first
+    block of every stage after the first has stride 2. Then ``avgpool`` (global mean) and the
+    linear ``output``.
 
     With 224x224x3 inputs and 1000 classes, :func:`resnet18`, :func:`resnet34` and
     :func:`resnet50` have torchvision's 11,689,512 / 21,797,672 / 25,557,032 parameters;
@@ -197,7 +198,8 @@ class ResNet(nn.Module):
         h = _conv(self.widths[0], kernel, stride, self.dtype, "conv1")(x)
         h = nn.relu(batch_norm_layer(train, self.dtype, "bn1")(h))
         if imagenet:
-            h = Pool("max", 3, 2, padding="same", name="pool1")(h)
+            h = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+            h = Pool("max", 3, 2, name="pool1")(h)
         block = BasicBlock if self.block == "basic" else BottleneckBlock
         for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for j in range(size):
