@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: install train test test-all test-gpu lint bench fingerprints mutate results readme clean
+.PHONY: install train test test-all test-gpu lint bench fingerprints torch-references mutate results readme clean
 
 install: $(STAMP)
 
@@ -50,6 +50,14 @@ bench: $(STAMP)
 # intended change of a model's function; tests/test_models.py compares every model with them.
 fingerprints: $(STAMP)
 	$(BIN)/python tests/fingerprints.py
+
+# Record PyTorch's outputs for tests/test_interop.py (tests/torch_references/<case>.npz), after a
+# change of a case or of the weights it draws; `make torch-references CASES="lenet5 resnet18"`
+# records some. Needs torch (CI has none: the test compares jaxnets with these files); when
+# torchvision does not import, its model files are read from its wheel (see the script).
+torch-references: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	$(BIN)/python tests/torch_references.py $(CASES)
 
 # Mutation testing (issue 15), not part of `make test`: mutmut 3 (pinned in pyproject's [mutate]
 # extra) mutates the core numeric modules and runs, per mutant, the tests that reach the mutated
