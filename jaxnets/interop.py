@@ -70,20 +70,11 @@ class _Entry:
     optional: bool = False
 
 
-def _same(a: Array) -> Array:
-    return a
-
-
-def _conv_to_jax(w: Array) -> Array:
-    return w.transpose(2, 3, 1, 0)  # (O, I, H, W) -> (H, W, I, O)
-
-
-def _conv_to_torch(k: Array) -> tuple[Array]:
-    return (k.transpose(3, 2, 0, 1),)
-
-
-def _dense_to_torch(k: Array) -> tuple[Array]:
-    return (k.T,)
+# (to_jax, to_torch) pairs: a copy, a dense weight (out, in) <-> kernel (in, out), and a conv
+# weight (O, I, H, W) <-> kernel (H, W, I, O)
+_COPY = (lambda a: a, lambda a: (a,))
+_DENSE = (np.transpose, lambda k: (k.T,))
+_CONV = (lambda w: w.transpose(2, 3, 1, 0), lambda k: (k.transpose(3, 2, 0, 1),))
 
 
 def _side(features: int, channels: int) -> int:
@@ -111,21 +102,17 @@ def _flat_dense(channels: int) -> tuple[Callable[..., Array], Callable[[Array], 
     return to_jax, to_torch
 
 
-def _layer(key: str, path: tuple[str, ...], params: Any, kernel=(np.transpose, _dense_to_torch)):
+def _layer(key: str, path: tuple[str, ...], params: Any, kernel=_DENSE) -> list[_Entry]:
     """``{key}.weight`` -> ``kernel`` (``kernel``: its two transforms; dense by default) and
     ``{key}.bias`` -> ``bias`` when the jaxnets layer has one."""
     entries = [_Entry((f"{key}.weight",), ("params", *path, "kernel"), *kernel)]
     if "bias" in _get(params, path):
-        entries.append(_Entry((f"{key}.bias",), ("params", *path, "bias"), _same, _tuple))
+        entries.append(_Entry((f"{key}.bias",), ("params", *path, "bias"), *_COPY))
     return entries
 
 
-def _tuple(a: Array) -> tuple[Array]:
-    return (a,)
-
-
 def _conv(key: str, path: tuple[str, ...], params: Any) -> list[_Entry]:
-    return _layer(key, path, params, (_conv_to_jax, _conv_to_torch))
+    return _layer(key, path, params, _CONV)
 
 
 def _batch_norm(key: str, path: tuple[str, ...], conv_bias: str | None = None) -> list[_Entry]:
@@ -133,15 +120,15 @@ def _batch_norm(key: str, path: tuple[str, ...], conv_bias: str | None = None) -
     it, which jaxnets leaves out; it is folded into the running mean (exact in evaluation,
     and the batch mean absorbs it in training): ``mean = running_mean - bias``."""
     pairs = [("weight", "params", "scale"), ("bias", "params", "bias")]
-    entries = [_Entry((f"{key}.{t}",), (c, *path, j), _same, _tuple) for t, c, j in pairs]
+    entries = [_Entry((f"{key}.{t}",), (c, *path, j), *_COPY) for t, c, j in pairs]
     mean = ("batch_stats", *path, "mean")
     if conv_bias is None:
-        entries.append(_Entry((f"{key}.running_mean",), mean, _same, _tuple))
+        entries.append(_Entry((f"{key}.running_mean",), mean, *_COPY))
     else:
         entries.append(_Entry((conv_bias, f"{key}.running_mean"), mean, _fold, _unfold))
     var = ("batch_stats", *path, "var")
-    entries.append(_Entry((f"{key}.running_var",), var, _same, _tuple))
-    counter = _Entry((f"{key}.num_batches_tracked",), None, _same, _zero_count, optional=True)
+    entries.append(_Entry((f"{key}.running_var",), var, *_COPY))
+    counter = _Entry((f"{key}.num_batches_tracked",), None, _COPY[0], _zero_count, optional=True)
     return [*entries, counter]
 
 
@@ -186,10 +173,10 @@ def _classifier(model: VGG | AlexNet, params: Any, channels: int, first: int) ->
     """torchvision's classifier: Linear, ReLU and Dropout in threes from index ``first``."""
     entries = []
     for i in range(1, len(model.hidden) + 1):
-        kernel = _flat_dense(channels) if i == 1 else (np.transpose, _dense_to_torch)
+        kernel = _flat_dense(channels) if i == 1 else _DENSE
         entries += _layer(f"classifier.{first + 3 * (i - 1)}", (f"fc{i}",), params, kernel)
     last = f"classifier.{3 * len(model.hidden)}"
-    kernel = _flat_dense(channels) if not model.hidden else (np.transpose, _dense_to_torch)
+    kernel = _flat_dense(channels) if not model.hidden else _DENSE
     return entries + _layer(last, ("output",), params, kernel)
 
 
@@ -227,7 +214,7 @@ def _mlp(model: MLP, params: Any) -> list[_Entry]:
         entries += _layer(str(step * i), (f"hidden_{i}",), params)
         if model.activation == "prelu":
             slope = ("params", f"act_{i}", "slope")
-            entries.append(_Entry((f"{step * i + 1}.weight",), slope, _same, _tuple))
+            entries.append(_Entry((f"{step * i + 1}.weight",), slope, *_COPY))
     return entries + _layer(str(step * len(model.hidden)), ("out",), params)
 
 
@@ -242,23 +229,20 @@ def _split_bias(b: Array) -> tuple[Array, Array]:
 def _recurrent(kind: str, prefix: str, cells: list[tuple[str, tuple[str, ...]]]) -> list[_Entry]:
     """Entries of a ``torch.nn`` RNN/LSTM/GRU under ``prefix``: ``cells`` pairs each key suffix
     (``_l0``, ``_l0_reverse``, ...) with the jaxnets path of that layer's cell."""
-    transpose = (np.transpose, _dense_to_torch)
     entries = []
     for suffix, path in cells:
         cell = ("params", *path)
         entries.append(
-            _Entry(
-                (f"{prefix}weight_ih{suffix}",), (*cell, "input_to_hidden", "kernel"), *transpose
-            )
+            _Entry((f"{prefix}weight_ih{suffix}",), (*cell, "input_to_hidden", "kernel"), *_DENSE)
         )
         entries.append(
-            _Entry((f"{prefix}weight_hh{suffix}",), (*cell, "hidden_to_hidden"), *transpose)
+            _Entry((f"{prefix}weight_hh{suffix}",), (*cell, "hidden_to_hidden"), *_DENSE)
         )
         biases = (f"{prefix}bias_ih{suffix}", f"{prefix}bias_hh{suffix}")
         input_bias = (*cell, "input_to_hidden", "bias")
         if kind == "gru":  # r multiplies bias_hh's n part: the two biases stay apart
-            entries.append(_Entry(biases[:1], input_bias, _same, _tuple))
-            entries.append(_Entry(biases[1:], (*cell, "hidden_to_hidden_bias"), _same, _tuple))
+            entries.append(_Entry(biases[:1], input_bias, *_COPY))
+            entries.append(_Entry(biases[1:], (*cell, "hidden_to_hidden_bias"), *_COPY))
         else:
             entries.append(_Entry(biases, input_bias, _input_bias, _split_bias))
     return entries
@@ -280,7 +264,7 @@ def _sequence_model(model: SequenceModel, params: Any) -> list[_Entry]:
 
 def _char_lm(model: CharLM, params: Any) -> list[_Entry]:
     cells = [(f"_l{layer}", (f"recurrent_{layer}", "cell")) for layer in range(model.layers)]
-    table = _Entry(("embedding.weight",), ("params", "embedding", "embedding"), _same, _tuple)
+    table = _Entry(("embedding.weight",), ("params", "embedding", "embedding"), *_COPY)
     entries = _recurrent(_cell_kind(model.cell), "recurrent.", cells)
     return [table, *entries, *_layer("readout", ("readout",), params)]
 
