@@ -8,6 +8,7 @@ models, so ``create_model``, ``list_models`` and ``model_card`` know every model
 """
 
 from jaxnets import models  # noqa: F401  (each family registers its models on import)
+from jaxnets.pretrained import load_pretrained  # noqa: F401  (jaxnets.load_pretrained(name))
 from jaxnets.registry import (
     InputSpecError,
     ModelCard,

@@ -59,6 +59,7 @@ BAD_CONFIGS = [
     ("pixelcnn", {"splits": (0.5, 0.2, 0.2)}, r"splits three fractions > 0 summing to 1"),
     ("pixelcnn", {"threshold": 1.0}, r"threshold must be in \[0, 1\)"),
     ("pixelcnn", {"patience": 0}, r"patience must be >= 1"),
+    ("pretrained", {"models": ("resnet18",)}, r"models must name some of lenet5, mlp"),
     ("revnet", {"features": 3}, r"features must be even and >= 2"),
     ("revnet", {"depths": (8, 8)}, r"depths must hold at least two different depths"),
     ("revnet", {"train_batch_size": 0}, r"train_batch_size must be >= 1"),
@@ -87,7 +88,7 @@ def test_bad_config_field_is_refused(name, fields, match):
 
 def test_every_experiment_default_config_is_valid():
     names = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
-    assert len(names) == 15
+    assert len(names) == 16
     assert {name for name, _, _ in BAD_CONFIGS} == set(names)  # every experiment has cases
     for name in names:
         load_experiment(name).Config()  # raises if a default broke its own checks
