@@ -121,12 +121,20 @@ def test_outputs_equal_torch(case_name):
 
 
 def test_recordings_are_current():
-    """With torch installed: torch computes now what tests/torch_references/ holds."""
+    """With torch installed: torch computes now what tests/torch_references/ holds (the
+    torchvision cases too where its wheel or package is found)."""
     pytest.importorskip("torch")
-    tv = torchvision_models()
+    try:
+        tv = torchvision_models()
+    except FileNotFoundError as err:
+        tv, missing = None, str(err)
     for name, case in CASES.items():
+        if case.torchvision and tv is None:
+            continue
         recorded = np.load(DIR / f"{name}.npz")["output"]
         assert _relative_error(torch_outputs(case, tv), recorded) <= TOLERANCE[case.dtype], name
+    if tv is None:
+        pytest.skip(f"torch.nn cases checked; torchvision's skipped: {missing}")
 
 
 def test_adaptive_avg_pool_averages_torch_bins():

@@ -47,7 +47,8 @@ TORCHVISION_FILES = ("resnet", "vgg", "alexnet")
 class Case:
     """One equality check: ``model`` with ``hyperparameters`` on ``batch`` inputs of
     ``input_shape`` (jaxnets layout) in ``dtype``; ``torch_model(tv)`` builds the PyTorch
-    module from torchvision's model modules ``tv`` and returns ``(module, forward)``."""
+    module (from torchvision's model modules ``tv`` when ``torchvision``) and returns
+    ``(module, forward)``."""
 
     model: str
     hyperparameters: dict[str, Any]
@@ -55,6 +56,7 @@ class Case:
     torch_model: Callable[[Any], tuple[Any, Callable[[Any], Any]]]
     dtype: str = "float32"
     batch: int = 2
+    torchvision: bool = False
 
 
 def _plain(build: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, Callable]]:
@@ -152,20 +154,33 @@ def _alexnet(tv: Any) -> Any:
 _SMALL_VGG = {"depths": (1, 1), "widths": (4, 8), "hidden": (16, 16), "num_classes": 3}
 _SMALL_RESNET = {"stage_sizes": (1, 1, 1, 1), "num_classes": 10}
 CASES: dict[str, Case] = {
-    "resnet18": Case("resnet18", {}, (32, 32, 3), _plain(lambda tv: tv.resnet.resnet18())),
+    "resnet18": Case(
+        "resnet18", {}, (32, 32, 3), _plain(lambda tv: tv.resnet.resnet18()), torchvision=True
+    ),
     "resnet50_1111": Case(
         "resnet50",
         _SMALL_RESNET,
         (32, 32, 3),
         _plain(lambda tv: tv.resnet.ResNet(tv.resnet.Bottleneck, [1, 1, 1, 1], num_classes=10)),
+        torchvision=True,
     ),
     # 32x32 -> 8x8 maps: the adaptive pool's 7 bins overlap
-    "vgg11": Case("vgg11", _SMALL_VGG, (32, 32, 3), _plain(lambda tv: _vgg(tv, False))),
+    "vgg11": Case(
+        "vgg11", _SMALL_VGG, (32, 32, 3), _plain(lambda tv: _vgg(tv, False)), torchvision=True
+    ),
     "vgg11_bn": Case(
-        "vgg11", {**_SMALL_VGG, "batch_norm": True}, (32, 32, 3), _plain(lambda tv: _vgg(tv, True))
+        "vgg11",
+        {**_SMALL_VGG, "batch_norm": True},
+        (32, 32, 3),
+        _plain(lambda tv: _vgg(tv, True)),
+        torchvision=True,
     ),
     "alexnet": Case(
-        "alexnet", {"num_classes": 10, "hidden": (16, 16)}, (64, 64, 3), _plain(_alexnet)
+        "alexnet",
+        {"num_classes": 10, "hidden": (16, 16)},
+        (64, 64, 3),
+        _plain(_alexnet),
+        torchvision=True,
     ),
     "lenet5": Case("lenet5", {}, (32, 32, 1), _plain(_lenet)),
     "mlp_prelu": Case(
