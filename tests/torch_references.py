@@ -183,6 +183,23 @@ CASES: dict[str, Case] = {
         torchvision=True,
     ),
     "lenet5": Case("lenet5", {}, (32, 32, 1), _plain(_lenet)),
+    "lenet5_f64": Case("lenet5", {}, (32, 32, 1), _plain(_lenet), dtype="float64"),
+    "vgg11_bn_f64": Case(
+        "vgg11",
+        {**_SMALL_VGG, "batch_norm": True},
+        (20, 20, 3),  # 5x5 maps: the 7 bins of 1 or 2 pixels overlap
+        _plain(lambda tv: _vgg(tv, True)),
+        dtype="float64",
+        torchvision=True,
+    ),
+    "resnet50_1111_f64": Case(
+        "resnet50",
+        _SMALL_RESNET,
+        (32, 32, 3),
+        _plain(lambda tv: tv.resnet.ResNet(tv.resnet.Bottleneck, [1, 1, 1, 1], num_classes=10)),
+        dtype="float64",
+        torchvision=True,
+    ),
     "mlp_prelu": Case(
         "mlp_prelu",
         {"hidden": (5, 4), "num_outputs": 3},

@@ -133,7 +133,7 @@ def _check_fit(x: jax.Array, model: str, layers: Sequence[tuple[str, int, int, i
 def _pool_matrix(size: int, out: int) -> np.ndarray:
     """(out, size) averaging weights of PyTorch's adaptive pooling along one axis: output ``i``
     is the mean of inputs ``floor(i size / out)`` to ``ceil((i + 1) size / out) - 1``."""
-    weights = np.zeros((out, size), np.float32)
+    weights = np.zeros((out, size))  # float64: cast to the input dtype, exact in either
     for i in range(out):
         start, stop = (i * size) // out, -(-((i + 1) * size) // out)
         weights[i, start:stop] = 1.0 / (stop - start)
