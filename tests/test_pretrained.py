@@ -100,9 +100,9 @@ def test_smoke_run_writes_files_that_load_back_to_the_recorded_metric(tmp_path):
     model, variables, card = load_pretrained("mlp", run)
     assert card["training"]["epochs"] == 1 and card["hyperparameters"]["hidden"] == [512]
     assert card["command"].startswith("python experiments/pretrained.py --models mlp --smoke")
-    row = summary["results"]["mlp"]
+    row = summary["results"]["mlp (test_accuracy)"]
     assert (
-        row["test_accuracy"]
+        row["stored_metric"]
         == card["metric"]["value"]
         == Pretrained(model, variables, card).test_metric()
     )
