@@ -7,9 +7,9 @@ at line 2446) and Lecture 14 §4 "ResNets" (line 3254); batch normalization (lin
 * ``lenet5``: LeNet-5 as the lecture's Table 1 (tanh, mean pooling), x: (B, 32, 32, 1);
 * ``resnet18``: torchvision's ResNet-18 (ImageNet stem: 7x7/2 conv and 3x3/2 max pool; batch
   norm in training mode) on CIFAR-shaped x: (B, 32, 32, 3), 11,181,642 parameters for 10
-  classes. The Flax version mirrors jaxnets' parameter names and "same" max pool, so its step
-  and jaxnets' agree to rounding on the same variables; PyTorch pads the pool as torchvision
-  does.
+  classes. The Flax version mirrors jaxnets' parameter names; its max pool, jaxnets' and
+  PyTorch's pad one pixel on each side as torchvision's does, so the steps agree to rounding
+  on the same variables.
 
 flax and torch are imported inside the functions, when a case needs them.
 :mod:`benchmarks.cnn` times them against jaxnets' registry models.
@@ -103,7 +103,7 @@ def flax_model(model: str, classes: int = 10, dtype: str = "float32"):
         @nn.compact
         def __call__(self, x, train: bool = False):
             h = nn.relu(norm(train, "bn1")(conv(64, 7, 2, "conv1")(x)))
-            h = nn.max_pool(h, (3, 3), (2, 2), padding="SAME")
+            h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
             for stage, (width, strides) in enumerate(_RESNET18_STAGES, start=1):
                 for block in (1, 2):
                     h = BasicBlock(
@@ -161,8 +161,7 @@ def torch_model(model: str, classes: int = 10):
     """The benchmark's eager PyTorch version of ``model``: x: (batch, channels, 32, 32) ->
     logits (batch, classes). Parameters are named as :func:`flax_model`'s (``stage1_block1.conv1
     .weight`` is Flax's ``stage1_block1/conv1/kernel``). The ResNet's max pool pads one pixel on
-    each side, as torchvision's (Flax's and jaxnets' "same" pad the extra pixel after: same
-    shapes and work, windows shifted by one pixel)."""
+    each side, as torchvision's, Flax's and jaxnets'."""
     from torch import nn
 
     choice("model", model, MODELS)

@@ -9,9 +9,9 @@ mode, its updated batch-norm statistics) with numbers computed without JAX or Fl
 * pooling (Lecture 9 §4): max or mean over each window, windows spaced by the stride;
 * "same" padding (Lecture 10 §3, line 2410) pads ``ceil(n / s)`` outputs' worth of zeros with
   the odd one after (XLA's and TensorFlow's rule): jaxnets uses it for ``filtering`` and for the
-  stride-2 max pools of the ResNet and GoogLeNet stems, which then pad (0, 1) on an even side
-  and (1, 1) on an odd one; the model convolutions instead pad ``k // 2`` on every side, as
-  torchvision does;
+  stride-2 max pools of the GoogLeNet stem, which then pad (0, 1) on an even side and (1, 1)
+  on an odd one; the ResNet stem's max pool pads (1, 1) on every side and the model
+  convolutions ``k // 2``, as torchvision does;
 * batch norm (Ioffe & Szegedy 2015, lecture line 2095): per channel, batch mean and biased
   variance over (batch, height, width) in training, running statistics in evaluation,
   ``scale * (h - mean) / sqrt(var + 1e-5) + bias``; training moves the running statistics
@@ -234,7 +234,7 @@ def googlenet_ref(r: Ref, x, model: GoogLeNet):
     h = pool_ref(layer("conv2", layer("conv2_reduce", h)), 3, 2, "same", "max")
     for s in range(3, 3 + len(model.stages)):
         if s > 3:
-            h = pool_ref(h, 3, 2, "same", "max")
+            h = pool_ref(h, 3, 2, 1, "max")
         for letter in "abcdefgh"[: len(model.stages[s - 3])]:
             h = inception_ref(r.scope(f"inception_{s}{letter}"), h, model.batch_norm)
     return r.dense("output", h.mean(axis=(1, 2)))
@@ -244,7 +244,7 @@ def resnet_ref(r: Ref, x, model: ResNet):
     imagenet = model.stem == "imagenet"
     h = relu(r.bn("bn1", r.conv("conv1", x, *((2, 3) if imagenet else (1, 1)))))
     if imagenet:
-        h = pool_ref(h, 3, 2, "same", "max")
+        h = pool_ref(h, 3, 2, 1, "max")
     block = basic_block_ref if model.block == "basic" else bottleneck_ref
     for s, (size, width) in enumerate(zip(model.stage_sizes, model.widths, strict=True)):
         for j in range(size):
@@ -421,7 +421,7 @@ def test_googlenet():
 )
 def test_resnet(config):
     """Stem, a stage of stride 1 and one of stride 2, global average pool, output; on 13x16
-    the ImageNet stem's max pool pads (1, 1) rows and (0, 1) columns (7x8 -> 4x4)."""
+    the ImageNet stem's max pool pads (1, 1) rows and columns, as torchvision (7x8 -> 4x4)."""
     model = ResNet(stage_sizes=(1, 1), widths=(2, 3), num_classes=3, **config)
     shape = (3, 13, 16, 2) if config["stem"] == "imagenet" else (3, 6, 7, 2)
     check_against_reference(model, functools.partial(resnet_ref, model=model), shape, BOTH)
