@@ -89,9 +89,11 @@ class Pretrained(NamedTuple):
         return recompute_metric(self.model, self.variables, self.card["data"], self.card["metric"])
 
 
-def available() -> list[str]:
-    """Names of the shipped pretrained models (each with its ``.weights`` and ``.json``)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json") if p.with_suffix(".weights").is_file())
+def available(directory: str | Path = WEIGHTS_DIR) -> list[str]:
+    """Names of the pretrained models in ``directory`` (default: the shipped ones), each a
+    ``<name>.weights`` with its ``<name>.json``."""
+    files = Path(directory).glob("*.json")
+    return sorted(p.stem for p in files if p.with_suffix(".weights").is_file())
 
 
 def stored_dtype(variables: Any, dtype: Any = np.float16) -> Any:
@@ -114,9 +116,7 @@ def load_pretrained(name: str, directory: str | Path = WEIGHTS_DIR) -> Pretraine
     directory = Path(directory)
     card_path, weights_path = directory / f"{name}.json", directory / f"{name}.weights"
     if not (card_path.is_file() and weights_path.is_file()):
-        names = sorted(
-            p.stem for p in directory.glob("*.json") if p.with_suffix(".weights").is_file()
-        )
+        names = available(directory)
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise PretrainedError(
