@@ -109,3 +109,14 @@ def test_smoke_run_writes_files_that_load_back_to_the_recorded_metric(tmp_path):
     assert all(claim["holds"] for claim in summary["claims"])
     with pytest.raises(PretrainedError, match=r"available ones are mlp"):
         load_pretrained("lenet5", run)
+
+
+def test_the_card_command_parses_back_to_the_config_that_wrote_it():
+    from jaxnets.experiment import parse_config
+
+    experiment = load_experiment("pretrained")
+    flags = ["--models", "nplm", "--seed", "3", "--nplm-epochs", "2", "--smoke"]
+    cfg = parse_config(experiment.Config, flags)
+    line = experiment.command(cfg, "nplm")
+    assert line == "python experiments/pretrained.py --models nplm --smoke --seed 3 --nplm-epochs 2"
+    assert parse_config(experiment.Config, line.split()[2:]) == cfg
