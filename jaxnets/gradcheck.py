@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["gradcheck", "gradcheck_model", "GradcheckReport", "LeafCheck", "GradcheckError"]
+__all__ = ["GradcheckError", "GradcheckReport", "LeafCheck", "gradcheck", "gradcheck_model"]
 
 PyTree = Any
 
@@ -83,7 +83,7 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def _map_in_chunks(batched: Callable[[jax.Array], jax.Array], xs: jax.Array, chunk: int = 16):
+def map_in_chunks(batched: Callable[[jax.Array], jax.Array], xs: jax.Array, chunk: int = 16):
     """``[fn(x) for x in xs]`` over chunks of ``xs``, looped from Python, where ``batched`` is
     ``jax.jit(jax.vmap(fn))``, built once by the caller so that every call with the same
     shapes reuses one compiled program.
@@ -178,7 +178,7 @@ def gradcheck(
             def along(i):
                 return difference(jnp.zeros_like(flat).at[i].set(1.0))
 
-            numeric = _map_in_chunks(jax.jit(jax.vmap(along)), jnp.arange(flat.size))
+            numeric = map_in_chunks(jax.jit(jax.vmap(along)), jnp.arange(flat.size))
             pairs = [
                 (analytic[lo:hi], numeric[lo:hi], analytic[lo:hi])
                 for lo, hi in zip(offsets[:-1], offsets[1:], strict=False)
@@ -196,7 +196,7 @@ def gradcheck(
                 pairs.append(
                     (
                         v @ analytic[lo:hi],
-                        _map_in_chunks(batched_difference, jnp.asarray(padded)),
+                        map_in_chunks(batched_difference, jnp.asarray(padded)),
                         analytic[lo:hi],
                     )
                 )

@@ -21,7 +21,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "an offset above pad puts the slice start below 0, which lax.dynamic_slice clamps to "
         "0: the same blank image as the clipped offset",
     ),
-    "jaxnets.gradcheck.x__map_in_chunks__mutmut_12": (
+    "jaxnets.gradcheck.x_map_in_chunks__mutmut_12": (
         "padded = jnp.concatenate([xs, jnp.repeat(xs[:1], pad, axis=0)]) if (pad) or True else xs",
         "with pad = 0 the concatenation appends nothing: the same array",
     ),

@@ -13,8 +13,8 @@ from gradcheck_helpers import planted_gradient
 from jaxnets.gradcheck import (
     GradcheckReport,
     LeafCheck,
-    _map_in_chunks,
     gradcheck,
+    map_in_chunks,
 )
 
 # --- the relative error formula, rel(a, n) = ‖a − n‖ / (‖a‖ + ‖n‖) -------------------------
@@ -139,7 +139,7 @@ def test_map_in_chunks_calls_the_batched_function_on_chunks_of_16_rows():
         seen.append(chunk.shape)
         return jnp.sum(chunk**2, axis=1)
 
-    out = _map_in_chunks(batched, xs)
+    out = map_in_chunks(batched, xs)
     assert seen == [(16, 3)] * 3
     np.testing.assert_array_equal(out, np.sum(np.asarray(xs) ** 2, axis=1))
 
