@@ -46,7 +46,7 @@ from benchmarks import common, steps
 from benchmarks.cnn_models import INPUT_SHAPES, MODELS, flax_model, flax_train_step, torch_model
 from benchmarks.common import FRAMEWORKS, case_main
 
-__all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "make_data", "run_case", "main"]
+__all__ = ["CASES", "NAME", "RESULT_FILES", "CaseConfig", "main", "make_data", "run_case"]
 __all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
 
 NAME, CASES = "cnn", MODELS

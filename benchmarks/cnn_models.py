@@ -25,7 +25,7 @@ from benchmarks.common import choice
 MODELS = ("lenet5", "resnet18")
 INPUT_SHAPES = {"lenet5": (32, 32, 1), "resnet18": (32, 32, 3)}
 
-__all__ = ["MODELS", "INPUT_SHAPES", "flax_model", "flax_train_step", "torch_model"]
+__all__ = ["INPUT_SHAPES", "MODELS", "flax_model", "flax_train_step", "torch_model"]
 
 _RESNET18_STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (width, first stride), 2 blocks each
 _BN_MOMENTUM, _BN_EPSILON = 0.9, 1e-5  # flax convention; PyTorch's momentum=0.1 is the same

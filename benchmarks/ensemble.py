@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks import common
 from benchmarks.steps import Timer
 
-__all__ = ["NAME", "CASES", "RESULT_FILES", "Plan", "time_case", "member_scaling"]
+__all__ = ["CASES", "NAME", "RESULT_FILES", "Plan", "member_scaling", "time_case"]
 __all__ += ["run_benchmark"]
 
 NAME, CASES = "ensemble", ("ensemble",)

@@ -39,7 +39,7 @@ import numpy as np
 from benchmarks import common, steps
 from benchmarks.common import FRAMEWORKS, case_main
 
-__all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "make_data", "run_case", "main"]
+__all__ = ["CASES", "NAME", "RESULT_FILES", "CaseConfig", "main", "make_data", "run_case"]
 __all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
 
 NAME, CASES = "mlp", ("mlp",)

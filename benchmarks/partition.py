@@ -49,8 +49,8 @@ from benchmarks import common
 from benchmarks.common import case_main
 from benchmarks.steps import Timer, fresh_jax_compiles
 
-__all__ = ["NAME", "CASES", "RESULT_FILES", "MODELS", "SETUPS", "TIMINGS", "CaseConfig"]
-__all__ += ["run_case", "summarize_case", "Plan", "run_benchmark", "main"]
+__all__ = ["CASES", "MODELS", "NAME", "RESULT_FILES", "SETUPS", "TIMINGS", "CaseConfig"]
+__all__ += ["Plan", "main", "run_benchmark", "run_case", "summarize_case"]
 
 NAME, CASES = "partition", ("partition",)
 RESULT_FILES = {"cpu": "partition.json", "gpu": "partition_gpu.json"}

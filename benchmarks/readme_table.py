@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["render_markdown", "main"]
+__all__ = ["main", "render_markdown"]
 
 _LABELS = {"jaxnets": "jaxnets", "flax": "Flax (hand-written jit)", "torch": "PyTorch eager"}
 _SHORT = {"jaxnets": "jaxnets", "flax": "Flax", "torch": "PyTorch"}

@@ -62,8 +62,8 @@ from benchmarks.rnn_models import (
     torch_model,
 )
 
-__all__ = ["NAME", "CASES", "RESULT_FILES", "CaseConfig", "step_flops", "make_data"]
-__all__ += ["run_case", "main", "FULL", "SHAPES", "resolve_unroll", "Plan"]
+__all__ = ["CASES", "NAME", "RESULT_FILES", "CaseConfig", "make_data", "step_flops"]
+__all__ += ["FULL", "SHAPES", "Plan", "main", "resolve_unroll", "run_case"]
 __all__ += ["ratios_and_goals", "run_benchmark"]
 
 NAME, CASES = "rnn", ("lstm",)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["jaxnets_model", "flax_model", "half_mse", "flax_train_step", "torch_model"]
+__all__ = ["flax_model", "flax_train_step", "half_mse", "jaxnets_model", "torch_model"]
 
 
 def jaxnets_model(hidden: int, unroll: int = 1, dtype: str = "float32"):

@@ -26,13 +26,13 @@ __all__ = [
     "StepCase",
     "Timer",
     "fresh_jax_compiles",
-    "step_flops",
     "matmul_peak",
     "run_jax_steps",
-    "torch_device",
-    "torch_autocast",
     "run_torch_steps",
+    "step_flops",
     "step_record",
+    "torch_autocast",
+    "torch_device",
 ]
 
 DEVICES = ("cpu", "gpu")

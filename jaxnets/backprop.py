@@ -52,18 +52,18 @@ from jaxnets import losses
 from jaxnets.nn.activations import get_activation
 
 __all__ = [
-    "Layer",
     "DERIVATIVES",
     "OUTPUT_LOSSES",
-    "mlp_forward",
-    "backprop",
-    "layers_from_mlp_params",
-    "mlp_params_from_layers",
     "ElmanTrace",
-    "elman_forward",
+    "Layer",
+    "backprop",
     "bptt",
+    "elman_forward",
     "elman_params_from_flax",
     "flax_params_from_elman",
+    "layers_from_mlp_params",
+    "mlp_forward",
+    "mlp_params_from_layers",
 ]
 
 Layer = tuple[jax.Array, jax.Array]  # (W: (in, out), b: (out,))

@@ -36,8 +36,8 @@ from jax.experimental import multihost_utils
 from jaxnets import distributed
 
 __all__ = [
-    "Checkpointer",
     "CheckpointError",
+    "Checkpointer",
     "CorruptCheckpointError",
     "CorruptCheckpointWarning",
     "ForeignCheckpointError",

@@ -25,7 +25,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["config_from_args", "argparse_config", "config_to_args"]
+__all__ = ["argparse_config", "config_from_args", "config_to_args"]
 
 ConfigT = TypeVar("ConfigT")
 _NONE = "None"  # how tyro spells None for an optional field

@@ -48,14 +48,14 @@ from jaxnets.train.step import Trainer
 
 __all__ = [
     "SATURATION_BOUNDS",
-    "preactivations",
-    "hidden_activations",
-    "dead_units",
-    "saturated_units",
-    "layer_norms",
-    "StepNorms",
-    "step_norms",
     "LayerSymmetry",
+    "StepNorms",
+    "dead_units",
+    "hidden_activations",
+    "layer_norms",
+    "preactivations",
+    "saturated_units",
+    "step_norms",
     "symmetry_check",
 ]
 

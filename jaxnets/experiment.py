@@ -32,15 +32,15 @@ from jaxnets.cli_config import config_from_args
 
 __all__ = [
     "Claim",
-    "mean_over_seeds",
     "Run",
-    "parse_config",
     "format_table",
     "latest_summaries",
+    "mean_over_seeds",
+    "parse_config",
     "record_summaries",
     "recorded_summaries",
-    "results_markdown",
     "replace_block",
+    "results_markdown",
 ]
 
 ConfigT = TypeVar("ConfigT")

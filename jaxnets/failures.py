@@ -27,8 +27,8 @@ from jaxnets.diagnostics import SATURATION_BOUNDS, dead_units, saturated_units
 from jaxnets.train import Trainer, TrainState, batch_loss
 
 __all__ = [
-    "constant_kernels",
     "Transform",
+    "constant_kernels",
     "hidden_bias",
     "scale_kernels",
     "settable_sgd",

@@ -26,13 +26,13 @@ import optax
 
 __all__ = [
     "Landscape",
-    "quadratic",
-    "rosenbrock",
+    "hessian_eigenvalues",
     "logistic_data",
     "logistic_regression",
-    "hessian_eigenvalues",
-    "trajectory",
     "plot_trajectories",
+    "quadratic",
+    "rosenbrock",
+    "trajectory",
 ]
 
 Cost = Callable[[jax.Array], jax.Array]

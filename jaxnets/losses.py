@@ -36,23 +36,23 @@ import numpy as np
 from jaxnets.checks import check_finite_array, first_index
 
 __all__ = [
-    "squared_error",
-    "zero_one",
-    "binary_cross_entropy",
-    "softmax_cross_entropy",
-    "sequence_cross_entropy",
-    "sequence_accuracy",
-    "bernoulli_nll",
-    "negative_log_likelihood",
-    "binary_hinge",
-    "multiclass_hinge",
-    "perceptron_criterion",
-    "accuracy",
+    "LOSSES",
     "LossSpec",
     "TargetError",
+    "accuracy",
+    "bernoulli_nll",
+    "binary_cross_entropy",
+    "binary_hinge",
     "get_loss",
+    "multiclass_hinge",
+    "negative_log_likelihood",
+    "perceptron_criterion",
     "random_targets",
-    "LOSSES",
+    "sequence_accuracy",
+    "sequence_cross_entropy",
+    "softmax_cross_entropy",
+    "squared_error",
+    "zero_one",
 ]
 
 

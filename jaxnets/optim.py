@@ -16,7 +16,7 @@ import optax
 
 from jaxnets.checks import check_number, check_positive_int
 
-__all__ = ["make_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_schedule"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")

@@ -28,16 +28,16 @@ from jaxnets.checks import check_choice
 from jaxnets.validation import check_counts
 
 __all__ = [
+    "InputSpecError",
     "ModelCard",
     "UnknownModelError",
-    "InputSpecError",
-    "register_model",
-    "create_model",
-    "list_models",
-    "model_card",
     "builder_path",
     "check_input",
+    "create_model",
     "example_inputs",
+    "list_models",
+    "model_card",
+    "register_model",
 ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["l1", "l2", "elastic_net", "make_regularizer"]
+__all__ = ["elastic_net", "l1", "l2", "make_regularizer"]
 
 PyTree = Any
 

@@ -33,9 +33,9 @@ from jaxnets.train import FitResult, Trainer, evaluate, fit
 
 __all__ = [
     "ExperimentConfig",
+    "SeedSweep",
     "SeededConfig",
     "TrainingConfig",
-    "SeedSweep",
     "check_activation",
     "fit_and_test",
     "fit_from_seed",

@@ -44,13 +44,13 @@ import numpy as np
 
 __all__ = [
     "Node",
-    "Tape",
     "Primitive",
-    "toposort",
+    "Tape",
     "backward",
-    "vjp",
     "grad",
+    "toposort",
     "value_and_grad",
+    "vjp",
 ]
 
 Tree = Any  # a float array, or a dict / list / tuple of trees

@@ -29,15 +29,15 @@ from jaxnets.autodiff.core import value_and_grad
 
 __all__ = [
     "ACTIVATIONS",
-    "init_mlp",
-    "params_from_flax",
-    "mlp_logits",
-    "one_hot",
-    "softmax_cross_entropy",
-    "mlp_loss",
     "accuracy",
+    "init_mlp",
     "minibatch_order",
+    "mlp_logits",
+    "mlp_loss",
+    "one_hot",
+    "params_from_flax",
     "sgd_step",
+    "softmax_cross_entropy",
     "train_mlp",
 ]
 

@@ -28,20 +28,20 @@ from jaxnets.autodiff.core import Primitive
 
 __all__ = [
     "add",
-    "subtract",
-    "multiply",
     "divide",
-    "maximum",
-    "negative",
     "exp",
     "log",
-    "tanh",
-    "sigmoid",
-    "relu",
-    "matmul",
-    "sum",
-    "mean",
     "logsumexp",
+    "matmul",
+    "maximum",
+    "mean",
+    "multiply",
+    "negative",
+    "relu",
+    "sigmoid",
+    "subtract",
+    "sum",
+    "tanh",
 ]
 
 

@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["AudioClips", "mu_law_encode", "mu_law_decode", "synthetic_audio"]
+__all__ = ["AudioClips", "mu_law_decode", "mu_law_encode", "synthetic_audio"]
 
 
 def _check_channels(channels: int) -> int:

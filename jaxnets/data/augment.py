@@ -30,12 +30,12 @@ import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
 __all__ = [
-    "shift_images",
+    "compose",
+    "random_flip",
+    "random_rotation",
     "random_shift",
     "rotate_images",
-    "random_rotation",
-    "random_flip",
-    "compose",
+    "shift_images",
 ]
 
 Augmentation = Callable[[jax.Array, jax.Array], jax.Array]

@@ -33,12 +33,12 @@ def _sklearn_datasets():
 
 __all__ = [
     "load_digits",
-    "xor_truth_table",
-    "make_xor",
-    "make_polynomial_regression",
-    "make_two_moons",
     "make_circles",
     "make_linearly_separable",
+    "make_polynomial_regression",
+    "make_two_moons",
+    "make_xor",
+    "xor_truth_table",
 ]
 
 

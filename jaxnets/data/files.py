@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "CorruptFileError",
     "DATA_ENV_VAR",
     "SOURCES",
+    "CorruptFileError",
     "Source",
     "check_labels",
     "data_folder",

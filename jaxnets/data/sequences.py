@@ -33,15 +33,15 @@ from jaxnets.data.text import CharVocab
 
 __all__ = [
     "ADDING_BASELINE_MSE",
+    "ExecutionTask",
     "all_binary_sequences",
-    "make_parity",
+    "copy_task_baseline",
+    "execute_program",
+    "generate_program",
     "make_adding_problem",
     "make_copy_task",
-    "copy_task_baseline",
-    "generate_program",
-    "execute_program",
-    "ExecutionTask",
     "make_execution_task",
+    "make_parity",
     "most_common_answer_accuracy",
 ]
 

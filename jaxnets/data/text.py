@@ -28,14 +28,14 @@ import numpy as np
 from jaxnets.data.dataset import split_sizes
 
 __all__ = [
-    "CharVocab",
     "CharCorpus",
+    "CharVocab",
     "StdlibCorpus",
+    "load_char_corpus",
     "read_split_files",
+    "sequence_windows",
     "stdlib_root",
     "stdlib_source_files",
-    "load_char_corpus",
-    "sequence_windows",
 ]
 
 DEFAULT_SPECIALS = ("<pad>", "<eos>", "<go>", "<unk>")

@@ -23,7 +23,7 @@ import numpy as np
 from jaxnets.data.dataset import ArrayDataset
 from jaxnets.data.embedded import make_two_moons
 
-__all__ = ["two_moons", "rings", "toy2d_dataset", "TOY2D"]
+__all__ = ["TOY2D", "rings", "toy2d_dataset", "two_moons"]
 
 
 def _check(name: str, n: int, noise: float) -> None:

@@ -41,12 +41,12 @@ from jaxnets.data.text import StdlibCorpus, read_split_files, stdlib_root, stdli
 
 __all__ = [
     "TOKEN_PATTERN",
-    "WordVocab",
     "WordCorpus",
-    "tokenize_words",
-    "source_passages",
-    "load_word_corpus",
+    "WordVocab",
     "context_windows",
+    "load_word_corpus",
+    "source_passages",
+    "tokenize_words",
 ]
 
 TOKEN_PATTERN = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+|[.,]")

@@ -34,10 +34,10 @@ from jaxnets.nn.conv import Pool
 from jaxnets.registry import register_model
 
 __all__ = [
-    "AlexNet",
-    "LeNet5",
     "VGG",
     "VGG_DEPTHS",
+    "AlexNet",
+    "LeNet5",
     "adaptive_avg_pool",
     "alexnet",
     "alexnet_small",

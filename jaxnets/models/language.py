@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NGramModel", "InterpolatedNGram", "fit_ngram", "fit_add_k", "fit_interpolated"]
+__all__ = ["InterpolatedNGram", "NGramModel", "fit_add_k", "fit_interpolated", "fit_ngram"]
 
 _ORDERS = (1, 2, 3)
 _MAX_KEY = np.iinfo(np.int64).max

@@ -35,12 +35,12 @@ from jaxnets.registry import register_model
 
 __all__ = [
     "LinearModel",
+    "PerceptronResult",
     "fit_least_squares",
     "fit_linear_gd",
-    "polynomial_features",
-    "PerceptronResult",
-    "perceptron_train",
     "perceptron_mistake_bound",
+    "perceptron_train",
+    "polynomial_features",
 ]
 
 _LAYER = "dense"

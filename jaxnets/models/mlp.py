@@ -31,15 +31,15 @@ from jaxnets.nn.activations import ACTIVATIONS, get_activation, make_activation,
 from jaxnets.registry import register_model
 
 __all__ = [
+    "CONNECTIVITIES",
+    "HEADS",
     "MLP",
     "DeepMLP",
     "NeRFMLP",
-    "predict",
     "positional_encoding",
+    "predict",
     "xor_data",
     "xor_handset",
-    "HEADS",
-    "CONNECTIVITIES",
 ]
 
 HEADS = ("softmax", "sigmoid", "linear")

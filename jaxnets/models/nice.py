@@ -45,11 +45,11 @@ from jaxnets.validation import check_counts
 
 __all__ = [
     "NICE",
-    "Prior",
     "PRIORS",
-    "get_prior",
+    "Prior",
     "fit_gaussian",
     "gaussian_log_likelihood",
+    "get_prior",
 ]
 
 

@@ -31,7 +31,7 @@ from jaxnets.models.cards import token_inputs
 from jaxnets.registry import register_model
 from jaxnets.validation import check_sampling
 
-__all__ = ["NPLM", "token_log_probs", "nearest_neighbours", "METRICS"]
+__all__ = ["METRICS", "NPLM", "nearest_neighbours", "token_log_probs"]
 
 METRICS = ("cosine", "euclidean")
 

@@ -34,7 +34,7 @@ from jaxnets.nn.recurrent import (
 from jaxnets.registry import register_model
 from jaxnets.validation import check_sampling
 
-__all__ = ["SequenceModel", "CharLM", "Seq2Seq", "seq2seq_inputs", "PAD_ID"]
+__all__ = ["PAD_ID", "CharLM", "Seq2Seq", "SequenceModel", "seq2seq_inputs"]
 
 PAD_ID = 0  # padding token of the token-input models (CharLM, Seq2Seq); ids are >= 1 otherwise
 

@@ -33,9 +33,9 @@ from jaxnets.nn.recurrent import ElmanCell, Recurrent
 __all__ = [
     "ElmanReadoutRNN",
     "OutputFeedbackRNN",
-    "running_sum_rnn",
     "larger_sum_rnn",
     "parity_rnn",
+    "running_sum_rnn",
 ]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["rows_matmul", "dense_dot_general", "scan_with_batched_weight_grad"]
+__all__ = ["dense_dot_general", "rows_matmul", "scan_with_batched_weight_grad"]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxnets.nn.activations import get_activation
 
-__all__ = ["AdditiveCoupling", "DiagonalScaling", "coupling_partition", "check_coupling_function"]
+__all__ = ["AdditiveCoupling", "DiagonalScaling", "check_coupling_function", "coupling_partition"]
 
 
 def coupling_partition(features: int, parity: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import jax
 
 from jaxnets import distributed
 
-__all__ = ["Callback", "ProgressBar", "JSONLLogger", "EarlyStopping"]
+__all__ = ["Callback", "EarlyStopping", "JSONLLogger", "ProgressBar"]
 
 
 class Callback:

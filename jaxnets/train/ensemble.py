@@ -31,11 +31,11 @@ from jaxnets.train.step import Trainer
 
 __all__ = [
     "EnsembleHistory",
+    "ensemble_accuracy",
+    "ensemble_probabilities",
+    "evaluate_ensemble",
     "init_ensemble",
     "train_ensemble",
-    "evaluate_ensemble",
-    "ensemble_probabilities",
-    "ensemble_accuracy",
 ]
 
 

@@ -29,7 +29,7 @@ from jaxnets.train.callbacks import Callback, JSONLLogger, ProgressBar
 from jaxnets.train.state import TrainState
 from jaxnets.train.step import Trainer
 
-__all__ = ["fit", "evaluate", "FitResult", "NonFiniteLossError"]
+__all__ = ["FitResult", "NonFiniteLossError", "evaluate", "fit"]
 
 # What fit does at the first NaN/inf loss: raise NonFiniteLossError, or end training after
 # that epoch and report the step in FitResult.non_finite_step.
