@@ -35,6 +35,7 @@ from jaxnets.pretrained import (
     load_pretrained,
     load_splits,
     metric_value,
+    save_test_split,
     stored_dtype,
 )
 from jaxnets.regularizers import make_regularizer
@@ -237,7 +238,7 @@ def ship(cfg: Config, name: str, recipe: Recipe, run: Run, folder: Path) -> dict
     model, variables = train(cfg, recipe, splits, run)
     x, y = splits.test
     float32 = metric_value(model, variables, x, y, recipe.metric)
-    weights = save_weights(
+    save_weights(
         folder / f"{name}.weights",
         recipe.model,
         stored_dtype(variables),
@@ -245,8 +246,13 @@ def ship(cfg: Config, name: str, recipe: Recipe, run: Run, folder: Path) -> dict
         **recipe.hyperparameters,
     )
     data = dict(recipe.data)
-    if splits.vocab is not None:
-        data |= {"vocab": splits.vocab, "python_version": platform.python_version()}
+    if splits.vocab is not None:  # the corpus depends on the Python: ship the test split
+        save_test_split(folder / f"{name}.test.npz", x, y)
+        data |= {
+            "vocab": splits.vocab,
+            "python_version": platform.python_version(),
+            "test_file": f"{name}.test.npz",
+        }
     parameters = sum(leaf.size for leaf in jax.tree.leaves(variables))
     card = {
         "name": name,
@@ -256,7 +262,7 @@ def ship(cfg: Config, name: str, recipe: Recipe, run: Run, folder: Path) -> dict
         "weights_dtype": "float16",
         "data": data,
         "metric": {"name": recipe.metric, "split": "test", "examples": len(x)},
-        "rebuild_test_split": "jaxnets.pretrained.load_splits(card['data']).test",
+        "rebuild_test_split": "jaxnets.pretrained.check_rebuilds(card['data']).test",
         "training": {"seed": cfg.seed, "schedule": "cosine", **recipe.training},
         "command": command(cfg, name),
         "jaxnets_version": jaxnets.__version__,
@@ -266,7 +272,7 @@ def ship(cfg: Config, name: str, recipe: Recipe, run: Run, folder: Path) -> dict
     stored = load_pretrained(name, folder).test_metric()
     card["metric"] |= {"value": stored, "float32_value": float32}
     dump_json(folder / f"{name}.json", card)
-    size = weights.stat().st_size + (folder / f"{name}.json").stat().st_size
+    size = sum(path.stat().st_size for path in folder.glob(f"{name}.*"))
     return {"stored_metric": stored, "float32_metric": float32, "parameters": parameters} | {
         "bytes": size
     }

@@ -39,10 +39,13 @@ __all__ = [
     "PretrainedError",
     "Splits",
     "available",
+    "check_rebuilds",
     "load_pretrained",
     "load_splits",
+    "load_test_split",
     "metric_value",
     "recompute_metric",
+    "save_test_split",
     "stored_dtype",
 ]
 
@@ -125,7 +128,26 @@ def load_pretrained(name: str, directory: str | Path = WEIGHTS_DIR) -> Pretraine
         )
     weights = load_weights(weights_path)
     card = json.loads(card_path.read_text())
+    if "test_file" in card.get("data", {}):  # shipped next to the card: resolve it here
+        card["data"]["test_file"] = str(directory / card["data"]["test_file"])
     return Pretrained(weights.model(), stored_dtype(weights.variables, np.float32), card)
+
+
+def save_test_split(path: str | Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Write a text model's test split (x (n, ...), y (n, ...) token ids) to ``path``
+    (compressed ``.npz``, in the smallest unsigned integer type that holds the ids), so its
+    card's metric does not depend on the Python whose standard library made the corpus."""
+    dtype = np.min_scalar_type(int(max(np.max(x), np.max(y))))
+    np.savez_compressed(path, x=np.asarray(x, dtype), y=np.asarray(y, dtype))
+
+
+def load_test_split(data: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A card's test split: the shipped ``data["test_file"]`` (int32 ids) where the card has
+    one (the text models), else rebuilt by :func:`load_splits` (the digits)."""
+    if "test_file" in data:
+        with np.load(data["test_file"]) as arrays:
+            return arrays["x"].astype(np.int32), arrays["y"].astype(np.int32)
+    return load_splits(data).test
 
 
 def _vocab_tokens(vocab: Any) -> list[str]:
@@ -201,15 +223,20 @@ def metric_value(
 def recompute_metric(
     model: nn.Module, variables: Any, data: Mapping[str, Any], metric: Mapping[str, Any]
 ) -> float:
-    """The card's ``metric["name"]`` of ``model`` on the test split of ``data`` (see
-    :func:`load_splits`). For a text corpus the rebuilt vocabulary must be the card's
-    ``data["vocab"]`` (the standard library differs between Python versions), else a
-    :class:`PretrainedError` names the Python the card was made on."""
+    """The card's ``metric["name"]`` of ``model`` on the card's test split
+    (:func:`load_test_split`)."""
+    x, y = load_test_split(data)
+    return metric_value(model, variables, x, y, metric["name"])
+
+
+def check_rebuilds(data: Mapping[str, Any]) -> Splits:
+    """:func:`load_splits` of a card's ``data``, refused with a :class:`PretrainedError` naming
+    the Python the card was made on when a text corpus rebuilt here has another vocabulary
+    (the standard library differs between Python versions)."""
     splits = load_splits(data)
     if splits.vocab is not None and splits.vocab != data["vocab"]:
         raise PretrainedError(
             f"the {data['loader']} corpus rebuilt here has another vocabulary than the card's "
             f"(made on Python {data.get('python_version')}): the standard library differs"
         )
-    x, y = splits.test
-    return metric_value(model, variables, x, y, metric["name"])
+    return splits
