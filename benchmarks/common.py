@@ -1,6 +1,7 @@
 """What every benchmark shares: the driver's settings, one fresh process per case (its config
 as flags of :mod:`jaxnets.cli_config`), round-robin repeats, medians, machine information,
-the speed ratios against hand-written Flax and PyTorch, goals and the result's shape.
+the speed ratios against hand-written Flax and PyTorch, goals (among them the regression
+goals against the recorded results) and the result's shape.
 
 Lecture: seed 004 §7 "Optimization" (line 1841): a training step's cost is what these
 benchmarks time. A case module (:mod:`benchmarks.mlp`, :mod:`benchmarks.cnn`,
@@ -8,7 +9,9 @@ benchmarks time. A case module (:mod:`benchmarks.mlp`, :mod:`benchmarks.cnn`,
 ``NAME``, ``CASES``, ``RESULT_FILES``, a frozen ``Plan`` dataclass of its options and
 ``run_benchmark(settings, plan, cases, log) -> result``; a module timed in child processes
 also has a frozen ``CaseConfig`` and ``run_case(config) -> record``, and its ``main`` is
-:func:`case_main`. :mod:`benchmarks.run` is the one driver.
+:func:`case_main`. A module whose result has ratio rows declares ``WATCHED``, a
+:class:`Watched` naming which of its ratios are higher-is-better: :mod:`benchmarks.run`, the
+one driver, then adds :func:`regression_goals` against the recorded result of the same device.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +35,9 @@ from jaxnets.cli_config import config_from_args, config_to_args
 __all__ = [
     "FRAMEWORKS",
     "MAX_STEP_TIME_VS_FLAX",
+    "REGRESSION_TOLERANCE",
     "Settings",
+    "Watched",
     "benchmark_result",
     "case_main",
     "check_frameworks",
@@ -41,6 +46,8 @@ __all__ = [
     "machine_info",
     "make_goal",
     "median",
+    "read_result",
+    "regression_goals",
     "run_cases",
     "run_in_process",
     "run_round_robin",
@@ -54,6 +61,8 @@ FRAMEWORKS = ("jaxnets", "flax", "torch")  # the step benchmarks compare these t
 # Goal of issue 2 for every step benchmark: a jaxnets step costs at most 5% more than a
 # hand-written jitted Flax step.
 MAX_STEP_TIME_VS_FLAX = 1.05
+# Goal of issue 20: no watched ratio more than 10% worse than the recorded one.
+REGRESSION_TOLERANCE = 0.10
 _ROOT = Path(__file__).resolve().parent.parent
 _TIMEOUT_S = 900
 # JAX_PLATFORMS per --device; torch picks its device from the case config.
@@ -265,6 +274,87 @@ def flax_goal(label: str, vs_flax: float, **where) -> dict:
         "below",
         **where,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Watched:
+    """Which ratios of a benchmark's ``ratios`` rows the regression goals compare with the
+    recorded result (:func:`regression_goals`).
+
+    Attributes:
+      identity: the fields that name a row, and its jaxnets case in ``cases``
+        (e.g. ``("model", "batch")``).
+      higher_is_better: each watched ratio -> True for a speed ratio (above 1: jaxnets faster,
+        e.g. ``jaxnets_over_torch_images_per_s``), False for a step-time ratio (below 1:
+        jaxnets faster, e.g. ``jaxnets_over_flax_step_time``).
+    """
+
+    identity: tuple[str, ...]
+    higher_is_better: Mapping[str, bool]
+
+
+def read_result(path: Path) -> dict | None:
+    """The benchmark result (JSON) at ``path``; None where there is no file."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _work(cases: Sequence[dict], where: dict) -> dict | None:
+    """What the jaxnets case at ``where`` (identity field -> value) timed: its plain fields
+    (framework, sizes, steps, dtype, device; not the spreads of its measurements); None where
+    there is no jaxnets case."""
+    for case in cases:
+        if case["framework"] == "jaxnets" and all(case.get(k) == v for k, v in where.items()):
+            return {k: v for k, v in case.items() if isinstance(v, (str, int, float))}
+    return None
+
+
+def regression_goals(
+    result: dict,
+    recorded: dict | None,
+    watched: Watched,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """A goal for every watched ratio of ``result`` that ``recorded`` (the earlier result of
+    the same benchmark and device, or None) also has, for the same row.
+
+    Goal ``"<identity>: <ratio> within 10% of the recorded <value>"``: a higher-is-better
+    ratio holds at or above ``(1 - REGRESSION_TOLERANCE)`` x the recorded value, a
+    lower-is-better one at or below ``(1 + REGRESSION_TOLERANCE)`` x; the record also has
+    ``recorded``. Rows whose jaxnets case timed other work than the recorded one (other
+    steps, sizes or dtype, e.g. a ``--quick`` run) are not compared: ``log`` says which.
+    """
+    if recorded is None:
+        return []
+    rows = {tuple(r[k] for k in watched.identity): r for r in recorded.get("ratios", [])}
+    goals = []
+    for row in result["ratios"]:
+        before = rows.get(tuple(row[k] for k in watched.identity))
+        if before is None:
+            continue
+        where = {k: row[k] for k in watched.identity}
+        label = ", ".join(f"{k} {v}" for k, v in where.items())
+        now, then = (_work(r["cases"], where) or {} for r in (result, recorded))
+        differing = sorted(k for k in {*now, *then} if now.get(k) != then.get(k))
+        if differing:
+            log(
+                f"{label}: not compared with the recorded ratios, whose jaxnets case timed "
+                f"other work ({', '.join(differing)} differ)"
+            )
+            continue
+        for metric, higher in watched.higher_is_better.items():
+            value, old = row.get(metric), before.get(metric)
+            if value is None or old is None:
+                continue
+            goal = make_goal(
+                f"{label}: {metric} within {REGRESSION_TOLERANCE:.0%} of the recorded {old:.3f}",
+                metric,
+                value,
+                old * (1 - REGRESSION_TOLERANCE if higher else 1 + REGRESSION_TOLERANCE),
+                "above" if higher else "below",
+                **where,
+            )
+            goals.append({**goal, "recorded": old})
+    return goals
 
 
 def benchmark_result(name: str, machine: dict, config: dict, cases: list, **rest) -> dict:

@@ -15,11 +15,16 @@ gpu``). The step benchmarks start every case ``--repeats`` times, each in a fres
 this interpreter, round-robin so a change in machine load falls on every case alike. Each
 benchmark writes ``<out>/<name>.json`` (``<name>_gpu.json`` on a GPU: machine, config,
 per-case median/min/max, ratios, goals) as soon as it finishes and prints the markdown table
-of :mod:`benchmarks.readme_table`. ``--device gpu`` runs the conv nets on JAX's GPU and
-PyTorch's CUDA device (the ResNet in bfloat16), e.g. ``--cases resnet18 --device gpu``, and
-the LSTM at H=1024, T=200, batch 128 against cuDNN. ``--quick`` is a smoke run. Each
-benchmark's own options are ``--<group>.<field>`` (``--mlp.hidden 32``, ``--lstm.unroll
-full``; see ``--help``).
+of :mod:`benchmarks.readme_table`, whose last lines are the goals, each "holds" or "MISSED"
+(a missed goal is reported, not an error: the exit status is 0 either way). Among them, for a
+benchmark that declares ``WATCHED`` (the conv nets, the LSTM), a regression goal per watched
+ratio that the recorded result of the same device (``--recorded``, read before ``--out`` is
+written) has for the same row and the same work: "<row>: <ratio> within 10% of the recorded
+<value>" (:func:`benchmarks.common.regression_goals`). ``--device gpu`` runs the conv nets
+on JAX's GPU and PyTorch's CUDA device (the ResNet in bfloat16), e.g. ``--cases resnet18
+--device gpu``, and the LSTM at H=1024, T=200, batch 128 against cuDNN. ``--quick`` is a
+smoke run. Each benchmark's own options are ``--<group>.<field>`` (``--mlp.hidden 32``,
+``--lstm.unroll full``; see ``--help``).
 
 The flags are the fields of :class:`RunConfig`, read by :func:`jaxnets.cli_config.config_from_args`
 (tyro, or argparse where tyro is not installed), as experiments read theirs.
@@ -54,11 +59,14 @@ class RunConfig(common.Settings):
 
     Attributes:
       out: the directory of the JSON results.
+      recorded: the directory of the recorded results the regression goals compare with (the
+        committed ones); read before ``out`` is written, so it may be ``out``.
       cases: of :data:`CASES` (None: :data:`DEFAULT_CASES` of the device).
       mlp, cnn, lstm, ensemble, partition: each benchmark's options (its ``Plan``).
     """
 
     out: Path = Path("benchmarks/results")
+    recorded: Path = Path("benchmarks/results")
     cases: tuple[str, ...] | None = None
     mlp: mlp.Plan = mlp.Plan()
     cnn: cnn.Plan = cnn.Plan()
@@ -86,7 +94,7 @@ class RunConfig(common.Settings):
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     """CLI entry: run the benchmarks of ``--cases``, write ``<out>/<name>.json`` for each,
-    print their tables. Returns the results by benchmark name (``"mlp"``, ``"cnn"``,
+    print their tables and goals. Returns the results by benchmark name (``"mlp"``, ``"cnn"``,
     ``"rnn"``, ``"ensemble"``, ``"partition"``)."""
     config = config_from_args(RunConfig, argv, __doc__.split("\n\n")[0])
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -96,11 +104,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         if not cases:
             continue
         plan = getattr(config, _PLAN_FIELDS[module])
+        name = module.RESULT_FILES[config.device]
+        # Read first: with --out benchmarks/results this run overwrites the recorded file.
+        recorded = common.read_result(config.recorded / name)
         result = module.run_benchmark(config, plan, cases, log)
+        # A module without WATCHED (the MLP, the ensemble, partitioning) gets no regression goals.
+        watched = getattr(module, "WATCHED", None)
+        if watched is not None:
+            if recorded is None:
+                log(f"no recorded {config.recorded / name}: no regression goals")
+            regression = common.regression_goals(result, recorded, watched, log)
+            result["goals"] = [*result["goals"], *regression]
         # Written as soon as it finishes: a failure in the next benchmark keeps this one's file.
         results[module.NAME] = result
         config.out.mkdir(parents=True, exist_ok=True)
-        path = config.out / module.RESULT_FILES[config.device]
+        path = config.out / name
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(render_markdown(result) + f"\n\nwrote {path}\n")
     return results

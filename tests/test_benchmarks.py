@@ -246,13 +246,12 @@ def test_peak_fraction_and_gpu_goal_arithmetic():
     assert by_metric["jaxnets_over_flax_step_time"]["holds"]
     speedup = by_metric["jaxnets_over_torch_images_per_s"]
     assert speedup["value"] == 2.0 and speedup["threshold"] == 1.8 and speedup["holds"]
-    # A 1.5x speedup misses the GPU goal; on the CPU there is no goal against PyTorch.
+    # A 1.5x speedup misses the GPU goal, and holds the CPU's (1.0, test_benchmarks_goals.py).
     cases[2] = _summary("torch", "resnet18", 512, 1024.0 / 1.5)
     goals = cnn.ratios_and_goals(cases, "gpu")[1]
     assert [g["holds"] for g in goals] == [True, False]
-    assert [g["metric"] for g in cnn.ratios_and_goals(cases, "cpu")[1]] == [
-        "jaxnets_over_flax_step_time"
-    ]
+    cpu_goals = cnn.ratios_and_goals(cases, "cpu")[1]
+    assert [(g["threshold"], g["holds"]) for g in cpu_goals] == [(1.05, True), (1.0, True)]
 
 
 def test_matmul_peak_is_flops_over_seconds(monkeypatch):
