@@ -1,5 +1,7 @@
 # Self-installing entry points: each target creates .venv and installs jaxnets into it
-# when the venv is missing or pyproject.toml changed, then runs.
+# when the venv is missing or pyproject.toml changed, then runs. The install also compiles the
+# oneDNN kernels of jaxnets.native (a few seconds with g++; where that cannot be done it says
+# why and the pure JAX path runs), again whenever their sources change.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,10 +14,11 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard jaxnets/native/src/*)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m jaxnets.native build --optional
 	@touch $(STAMP)
 
 train: $(STAMP)

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets import registry
+from jaxnets import native, registry
 from jaxnets.weights import check_variables, default_input_shape
 
 __all__ = [
@@ -91,7 +91,9 @@ def export_apply(
         return model.apply(constants, x, train=False)
 
     try:
-        return jax.export.export(jax.jit(forward), platforms=tuple(platforms))(x)
+        # the artifact runs where jaxnets' oneDNN library is not loaded: lax convolutions only
+        with native.pure_jax():
+            return jax.export.export(jax.jit(forward), platforms=tuple(platforms))(x)
     except jax.errors.InconclusiveDimensionOperation as err:
         raise ExportError(
             f"{label} cannot be exported with a symbolic batch dimension: a Python branch "

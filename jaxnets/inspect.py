@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import native
 from jaxnets._receptive_field import (
     KINDS,
     Axis,
@@ -276,7 +277,8 @@ def layer_table(
         with nn.intercept_methods(recorder):
             return model.apply(variables, x, rngs=rngs, mutable=True, **apply_kwargs)
 
-    closed = jax.make_jaxpr(forward)(variables, x)
+    with native.pure_jax():  # the walker reads lax's convolutions, not oneDNN's custom calls
+        closed = jax.make_jaxpr(forward)(variables, x)
     spatial = len(input_shape) - 1 if receptive_fields else 0
     field = tuple(Axis(a + 1, Fraction(0), Fraction(1), Fraction(1)) for a in range(spatial))
     walker = Walker()

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxnets.nn.activations import get_activation
 from jaxnets.nn.blocks import check_image, conv_bn_relu, output_layer, square_conv
-from jaxnets.nn.conv import Pool
+from jaxnets.nn.conv import Conv, Pool
 from jaxnets.registry import register_model
 
 __all__ = [
@@ -83,9 +83,9 @@ class LeNet5(nn.Module):
         )
         phi = get_activation(self.activation).fn
         window = (k, k)
-        h = phi(nn.Conv(self.c1, window, padding="VALID", name="C1")(x))
+        h = phi(Conv(self.c1, window, padding="VALID", name="C1")(x))
         h = Pool(self.pool, 2, 2, name="S2")(h)
-        h = phi(nn.Conv(self.c3, window, padding="VALID", name="C3")(h))
+        h = phi(Conv(self.c3, window, padding="VALID", name="C3")(h))
         h = Pool(self.pool, 2, 2, name="S4")(h)
         h = h.reshape(h.shape[0], -1)
         h = phi(nn.Dense(self.f5, name="F5")(h))

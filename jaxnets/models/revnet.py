@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets.checks import check_choice
-from jaxnets.nn.conv import Pool
+from jaxnets.nn.conv import Conv, Pool
 from jaxnets.nn.reversible import ReversibleStack
 from jaxnets.registry import register_model
 
@@ -68,7 +68,7 @@ class ConvResidual(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = (self.kernel_size, self.kernel_size)
-        h = nn.Conv(
+        h = Conv(
             self.features,
             kernel,
             padding="SAME",
@@ -76,7 +76,7 @@ class ConvResidual(nn.Module):
             dtype=self.dtype,
             name="conv1",
         )(x)
-        return nn.Conv(
+        return Conv(
             self.features,
             kernel,
             padding="SAME",
@@ -137,7 +137,7 @@ class RevNet(nn.Module):
             residual_scale=self.residual_scale,
             dtype=self.dtype,
         )
-        h = nn.Conv(
+        h = Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
             padding="SAME",

@@ -17,6 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxnets.nn.conv import Conv
+
 __all__ = [
     "RELU_INIT",
     "batch_norm_layer",
@@ -48,7 +50,7 @@ def square_conv(
 
     ``kw`` goes to :class:`flax.linen.Conv` (e.g. ``use_bias``, ``bias_init``).
     """
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=stride,

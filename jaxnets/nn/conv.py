@@ -9,6 +9,10 @@ Lecture: seed 004, Lecture 9 "Convolutional Networks" (line 2115):
   * Lecture 10 §3 (line 2410): *valid* convolutions keep only the positions where the filter lies
     inside the input (32 -> 28 for 5x5); *same* convolutions pad with zeros to keep the size.
 
+:func:`filtering` and :data:`Conv` compute through :func:`jaxnets.native.conv_general_dilated`:
+oneDNN's convolutions on the CPU where that library is built, ``lax.conv_general_dilated``
+otherwise (issue 20).
+
 Layouts are channels-last throughout, as in ``flax.linen.Conv``: signals ``(batch, *spatial,
 channels)``, kernels ``(*window, in_channels, out_channels)``.
 
@@ -19,6 +23,7 @@ small random arrays.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -27,9 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import native
+
 __all__ = [
     "PADDINGS",
     "POOLS",
+    "Conv",
     "Pool",
     "convolve",
     "convolve_reference",
@@ -40,6 +48,11 @@ __all__ = [
 ]
 
 PADDINGS = ("valid", "same", "full")
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=native.conv_general_dilated)
+"""``flax.linen.Conv`` whose 2-D float32 convolutions run on oneDNN on the CPU when
+:mod:`jaxnets.native` is built (the same parameters, the same numbers to float32 rounding);
+every model's conv layers are built with it."""
 POOLS = ("max", "mean")
 
 
@@ -98,7 +111,7 @@ def filtering(
     dims = jax.lax.conv_dimension_numbers(
         x.shape, kernel.shape, (f"N{axes}C", f"{axes}IO", f"N{axes}C")
     )
-    return jax.lax.conv_general_dilated(
+    return native.conv_general_dilated(
         x, kernel, strides, _pads(kernel.shape[:spatial], padding), dimension_numbers=dims
     )
 

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnets import distributed, registry
+from jaxnets import distributed, native, registry
 from jaxnets import losses as _losses
 from jaxnets.checks import check_positive_int
 from jaxnets.train.data_checks import DataChecks
@@ -371,7 +371,8 @@ class Trainer(DataChecks, MeshPlacement, Evaluation, PerExampleGrads):
     def _has_convolution(self, example: jax.ShapeDtypeStruct) -> bool:
         x = jax.ShapeDtypeStruct((1, *example.shape), example.dtype)
         variables = self.abstract_shapes(example)[0]
-        jaxpr = jax.make_jaxpr(lambda v, x: self.model.apply(v, x, train=False))(variables, x)
+        with native.pure_jax():  # what the model computes, whichever kernels run it
+            jaxpr = jax.make_jaxpr(lambda v, x: self.model.apply(v, x, train=False))(variables, x)
         return jaxpr_has_convolution(jaxpr.jaxpr)
 
     def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int):

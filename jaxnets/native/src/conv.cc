@@ -1,0 +1,176 @@
+// 2-D convolution of channels-last images by oneDNN: forward, gradient of the input, gradient of
+// the kernel. Layouts are jaxnets' (and flax.linen.Conv's): x (N, H, W, C), kernel
+// (KH, KW, C, O), y (N, OH, OW, O); float32. Strides, dilations and explicit (low, high) pads
+// per spatial axis come as attributes. Lecture: seed 004, Lecture 9 §3 (eq. 9-10).
+#include <array>
+
+#include "dnnl_common.h"
+
+namespace jaxnets {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct ConvGeometry {
+  memory::dims src, weights, dst, strides, dilates, pad_low, pad_high;
+
+  std::string key() const {
+    return dims_key({src, weights, dst, strides, dilates, pad_low, pad_high});
+  }
+  memory::desc src_md(tag t = tag::nhwc) const { return memory::desc(src, dt::f32, t); }
+  memory::desc dst_md(tag t = tag::nhwc) const { return memory::desc(dst, dt::f32, t); }
+  memory::desc weights_md(tag t) const { return memory::desc(weights, dt::f32, t); }
+
+  dnnl::convolution_forward::primitive_desc forward_pd() const {
+    return dnnl::convolution_forward::primitive_desc(
+        cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        src_md(), weights_md(tag::any), dst_md(), strides, dilates, pad_low, pad_high);
+  }
+};
+
+// Geometry from the buffers' shapes (NHWC, HWIO, NHWC) and the attributes.
+ConvGeometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k,
+                      ffi::Span<const int64_t> y, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> padding) {
+  ConvGeometry g;
+  g.src = {x[0], x[3], x[1], x[2]};
+  g.weights = {k[3], k[2], k[0], k[1]};
+  g.dst = {y[0], y[3], y[1], y[2]};
+  g.strides = {strides[0], strides[1]};
+  g.dilates = {dilation[0] - 1, dilation[1] - 1};  // oneDNN counts the gaps
+  g.pad_low = {padding[0], padding[2]};
+  g.pad_high = {padding[1], padding[3]};
+  return g;
+}
+
+// A primitive with the reorders between the caller's kernel layout (HWIO) and the one oneDNN
+// chose for it.
+struct Forward {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+  memory::desc user_weights;
+};
+
+struct BackwardData {
+  dnnl::convolution_backward_data::primitive_desc pd;
+  dnnl::convolution_backward_data primitive;
+  memory::desc user_weights;
+};
+
+struct BackwardWeights {
+  dnnl::convolution_backward_weights::primitive_desc pd;
+  dnnl::convolution_backward_weights primitive;
+  memory::desc user_weights;
+};
+
+PrimitiveCache<Forward> forward_cache;
+PrimitiveCache<BackwardData> backward_data_cache;
+PrimitiveCache<BackwardWeights> backward_weights_cache;
+
+// The kernel in the layout `want`, reordered from the caller's HWIO buffer when they differ.
+memory weights_as(const memory::desc& want, const memory::desc& user, void* data) {
+  memory user_mem(user, cpu_engine(), data);
+  if (want == user) return user_mem;
+  memory out(want, cpu_engine(), thread_scratch(want.get_size()));
+  dnnl::reorder(user_mem, out).execute(cpu_stream(), user_mem, out);
+  return out;
+}
+
+ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                           ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
+                           ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> padding) {
+  return guarded("jaxnets conv forward", [&] {
+    auto g = geometry(x.dimensions(), kernel.dimensions(), y->dimensions(), strides, dilation,
+                      padding);
+    auto entry = forward_cache.get(g.key(), [&] {
+      auto pd = g.forward_pd();
+      return Forward{pd, dnnl::convolution_forward(pd), g.weights_md(tag::hwio)};
+    });
+    auto& s = cpu_stream();
+    memory src(entry->pd.src_desc(), cpu_engine(), x.typed_data());
+    memory dst(entry->pd.dst_desc(), cpu_engine(), y->typed_data());
+    memory w = weights_as(entry->pd.weights_desc(), entry->user_weights, kernel.typed_data());
+    entry->primitive.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst}});
+    s.wait();
+  });
+}
+
+ffi::Error ConvBackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
+                                ffi::ResultBuffer<ffi::F32> dx,
+                                ffi::Span<const int64_t> strides,
+                                ffi::Span<const int64_t> dilation,
+                                ffi::Span<const int64_t> padding) {
+  return guarded("jaxnets conv input gradient", [&] {
+    auto g = geometry(dx->dimensions(), kernel.dimensions(), dy.dimensions(), strides, dilation,
+                      padding);
+    auto entry = backward_data_cache.get(g.key(), [&] {
+      auto pd = dnnl::convolution_backward_data::primitive_desc(
+          cpu_engine(), dnnl::algorithm::convolution_direct, g.src_md(), g.weights_md(tag::any),
+          g.dst_md(), g.strides, g.dilates, g.pad_low, g.pad_high, g.forward_pd());
+      return BackwardData{pd, dnnl::convolution_backward_data(pd), g.weights_md(tag::hwio)};
+    });
+    auto& s = cpu_stream();
+    memory diff_dst(entry->pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
+    memory diff_src(entry->pd.diff_src_desc(), cpu_engine(), dx->typed_data());
+    memory w = weights_as(entry->pd.weights_desc(), entry->user_weights, kernel.typed_data());
+    entry->primitive.execute(
+        s, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, diff_src}});
+    s.wait();
+  });
+}
+
+ffi::Error ConvBackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                                   ffi::ResultBuffer<ffi::F32> dkernel,
+                                   ffi::Span<const int64_t> strides,
+                                   ffi::Span<const int64_t> dilation,
+                                   ffi::Span<const int64_t> padding) {
+  return guarded("jaxnets conv kernel gradient", [&] {
+    auto g = geometry(x.dimensions(), dkernel->dimensions(), dy.dimensions(), strides, dilation,
+                      padding);
+    auto entry = backward_weights_cache.get(g.key(), [&] {
+      auto pd = dnnl::convolution_backward_weights::primitive_desc(
+          cpu_engine(), dnnl::algorithm::convolution_direct, g.src_md(), g.weights_md(tag::any),
+          g.dst_md(), g.strides, g.dilates, g.pad_low, g.pad_high, g.forward_pd());
+      return BackwardWeights{pd, dnnl::convolution_backward_weights(pd), g.weights_md(tag::hwio)};
+    });
+    auto& s = cpu_stream();
+    memory src(entry->pd.src_desc(), cpu_engine(), x.typed_data());
+    memory diff_dst(entry->pd.diff_dst_desc(), cpu_engine(), dy.typed_data());
+    memory user(entry->user_weights, cpu_engine(), dkernel->typed_data());
+    bool direct = entry->pd.diff_weights_desc() == entry->user_weights;
+    memory diff_w = direct ? user : memory(entry->pd.diff_weights_desc(), cpu_engine(),
+                                         thread_scratch(entry->pd.diff_weights_desc().get_size()));
+    entry->primitive.execute(
+        s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_w}});
+    if (!direct) dnnl::reorder(diff_w, user).execute(s, diff_w, user);
+    s.wait();
+  });
+}
+
+}  // namespace
+}  // namespace jaxnets
+
+#define JAXNETS_CONV_ATTRS                           \
+  .Attr<xla::ffi::Span<const int64_t>>("strides")    \
+      .Attr<xla::ffi::Span<const int64_t>>("dilation") \
+      .Attr<xla::ffi::Span<const int64_t>>("padding")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsConvForward, jaxnets::ConvForwardImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>() JAXNETS_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsConvBackwardData, jaxnets::ConvBackwardDataImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>() JAXNETS_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsConvBackwardWeights, jaxnets::ConvBackwardWeightsImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>() JAXNETS_CONV_ATTRS);
