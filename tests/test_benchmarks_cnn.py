@@ -23,6 +23,7 @@ from flax import traverse_util
 import jaxnets
 import jaxnets.models  # noqa: F401  (registers the models)
 from benchmarks import cnn, cnn_models, steps
+from jaxnets import native
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, TrainState
 
@@ -103,10 +104,10 @@ def _same_step(model_name, x, y):
     )
     # Both steps donate their state: each gets its own copy of the variables.
     flax_state = create_state(jax.tree.map(jnp.asarray, variables))
-    (new, metrics), (flax_new, flax_metrics) = (
-        trainer.train_step(state, (x, y)),
-        step(flax_state, (x, y)),
-    )
+    # the same convolutions on both sides (XLA's): test_native_conv compares oneDNN's with them
+    with native.pure_jax():
+        new, metrics = trainer.train_step(state, (x, y))
+    flax_new, flax_metrics = step(flax_state, (x, y))
     assert float(metrics["loss"]) == pytest.approx(float(flax_metrics["loss"]), rel=1e-6)
     # NumPy, not jnp: eager jnp ops compile one program per leaf shape (~1.5 s for ResNet-18)
     new_params, flax_params = jax.device_get((new.params, flax_new.params))
