@@ -40,10 +40,14 @@ from benchmarks import common, steps
 from benchmarks.common import FRAMEWORKS, case_main
 
 __all__ = ["CASES", "NAME", "RESULT_FILES", "CaseConfig", "main", "make_data", "run_case"]
-__all__ += ["Plan", "ratios_and_goals", "run_benchmark"]
+__all__ += ["WATCHED", "Plan", "ratios_and_goals", "run_benchmark"]
 
 NAME, CASES = "mlp", ("mlp",)
 RESULT_FILES = {"cpu": "mlp.json"}  # PyTorch's case is CPU-only
+WATCHED = common.Watched(  # ratios held within 10% of the recorded ones (benchmarks.run)
+    identity=("batch",),
+    higher_is_better={"jaxnets_over_flax_step_time": False, "jaxnets_over_torch_steps_per_s": True},
+)
 _MIN_SPEEDUP_VS_TORCH = 1.3  # at batch _TORCH_GOAL_BATCH
 _TORCH_GOAL_BATCH = 8
 _KEYS = ("steps_per_s", *steps.STEP_METRICS)

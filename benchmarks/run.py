@@ -17,9 +17,9 @@ benchmark writes ``<out>/<name>.json`` (``<name>_gpu.json`` on a GPU: machine, c
 per-case median/min/max, ratios, goals) as soon as it finishes and prints the markdown table
 of :mod:`benchmarks.readme_table`, whose last lines are the goals, each "holds" or "MISSED"
 (a missed goal is reported, not an error: the exit status is 0 either way). Among them, for a
-benchmark that declares ``WATCHED`` (the conv nets, the LSTM), a regression goal per watched
-ratio that the recorded result of the same device (``--recorded``, read before ``--out`` is
-written) has for the same row and the same work: "<row>: <ratio> within 10% of the recorded
+benchmark that declares ``WATCHED`` (the MLP, the conv nets, the LSTM), a regression goal per
+watched ratio that the recorded result of the same device (``--recorded``, read before ``--out``
+is written) has for the same row and the same work: "<row>: <ratio> within 10% of the recorded
 <value>" (:func:`benchmarks.common.regression_goals`). ``--device gpu`` runs the conv nets
 on JAX's GPU and PyTorch's CUDA device (the ResNet in bfloat16), e.g. ``--cases resnet18
 --device gpu``, and the LSTM at H=1024, T=200, batch 128 against cuDNN. ``--quick`` is a
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         # Read first: with --out benchmarks/results this run overwrites the recorded file.
         recorded = common.read_result(config.recorded / name)
         result = module.run_benchmark(config, plan, cases, log)
-        # A module without WATCHED (the MLP, the ensemble, partitioning) gets no regression goals.
+        # A module without WATCHED (the ensemble, partitioning) gets no regression goals.
         watched = getattr(module, "WATCHED", None)
         if watched is not None:
             if recorded is None:
