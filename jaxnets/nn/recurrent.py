@@ -47,7 +47,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxnets.nn._scan_vjp import dense_dot_general, scan_with_batched_weight_grad
+from jaxnets.native import library
+from jaxnets.native.lstm import lstm_layer
+from jaxnets.nn._scan_vjp import dense_dot_general, rows_matmul, scan_with_batched_weight_grad
 from jaxnets.nn.lengths import reverse_valid, time_mask
 
 __all__ = [
@@ -317,6 +319,8 @@ class Recurrent(nn.Module):
         flip_in_place = self.reverse and mask is not None
         if flip_in_place:
             x = reverse_valid(x, lengths)
+        if mask is None and hidden_perturbation is None and self._native_lstm(x):
+            return self._lstm_layer(x, initial_carry)
         projected = jnp.swapaxes(self.cell.project(x), 0, 1)  # (time, batch, G·H)
         if initial_carry is None:
             initial_carry = self.cell.initial_carry((batch,), projected.dtype)
@@ -345,6 +349,43 @@ class Recurrent(nn.Module):
         if flip_in_place:
             outputs = reverse_valid(outputs, lengths)
         return outputs, carry
+
+    def _native_lstm(self, x: jax.Array) -> bool:
+        """Whether this call runs on :func:`jaxnets.native.lstm.lstm_layer` (oneDNN's LSTM on
+        the CPU): a float32 :class:`LSTMCell` once its parameters exist, the kernels enabled."""
+        return (
+            isinstance(self.cell, LSTMCell)
+            and self.cell.dtype in (None, jnp.float32)
+            and x.dtype == jnp.float32
+            and not self.is_initializing()
+            and library.enabled()
+        )
+
+    def _lstm_layer(self, x: jax.Array, initial_carry: Carry | None) -> tuple[jax.Array, Carry]:
+        """The LSTM over x (batch, time, F) by :func:`lstm_layer`; its pure path is the scan
+        of ``__call__`` without lengths or perturbation, the cell's ``nn.Dense`` projection
+        written out."""
+        params = self.cell.variables["params"]
+        if initial_carry is None:
+            initial_carry = self.cell.initial_carry((x.shape[0],), x.dtype)
+        run = scan_with_batched_weight_grad(
+            self.cell,
+            lambda w, carry, p, r, _: self.cell.update(w, carry, p, r),
+            self.reverse,
+            self.unroll,
+        )
+
+        def scan(x, h0, c0, w_ih, w_hh, b):
+            projected = jnp.swapaxes(rows_matmul(x, w_ih, None) + b, 0, 1)
+            (c, h), outputs = run({"hidden_to_hidden": w_hh}, (c0, h0), projected, (None, None))
+            return jnp.swapaxes(outputs, 0, 1), (h, c)
+
+        c0, h0 = initial_carry
+        w_ih, b = params["input_to_hidden"]["kernel"], params["input_to_hidden"]["bias"]
+        outputs, (h, c) = lstm_layer(
+            x, h0, c0, w_ih, params["hidden_to_hidden"], b, pure=scan, reverse=self.reverse
+        )
+        return outputs, (c, h)
 
 
 class Bidirectional(nn.Module):

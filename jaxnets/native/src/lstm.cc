@@ -1,0 +1,326 @@
+// One LSTM layer by oneDNN's LSTM primitive: forward training (which keeps a workspace of the
+// gates and states for the backward pass) and backward (gradients of the input, the initial
+// state and the three parameters). x (T, N, F) is time major (oneDNN's tnc, its fastest
+// layout; jaxnets/native/lstm.py transposes jaxnets' batch-first sequences); the rest is
+// jaxnets.nn.recurrent.LSTMCell's: h0 and c0 (N, H), w_ih (F, 4H), w_hh (H, 4H), bias (4H,),
+// gates (i, f, g, o) = oneDNN's (i, f, c~, o), so the weights are oneDNN's ldigo and the bias
+// ldgo with one layer and one direction; outputs y (T, N, H), h_T and c_T (N, H). float32.
+// The attribute `reverse` (0 or 1) runs the recurrence from the last time step to the first
+// (oneDNN's unidirectional_right2left); y stays in the input's time order.
+// Lecture: seed 004, Lecture 14 §4 (long short-term memory), Lecture 13 §3 (backprop through
+// time).
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <thread>
+
+#include "dnnl_common.h"
+
+namespace jaxnets {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// The primitives take their scratchpad from the caller: oneDNN's own (library mode) is sized
+// for the thread that created the primitive, and XLA runs a custom call on any of its threads.
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+struct LstmGeometry {
+  int64_t time, batch, features, hidden;
+  bool reverse;
+
+  std::string key() const {
+    return dims_key({{time, batch, features, hidden, reverse ? 1 : 0}});
+  }
+  dnnl::rnn_direction direction() const {
+    return reverse ? dnnl::rnn_direction::unidirectional_right2left
+                   : dnnl::rnn_direction::unidirectional_left2right;
+  }
+  memory::desc layer_md(int64_t channels) const {  // x, y and their gradients: (T, N, C)
+    return memory::desc({time, batch, channels}, dt::f32, tag::tnc);
+  }
+  memory::desc state_md() const {  // h and c: (N, H)
+    return memory::desc({1, 1, batch, hidden}, dt::f32, tag::ldnc);
+  }
+  memory::desc weights_md(int64_t inputs, tag t) const {  // (inputs, 4H)
+    return memory::desc({1, 1, inputs, 4, hidden}, dt::f32, t);
+  }
+  memory::desc bias_md() const { return memory::desc({1, 1, 4, hidden}, dt::f32, tag::ldgo); }
+
+  dnnl::lstm_forward::primitive_desc forward_pd() const {
+    return dnnl::lstm_forward::primitive_desc(
+        cpu_engine(), dnnl::prop_kind::forward_training, direction(), layer_md(features),
+        state_md(), state_md(), weights_md(features, tag::any), weights_md(hidden, tag::any),
+        bias_md(), layer_md(hidden), state_md(), state_md(), user_scratchpad());
+  }
+};
+
+LstmGeometry geometry(ffi::Span<const int64_t> x, int64_t hidden, int64_t reverse) {
+  return LstmGeometry{x[0], x[1], x[2], hidden, reverse != 0};
+}
+
+struct Forward {
+  dnnl::lstm_forward::primitive_desc pd;
+  dnnl::lstm_forward primitive;
+};
+
+struct Backward {
+  dnnl::lstm_backward::primitive_desc pd;
+  dnnl::lstm_backward primitive;
+};
+
+PrimitiveCache<Forward> forward_cache;
+PrimitiveCache<Backward> backward_cache;
+
+std::shared_ptr<Forward> forward_entry(const LstmGeometry& g) {
+  return forward_cache.get(g.key(), [&] {
+    auto pd = g.forward_pd();
+    return Forward{pd, dnnl::lstm_forward(pd)};
+  });
+}
+
+// Every oneDNN execution of this file runs on one thread of its own. With libgomp every thread
+// that enters a parallel region gets its own team of OpenMP threads; XLA runs a custom call on
+// any thread of its pool, so calls from several of them left several teams on the cores,
+// libgomp then counted more threads than cores and its barriers (a few per time step) slept
+// instead of spinning: the LSTM's training step took ~1.4x as long.
+class OneDnnThread {
+ public:
+  static OneDnnThread& get() {
+    static auto* thread = new OneDnnThread();  // never destroyed: the thread runs until exit
+    return *thread;
+  }
+
+  // Runs `work` there and waits; rethrows what it throws.
+  void run(const std::function<void()>& work) {
+    std::packaged_task<void()> task(work);
+    auto done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    done.get();
+  }
+
+ private:
+  OneDnnThread() {
+    std::thread([this] {
+      for (;;) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return !queue_.empty(); });
+        auto task = std::move(queue_.front());
+        queue_.pop_front();
+        lock.unlock();
+        task();
+      }
+    }).detach();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> queue_;
+};
+
+// Per-thread buffers reused from call to call, one slot per buffer that can be live at once.
+enum Slot { kWeightsLayer, kWeightsIter, kDiffWeightsLayer, kDiffWeightsIter, kScratchpad, kSlots };
+
+void* scratch(size_t bytes, Slot slot) {
+  thread_local std::array<std::vector<char>, kSlots> buffers;
+  auto& buffer = buffers[slot];
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer.data();
+}
+
+// This thread's scratchpad for a primitive of `pd`.
+memory scratchpad(const dnnl::primitive_desc_base& pd) {
+  auto md = pd.scratchpad_desc();
+  return memory(md, cpu_engine(), scratch(md.get_size(), kScratchpad));
+}
+
+// The caller's ldigo weights in the layout `want`, reordered when they differ.
+memory weights_as(const memory::desc& want, const memory::desc& user, const void* data,
+                  Slot slot) {
+  memory user_mem(user, cpu_engine(), const_cast<void*>(data));
+  if (want == user) return user_mem;
+  memory out(want, cpu_engine(), scratch(want.get_size(), slot));
+  dnnl::reorder(user_mem, out).execute(cpu_stream(), user_mem, out);
+  return out;
+}
+
+// Zeroed memory for a weight gradient in oneDNN's layout `want` (the backward primitive adds
+// into it): the caller's ldigo buffer itself when the layouts agree.
+memory zeroed_gradient(const memory::desc& want, const memory::desc& user, void* data, Slot slot) {
+  bool direct = want == user;
+  memory out(want, cpu_engine(), direct ? data : scratch(want.get_size(), slot));
+  std::memset(out.get_data_handle(), 0, want.get_size());
+  return out;
+}
+
+ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
+                           ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_ih,
+                           ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
+                           ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
+                           ffi::ResultBuffer<ffi::F32> c_last,
+                           ffi::ResultBuffer<ffi::U8> workspace, int64_t reverse) {
+  return guarded("jaxnets LSTM forward", [&] { OneDnnThread::get().run([&] {
+    auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
+    auto entry = forward_entry(g);
+    const auto& pd = entry->pd;
+    if (workspace->size_bytes() != pd.workspace_desc().get_size()) {
+      throw std::runtime_error("workspace of " + std::to_string(workspace->size_bytes()) +
+                               " bytes; oneDNN needs " +
+                               std::to_string(pd.workspace_desc().get_size()));
+    }
+    auto& s = cpu_stream();
+    auto& e = cpu_engine();
+    memory w_layer = weights_as(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
+                                w_ih.typed_data(), kWeightsLayer);
+    memory w_iter = weights_as(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo),
+                               w_hh.typed_data(), kWeightsIter);
+    entry->primitive.execute(
+        s, {{DNNL_ARG_SRC_LAYER, memory(pd.src_layer_desc(), e, x.typed_data())},
+            {DNNL_ARG_SRC_ITER, memory(pd.src_iter_desc(), e, h0.typed_data())},
+            {DNNL_ARG_SRC_ITER_C, memory(pd.src_iter_c_desc(), e, c0.typed_data())},
+            {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+            {DNNL_ARG_WEIGHTS_ITER, w_iter},
+            {DNNL_ARG_BIAS, memory(pd.bias_desc(), e, bias.typed_data())},
+            {DNNL_ARG_DST_LAYER, memory(pd.dst_layer_desc(), e, y->typed_data())},
+            {DNNL_ARG_DST_ITER, memory(pd.dst_iter_desc(), e, h_last->typed_data())},
+            {DNNL_ARG_DST_ITER_C, memory(pd.dst_iter_c_desc(), e, c_last->typed_data())},
+            {DNNL_ARG_WORKSPACE, memory(pd.workspace_desc(), e, workspace->untyped_data())},
+            {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+    s.wait();
+  }); });
+}
+
+ffi::Error LstmBackwardImpl(
+    ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+    ffi::Buffer<ffi::F32> w_ih, ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
+    ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> h_last, ffi::Buffer<ffi::F32> c_last,
+    ffi::Buffer<ffi::U8> workspace, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> dh_last,
+    ffi::Buffer<ffi::F32> dc_last, ffi::ResultBuffer<ffi::F32> dx,
+    ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
+    ffi::ResultBuffer<ffi::F32> dw_ih, ffi::ResultBuffer<ffi::F32> dw_hh,
+    ffi::ResultBuffer<ffi::F32> dbias, int64_t reverse) {
+  return guarded("jaxnets LSTM backward", [&] { OneDnnThread::get().run([&] {
+    auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
+    auto entry = backward_cache.get(g.key(), [&] {
+      auto ih = g.weights_md(g.features, tag::any), hh = g.weights_md(g.hidden, tag::any);
+      auto pd = dnnl::lstm_backward::primitive_desc(
+          cpu_engine(), dnnl::prop_kind::backward, g.direction(), g.layer_md(g.features),
+          g.state_md(), g.state_md(), ih, hh, g.bias_md(), g.layer_md(g.hidden), g.state_md(),
+          g.state_md(), g.layer_md(g.features), g.state_md(), g.state_md(), ih, hh, g.bias_md(),
+          g.layer_md(g.hidden), g.state_md(), g.state_md(), forward_entry(g)->pd,
+          user_scratchpad());
+      return Backward{pd, dnnl::lstm_backward(pd)};
+    });
+    const auto& pd = entry->pd;
+    auto& s = cpu_stream();
+    auto& e = cpu_engine();
+    auto user_ih = g.weights_md(g.features, tag::ldigo), user_hh = g.weights_md(g.hidden, tag::ldigo);
+    memory w_layer = weights_as(pd.weights_layer_desc(), user_ih, w_ih.typed_data(), kWeightsLayer);
+    memory w_iter = weights_as(pd.weights_iter_desc(), user_hh, w_hh.typed_data(), kWeightsIter);
+    memory dw_layer = zeroed_gradient(pd.diff_weights_layer_desc(), user_ih, dw_ih->typed_data(),
+                                     kDiffWeightsLayer);
+    memory dw_iter = zeroed_gradient(pd.diff_weights_iter_desc(), user_hh, dw_hh->typed_data(),
+                                    kDiffWeightsIter);
+    memory db(pd.diff_bias_desc(), e, dbias->typed_data());
+    std::memset(dbias->typed_data(), 0, pd.diff_bias_desc().get_size());
+    auto in = [&](const memory::desc& md, const void* data) {
+      return memory(md, e, const_cast<void*>(data));
+    };
+    entry->primitive.execute(
+        s, {{DNNL_ARG_SRC_LAYER, in(pd.src_layer_desc(), x.typed_data())},
+            {DNNL_ARG_SRC_ITER, in(pd.src_iter_desc(), h0.typed_data())},
+            {DNNL_ARG_SRC_ITER_C, in(pd.src_iter_c_desc(), c0.typed_data())},
+            {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+            {DNNL_ARG_WEIGHTS_ITER, w_iter},
+            {DNNL_ARG_BIAS, in(pd.bias_desc(), bias.typed_data())},
+            {DNNL_ARG_DST_LAYER, in(pd.dst_layer_desc(), y.typed_data())},
+            {DNNL_ARG_DST_ITER, in(pd.dst_iter_desc(), h_last.typed_data())},
+            {DNNL_ARG_DST_ITER_C, in(pd.dst_iter_c_desc(), c_last.typed_data())},
+            {DNNL_ARG_WORKSPACE, in(pd.workspace_desc(), workspace.untyped_data())},
+            {DNNL_ARG_DIFF_DST_LAYER, in(pd.diff_dst_layer_desc(), dy.typed_data())},
+            {DNNL_ARG_DIFF_DST_ITER, in(pd.diff_dst_iter_desc(), dh_last.typed_data())},
+            {DNNL_ARG_DIFF_DST_ITER_C, in(pd.diff_dst_iter_c_desc(), dc_last.typed_data())},
+            {DNNL_ARG_DIFF_SRC_LAYER, memory(pd.diff_src_layer_desc(), e, dx->typed_data())},
+            {DNNL_ARG_DIFF_SRC_ITER, memory(pd.diff_src_iter_desc(), e, dh0->typed_data())},
+            {DNNL_ARG_DIFF_SRC_ITER_C, memory(pd.diff_src_iter_c_desc(), e, dc0->typed_data())},
+            {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer},
+            {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter},
+            {DNNL_ARG_DIFF_BIAS, db},
+            {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+    for (auto [grad, user, data] : {std::tuple{dw_layer, user_ih, dw_ih->typed_data()},
+                                    std::tuple{dw_iter, user_hh, dw_hh->typed_data()}}) {
+      if (grad.get_desc() == user) continue;
+      memory out(user, e, data);
+      dnnl::reorder(grad, out).execute(s, grad, out);
+    }
+    s.wait();
+  }); });
+}
+
+}  // namespace
+}  // namespace jaxnets
+
+// The workspace the forward pass must return for these sizes, in bytes (asked at trace time,
+// where the workspace's shape is fixed); -1 when oneDNN rejects the sizes.
+extern "C" int64_t jaxnets_lstm_workspace_bytes(int64_t time, int64_t batch, int64_t features,
+                                                int64_t hidden, int64_t reverse) {
+  try {
+    jaxnets::LstmGeometry g{time, batch, features, hidden, reverse != 0};
+    return static_cast<int64_t>(jaxnets::forward_entry(g)->pd.workspace_desc().get_size());
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+using F32Buffer = xla::ffi::Buffer<xla::ffi::F32>;
+using F32Result = xla::ffi::ResultBuffer<xla::ffi::F32>;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmForward, jaxnets::LstmForwardImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<F32Buffer>()  // x
+                                  .Arg<F32Buffer>()  // h0
+                                  .Arg<F32Buffer>()  // c0
+                                  .Arg<F32Buffer>()  // w_ih
+                                  .Arg<F32Buffer>()  // w_hh
+                                  .Arg<F32Buffer>()  // bias
+                                  .Ret<F32Buffer>()  // y
+                                  .Ret<F32Buffer>()  // h_T
+                                  .Ret<F32Buffer>()  // c_T
+                                  .Ret<xla::ffi::Buffer<xla::ffi::U8>>()  // workspace
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmBackward, jaxnets::LstmBackwardImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<F32Buffer>()  // x
+                                  .Arg<F32Buffer>()  // h0
+                                  .Arg<F32Buffer>()  // c0
+                                  .Arg<F32Buffer>()  // w_ih
+                                  .Arg<F32Buffer>()  // w_hh
+                                  .Arg<F32Buffer>()  // bias
+                                  .Arg<F32Buffer>()  // y
+                                  .Arg<F32Buffer>()  // h_T
+                                  .Arg<F32Buffer>()  // c_T
+                                  .Arg<xla::ffi::Buffer<xla::ffi::U8>>()  // workspace
+                                  .Arg<F32Buffer>()  // dy
+                                  .Arg<F32Buffer>()  // dh_T
+                                  .Arg<F32Buffer>()  // dc_T
+                                  .Ret<F32Buffer>()  // dx
+                                  .Ret<F32Buffer>()  // dh0
+                                  .Ret<F32Buffer>()  // dc0
+                                  .Ret<F32Buffer>()  // dw_ih
+                                  .Ret<F32Buffer>()  // dw_hh
+                                  .Ret<F32Buffer>()  // dbias
+                                  .Attr<int64_t>("reverse"));
