@@ -139,12 +139,3 @@ def test_models_train_on_the_kernels_with_the_pure_paths_numbers():
     with native.pure_jax():
         pure = jax.jit(grads)(variables)
     _assert_close(fast, pure, 1e-5)
-
-
-def test_a_missing_prerequisite_is_named_and_leaves_the_pure_path(monkeypatch):
-    monkeypatch.setattr(library, "_find", lambda relative: None)
-    monkeypatch.setattr(library, "library_path", lambda: library.BUILD_DIR / "absent.so")
-    with pytest.raises(library.NotBuildable, match="onednn-devel-cpu-gomp"):
-        library.build()
-    assert "cannot be built here" in library.status()
-    assert "onednn-cpu-gomp" in library.status()
