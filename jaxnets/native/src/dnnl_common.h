@@ -58,9 +58,8 @@ inline std::string dims_key(std::initializer_list<dnnl::memory::dims> all) {
 // A buffer of at least `bytes` owned by this thread and reused from call to call, for layouts
 // a primitive wants that differ from the caller's: a fresh allocation per call would pay the
 // kernel's page faults again every step.
-inline void* thread_scratch(size_t bytes, int slot = 0) {
-  thread_local std::vector<char> buffers[2];
-  auto& buffer = buffers[slot];
+inline void* thread_scratch(size_t bytes) {
+  thread_local std::vector<char> buffer;
   if (buffer.size() < bytes) buffer.resize(bytes);
   return buffer.data();
 }
