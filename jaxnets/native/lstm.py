@@ -16,7 +16,6 @@ other call runs the ``pure`` function the caller passes, jaxnets' own ``lax.scan
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from collections.abc import Callable
 
@@ -36,19 +35,6 @@ _TARGETS = {
 LstmResult = tuple[jax.Array, tuple[jax.Array, jax.Array]]
 
 
-def _workspace_bytes(time: int, batch: int, features: int, hidden: int, reverse: bool) -> int:
-    query = library.loaded().jaxnets_lstm_workspace_bytes
-    query.restype = ctypes.c_int64
-    query.argtypes = [ctypes.c_int64] * 5
-    size = query(time, batch, features, hidden, int(reverse))
-    if size < 0:
-        raise ValueError(
-            f"oneDNN has no LSTM for time {time}, batch {batch}, features {features}, "
-            f"hidden {hidden}; every size must be >= 1"
-        )
-    return size
-
-
 def _call(kind: str, outs, *operands, reverse: bool):
     target = library.register(*_TARGETS[kind])
     # an ensemble vmapped over members runs one kernel call per member
@@ -58,15 +44,15 @@ def _call(kind: str, outs, *operands, reverse: bool):
 
 
 def _forward(xs, h0, c0, w_ih, w_hh, b, reverse: bool):
-    time, batch, features = xs.shape
-    hidden = h0.shape[-1]
-    state = jax.ShapeDtypeStruct((batch, hidden), jnp.float32)
-    workspace = _workspace_bytes(time, batch, features, hidden, reverse)
+    """-> ys (T, N, H), h_T, c_T (N, H) and the ticket () uint32 under which the library keeps
+    the forward pass's workspace for the backward pass (``src/lstm.cc``: WorkspacePool)."""
+    time, batch, _ = xs.shape
+    state = jax.ShapeDtypeStruct((batch, h0.shape[-1]), jnp.float32)
     outs = (
-        jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32),
+        jax.ShapeDtypeStruct((time, batch, h0.shape[-1]), jnp.float32),
         state,
         state,
-        jax.ShapeDtypeStruct((workspace,), jnp.uint8),
+        jax.ShapeDtypeStruct((), jnp.uint32),
     )
     return _call("forward", outs, xs, h0, c0, w_ih, w_hh, b, reverse=reverse)
 
@@ -79,8 +65,8 @@ def _onednn_lstm(xs, h0, c0, w_ih, w_hh, b, reverse: bool) -> LstmResult:
 
 
 def _onednn_lstm_fwd(xs, h0, c0, w_ih, w_hh, b, reverse):
-    ys, h_last, c_last, workspace = _forward(xs, h0, c0, w_ih, w_hh, b, reverse)
-    return (ys, (h_last, c_last)), (xs, h0, c0, w_ih, w_hh, b, ys, h_last, c_last, workspace)
+    ys, h_last, c_last, ticket = _forward(xs, h0, c0, w_ih, w_hh, b, reverse)
+    return (ys, (h_last, c_last)), (xs, h0, c0, w_ih, w_hh, b, ys, h_last, c_last, ticket)
 
 
 def _onednn_lstm_bwd(reverse, residuals, cotangents):

@@ -132,7 +132,15 @@ class OneDnnThread {
 };
 
 // Per-thread buffers reused from call to call, one slot per buffer that can be live at once.
-enum Slot { kWeightsLayer, kWeightsIter, kDiffWeightsLayer, kDiffWeightsIter, kScratchpad, kSlots };
+enum Slot {
+  kWeightsLayer,
+  kWeightsIter,
+  kDiffWeightsLayer,
+  kDiffWeightsIter,
+  kScratchpad,
+  kRecomputed,  // y, h_T, c_T of a forward pass run again for its workspace
+  kSlots
+};
 
 void* scratch(size_t bytes, Slot slot) {
   thread_local std::array<std::vector<char>, kSlots> buffers;
@@ -140,6 +148,57 @@ void* scratch(size_t bytes, Slot slot) {
   if (buffer.size() < bytes) buffer.resize(bytes);
   return buffer.data();
 }
+
+// The workspaces of the last few forward passes, kept here until their backward passes, which
+// name them by the ticket the forward pass returned. The workspace (the gates and states of
+// every step, 66 MB at H=256, T=100, batch 32) is not an XLA buffer: XLA maps a buffer that
+// large afresh for every run of the program, and faulting its pages in cost as much as a
+// third of the training step. A backward pass whose workspace has been taken by later forward
+// passes (more than kWorkspaces of them in between, e.g. a vmap over many ensemble members)
+// runs its forward pass again. Used only on the OneDnnThread, so without locks.
+class WorkspacePool {
+ public:
+  static constexpr int kWorkspaces = 4;
+
+  // Storage for a new forward pass's workspace, and its ticket (never 0): a workspace whose
+  // backward pass has run, else the oldest.
+  std::pair<uint32_t, void*> take(size_t bytes) {
+    Entry* pick = &entries_[0];
+    for (auto& entry : entries_) {
+      auto rank = [](const Entry& e) { return std::pair{!e.consumed, e.ticket}; };
+      if (rank(entry) < rank(*pick)) pick = &entry;
+    }
+    pick->ticket = ++last_ticket_ == 0 ? ++last_ticket_ : last_ticket_;
+    pick->consumed = false;
+    if (pick->bytes.size() < bytes) pick->bytes.resize(bytes);
+    return {pick->ticket, pick->bytes.data()};
+  }
+
+  // The workspace of `ticket`, marked free for reuse (it stays readable until then: a second
+  // backward pass of one forward pass finds it too); nullptr when a later forward pass took it.
+  void* find(uint32_t ticket) {
+    for (auto& entry : entries_) {
+      if (entry.ticket != ticket || ticket == 0) continue;
+      entry.consumed = true;
+      return entry.bytes.data();
+    }
+    return nullptr;
+  }
+
+  static WorkspacePool& get() {
+    static auto* pool = new WorkspacePool();
+    return *pool;
+  }
+
+ private:
+  struct Entry {
+    uint32_t ticket = 0;
+    bool consumed = true;
+    std::vector<char> bytes;
+  };
+  std::array<Entry, kWorkspaces> entries_;
+  uint32_t last_ticket_ = 0;
+};
 
 // This thread's scratchpad for a primitive of `pd`.
 memory scratchpad(const dnnl::primitive_desc_base& pd) {
@@ -166,127 +225,142 @@ memory zeroed_gradient(const memory::desc& want, const memory::desc& user, void*
   return out;
 }
 
+// The operands of one LSTM call, as raw pointers.
+struct Operands {
+  const float *x, *h0, *c0, *w_ih, *w_hh, *bias;
+};
+
+memory as_memory(const memory::desc& md, const void* data) {
+  return memory(md, cpu_engine(), const_cast<void*>(data));
+}
+
+// Runs the forward-training primitive: y (T, N, H), h_T and c_T (N, H) into `y`, `h_last`,
+// `c_last`, the workspace into `workspace`.
+void run_forward(const LstmGeometry& g, const Operands& in, float* y, float* h_last,
+                 float* c_last, void* workspace) {
+  auto entry = forward_entry(g);
+  const auto& pd = entry->pd;
+  auto& s = cpu_stream();
+  memory w_layer = weights_as(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
+                              in.w_ih, kWeightsLayer);
+  memory w_iter = weights_as(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo), in.w_hh,
+                             kWeightsIter);
+  entry->primitive.execute(s, {{DNNL_ARG_SRC_LAYER, as_memory(pd.src_layer_desc(), in.x)},
+                               {DNNL_ARG_SRC_ITER, as_memory(pd.src_iter_desc(), in.h0)},
+                               {DNNL_ARG_SRC_ITER_C, as_memory(pd.src_iter_c_desc(), in.c0)},
+                               {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+                               {DNNL_ARG_WEIGHTS_ITER, w_iter},
+                               {DNNL_ARG_BIAS, as_memory(pd.bias_desc(), in.bias)},
+                               {DNNL_ARG_DST_LAYER, as_memory(pd.dst_layer_desc(), y)},
+                               {DNNL_ARG_DST_ITER, as_memory(pd.dst_iter_desc(), h_last)},
+                               {DNNL_ARG_DST_ITER_C, as_memory(pd.dst_iter_c_desc(), c_last)},
+                               {DNNL_ARG_WORKSPACE, as_memory(pd.workspace_desc(), workspace)},
+                               {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+  s.wait();
+}
+
 ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                            ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_ih,
                            ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
                            ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
                            ffi::ResultBuffer<ffi::F32> c_last,
-                           ffi::ResultBuffer<ffi::U8> workspace, int64_t reverse) {
-  return guarded("jaxnets LSTM forward", [&] { OneDnnThread::get().run([&] {
-    auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
-    auto entry = forward_entry(g);
-    const auto& pd = entry->pd;
-    if (workspace->size_bytes() != pd.workspace_desc().get_size()) {
-      throw std::runtime_error("workspace of " + std::to_string(workspace->size_bytes()) +
-                               " bytes; oneDNN needs " +
-                               std::to_string(pd.workspace_desc().get_size()));
-    }
-    auto& s = cpu_stream();
-    auto& e = cpu_engine();
-    memory w_layer = weights_as(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
-                                w_ih.typed_data(), kWeightsLayer);
-    memory w_iter = weights_as(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo),
-                               w_hh.typed_data(), kWeightsIter);
-    entry->primitive.execute(
-        s, {{DNNL_ARG_SRC_LAYER, memory(pd.src_layer_desc(), e, x.typed_data())},
-            {DNNL_ARG_SRC_ITER, memory(pd.src_iter_desc(), e, h0.typed_data())},
-            {DNNL_ARG_SRC_ITER_C, memory(pd.src_iter_c_desc(), e, c0.typed_data())},
-            {DNNL_ARG_WEIGHTS_LAYER, w_layer},
-            {DNNL_ARG_WEIGHTS_ITER, w_iter},
-            {DNNL_ARG_BIAS, memory(pd.bias_desc(), e, bias.typed_data())},
-            {DNNL_ARG_DST_LAYER, memory(pd.dst_layer_desc(), e, y->typed_data())},
-            {DNNL_ARG_DST_ITER, memory(pd.dst_iter_desc(), e, h_last->typed_data())},
-            {DNNL_ARG_DST_ITER_C, memory(pd.dst_iter_c_desc(), e, c_last->typed_data())},
-            {DNNL_ARG_WORKSPACE, memory(pd.workspace_desc(), e, workspace->untyped_data())},
-            {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
-    s.wait();
-  }); });
+                           ffi::ResultBuffer<ffi::U32> ticket, int64_t reverse) {
+  return guarded("jaxnets LSTM forward", [&] {
+    OneDnnThread::get().run([&] {
+      auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
+      auto [number, workspace] =
+          WorkspacePool::get().take(forward_entry(g)->pd.workspace_desc().get_size());
+      Operands in{x.typed_data(),    h0.typed_data(),   c0.typed_data(),
+                  w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
+      run_forward(g, in, y->typed_data(), h_last->typed_data(), c_last->typed_data(), workspace);
+      ticket->typed_data()[0] = number;
+    });
+  });
 }
 
 ffi::Error LstmBackwardImpl(
     ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
     ffi::Buffer<ffi::F32> w_ih, ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
     ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> h_last, ffi::Buffer<ffi::F32> c_last,
-    ffi::Buffer<ffi::U8> workspace, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> dh_last,
+    ffi::Buffer<ffi::U32> ticket, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> dh_last,
     ffi::Buffer<ffi::F32> dc_last, ffi::ResultBuffer<ffi::F32> dx,
     ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
     ffi::ResultBuffer<ffi::F32> dw_ih, ffi::ResultBuffer<ffi::F32> dw_hh,
     ffi::ResultBuffer<ffi::F32> dbias, int64_t reverse) {
-  return guarded("jaxnets LSTM backward", [&] { OneDnnThread::get().run([&] {
-    auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
-    auto entry = backward_cache.get(g.key(), [&] {
-      auto ih = g.weights_md(g.features, tag::any), hh = g.weights_md(g.hidden, tag::any);
-      auto pd = dnnl::lstm_backward::primitive_desc(
-          cpu_engine(), dnnl::prop_kind::backward, g.direction(), g.layer_md(g.features),
-          g.state_md(), g.state_md(), ih, hh, g.bias_md(), g.layer_md(g.hidden), g.state_md(),
-          g.state_md(), g.layer_md(g.features), g.state_md(), g.state_md(), ih, hh, g.bias_md(),
-          g.layer_md(g.hidden), g.state_md(), g.state_md(), forward_entry(g)->pd,
-          user_scratchpad());
-      return Backward{pd, dnnl::lstm_backward(pd)};
+  return guarded("jaxnets LSTM backward", [&] {
+    OneDnnThread::get().run([&] {
+      auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
+      auto entry = backward_cache.get(g.key(), [&] {
+        auto ih = g.weights_md(g.features, tag::any), hh = g.weights_md(g.hidden, tag::any);
+        auto pd = dnnl::lstm_backward::primitive_desc(
+            cpu_engine(), dnnl::prop_kind::backward, g.direction(), g.layer_md(g.features),
+            g.state_md(), g.state_md(), ih, hh, g.bias_md(), g.layer_md(g.hidden), g.state_md(),
+            g.state_md(), g.layer_md(g.features), g.state_md(), g.state_md(), ih, hh,
+            g.bias_md(), g.layer_md(g.hidden), g.state_md(), g.state_md(), forward_entry(g)->pd,
+            user_scratchpad());
+        return Backward{pd, dnnl::lstm_backward(pd)};
+      });
+      const auto& pd = entry->pd;
+      Operands in{x.typed_data(),    h0.typed_data(),   c0.typed_data(),
+                  w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
+      void* workspace = WorkspacePool::get().find(ticket.typed_data()[0]);
+      if (workspace == nullptr) {
+        auto [fresh, storage] = WorkspacePool::get().take(pd.workspace_desc().get_size());
+        size_t y_size = y.element_count(), state_size = h_last.element_count();
+        auto* again = static_cast<float*>(
+            scratch((y_size + 2 * state_size) * sizeof(float), kRecomputed));
+        run_forward(g, in, again, again + y_size, again + y_size + state_size, storage);
+        workspace = WorkspacePool::get().find(fresh);  // and free for reuse after this pass
+      }
+      auto& s = cpu_stream();
+      auto& e = cpu_engine();
+      auto user_ih = g.weights_md(g.features, tag::ldigo);
+      auto user_hh = g.weights_md(g.hidden, tag::ldigo);
+      memory w_layer = weights_as(pd.weights_layer_desc(), user_ih, in.w_ih, kWeightsLayer);
+      memory w_iter = weights_as(pd.weights_iter_desc(), user_hh, in.w_hh, kWeightsIter);
+      memory dw_layer = zeroed_gradient(pd.diff_weights_layer_desc(), user_ih,
+                                        dw_ih->typed_data(), kDiffWeightsLayer);
+      memory dw_iter = zeroed_gradient(pd.diff_weights_iter_desc(), user_hh, dw_hh->typed_data(),
+                                       kDiffWeightsIter);
+      memory db(pd.diff_bias_desc(), e, dbias->typed_data());
+      std::memset(dbias->typed_data(), 0, pd.diff_bias_desc().get_size());
+      entry->primitive.execute(
+          s, {{DNNL_ARG_SRC_LAYER, as_memory(pd.src_layer_desc(), in.x)},
+              {DNNL_ARG_SRC_ITER, as_memory(pd.src_iter_desc(), in.h0)},
+              {DNNL_ARG_SRC_ITER_C, as_memory(pd.src_iter_c_desc(), in.c0)},
+              {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+              {DNNL_ARG_WEIGHTS_ITER, w_iter},
+              {DNNL_ARG_BIAS, as_memory(pd.bias_desc(), in.bias)},
+              {DNNL_ARG_DST_LAYER, as_memory(pd.dst_layer_desc(), y.typed_data())},
+              {DNNL_ARG_DST_ITER, as_memory(pd.dst_iter_desc(), h_last.typed_data())},
+              {DNNL_ARG_DST_ITER_C, as_memory(pd.dst_iter_c_desc(), c_last.typed_data())},
+              {DNNL_ARG_WORKSPACE, as_memory(pd.workspace_desc(), workspace)},
+              {DNNL_ARG_DIFF_DST_LAYER, as_memory(pd.diff_dst_layer_desc(), dy.typed_data())},
+              {DNNL_ARG_DIFF_DST_ITER, as_memory(pd.diff_dst_iter_desc(), dh_last.typed_data())},
+              {DNNL_ARG_DIFF_DST_ITER_C,
+               as_memory(pd.diff_dst_iter_c_desc(), dc_last.typed_data())},
+              {DNNL_ARG_DIFF_SRC_LAYER, memory(pd.diff_src_layer_desc(), e, dx->typed_data())},
+              {DNNL_ARG_DIFF_SRC_ITER, memory(pd.diff_src_iter_desc(), e, dh0->typed_data())},
+              {DNNL_ARG_DIFF_SRC_ITER_C, memory(pd.diff_src_iter_c_desc(), e, dc0->typed_data())},
+              {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer},
+              {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter},
+              {DNNL_ARG_DIFF_BIAS, db},
+              {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+      for (auto [grad, user, data] : {std::tuple{dw_layer, user_ih, dw_ih->typed_data()},
+                                      std::tuple{dw_iter, user_hh, dw_hh->typed_data()}}) {
+        if (grad.get_desc() == user) continue;
+        memory out(user, e, data);
+        dnnl::reorder(grad, out).execute(s, grad, out);
+      }
+      s.wait();
     });
-    const auto& pd = entry->pd;
-    auto& s = cpu_stream();
-    auto& e = cpu_engine();
-    auto user_ih = g.weights_md(g.features, tag::ldigo), user_hh = g.weights_md(g.hidden, tag::ldigo);
-    memory w_layer = weights_as(pd.weights_layer_desc(), user_ih, w_ih.typed_data(), kWeightsLayer);
-    memory w_iter = weights_as(pd.weights_iter_desc(), user_hh, w_hh.typed_data(), kWeightsIter);
-    memory dw_layer = zeroed_gradient(pd.diff_weights_layer_desc(), user_ih, dw_ih->typed_data(),
-                                     kDiffWeightsLayer);
-    memory dw_iter = zeroed_gradient(pd.diff_weights_iter_desc(), user_hh, dw_hh->typed_data(),
-                                    kDiffWeightsIter);
-    memory db(pd.diff_bias_desc(), e, dbias->typed_data());
-    std::memset(dbias->typed_data(), 0, pd.diff_bias_desc().get_size());
-    auto in = [&](const memory::desc& md, const void* data) {
-      return memory(md, e, const_cast<void*>(data));
-    };
-    entry->primitive.execute(
-        s, {{DNNL_ARG_SRC_LAYER, in(pd.src_layer_desc(), x.typed_data())},
-            {DNNL_ARG_SRC_ITER, in(pd.src_iter_desc(), h0.typed_data())},
-            {DNNL_ARG_SRC_ITER_C, in(pd.src_iter_c_desc(), c0.typed_data())},
-            {DNNL_ARG_WEIGHTS_LAYER, w_layer},
-            {DNNL_ARG_WEIGHTS_ITER, w_iter},
-            {DNNL_ARG_BIAS, in(pd.bias_desc(), bias.typed_data())},
-            {DNNL_ARG_DST_LAYER, in(pd.dst_layer_desc(), y.typed_data())},
-            {DNNL_ARG_DST_ITER, in(pd.dst_iter_desc(), h_last.typed_data())},
-            {DNNL_ARG_DST_ITER_C, in(pd.dst_iter_c_desc(), c_last.typed_data())},
-            {DNNL_ARG_WORKSPACE, in(pd.workspace_desc(), workspace.untyped_data())},
-            {DNNL_ARG_DIFF_DST_LAYER, in(pd.diff_dst_layer_desc(), dy.typed_data())},
-            {DNNL_ARG_DIFF_DST_ITER, in(pd.diff_dst_iter_desc(), dh_last.typed_data())},
-            {DNNL_ARG_DIFF_DST_ITER_C, in(pd.diff_dst_iter_c_desc(), dc_last.typed_data())},
-            {DNNL_ARG_DIFF_SRC_LAYER, memory(pd.diff_src_layer_desc(), e, dx->typed_data())},
-            {DNNL_ARG_DIFF_SRC_ITER, memory(pd.diff_src_iter_desc(), e, dh0->typed_data())},
-            {DNNL_ARG_DIFF_SRC_ITER_C, memory(pd.diff_src_iter_c_desc(), e, dc0->typed_data())},
-            {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer},
-            {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter},
-            {DNNL_ARG_DIFF_BIAS, db},
-            {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
-    for (auto [grad, user, data] : {std::tuple{dw_layer, user_ih, dw_ih->typed_data()},
-                                    std::tuple{dw_iter, user_hh, dw_hh->typed_data()}}) {
-      if (grad.get_desc() == user) continue;
-      memory out(user, e, data);
-      dnnl::reorder(grad, out).execute(s, grad, out);
-    }
-    s.wait();
-  }); });
+  });
 }
 
 }  // namespace
 }  // namespace jaxnets
 
-// The workspace the forward pass must return for these sizes, in bytes (asked at trace time,
-// where the workspace's shape is fixed); -1 when oneDNN rejects the sizes.
-extern "C" int64_t jaxnets_lstm_workspace_bytes(int64_t time, int64_t batch, int64_t features,
-                                                int64_t hidden, int64_t reverse) {
-  try {
-    jaxnets::LstmGeometry g{time, batch, features, hidden, reverse != 0};
-    return static_cast<int64_t>(jaxnets::forward_entry(g)->pd.workspace_desc().get_size());
-  } catch (const std::exception&) {
-    return -1;
-  }
-}
-
 using F32Buffer = xla::ffi::Buffer<xla::ffi::F32>;
-using F32Result = xla::ffi::ResultBuffer<xla::ffi::F32>;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmForward, jaxnets::LstmForwardImpl,
                               xla::ffi::Ffi::Bind()
@@ -299,7 +373,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmForward, jaxnets::LstmForwardImpl,
                                   .Ret<F32Buffer>()  // y
                                   .Ret<F32Buffer>()  // h_T
                                   .Ret<F32Buffer>()  // c_T
-                                  .Ret<xla::ffi::Buffer<xla::ffi::U8>>()  // workspace
+                                  .Ret<xla::ffi::Buffer<xla::ffi::U32>>()  // ticket of the workspace
                                   .Attr<int64_t>("reverse"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmBackward, jaxnets::LstmBackwardImpl,
@@ -313,7 +387,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmBackward, jaxnets::LstmBackwardImpl,
                                   .Arg<F32Buffer>()  // y
                                   .Arg<F32Buffer>()  // h_T
                                   .Arg<F32Buffer>()  // c_T
-                                  .Arg<xla::ffi::Buffer<xla::ffi::U8>>()  // workspace
+                                  .Arg<xla::ffi::Buffer<xla::ffi::U32>>()  // ticket of the workspace
                                   .Arg<F32Buffer>()  // dy
                                   .Arg<F32Buffer>()  // dh_T
                                   .Arg<F32Buffer>()  // dc_T
