@@ -56,9 +56,9 @@ struct LstmGeometry {
   }
   memory::desc bias_md() const { return memory::desc({1, 1, 4, hidden}, dt::f32, tag::ldgo); }
 
-  dnnl::lstm_forward::primitive_desc forward_pd() const {
+  dnnl::lstm_forward::primitive_desc forward_pd(dnnl::prop_kind kind) const {
     return dnnl::lstm_forward::primitive_desc(
-        cpu_engine(), dnnl::prop_kind::forward_training, direction(), layer_md(features),
+        cpu_engine(), kind, direction(), layer_md(features),
         state_md(), state_md(), weights_md(features, tag::any), weights_md(hidden, tag::any),
         bias_md(), layer_md(hidden), state_md(), state_md(), user_scratchpad());
   }
@@ -78,12 +78,15 @@ struct Backward {
   dnnl::lstm_backward primitive;
 };
 
-PrimitiveCache<Forward> forward_cache;
+PrimitiveCache<Forward> training_cache, inference_cache;
 PrimitiveCache<Backward> backward_cache;
 
-std::shared_ptr<Forward> forward_entry(const LstmGeometry& g) {
-  return forward_cache.get(g.key(), [&] {
-    auto pd = g.forward_pd();
+// The forward primitive for training (it fills a workspace for the backward pass) or for
+// inference (none: oneDNN may choose faster kernels and weight layouts).
+std::shared_ptr<Forward> forward_entry(const LstmGeometry& g, bool training) {
+  auto kind = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  return (training ? training_cache : inference_cache).get(g.key(), [&] {
+    auto pd = g.forward_pd(kind);
     return Forward{pd, dnnl::lstm_forward(pd)};
   });
 }
@@ -234,28 +237,30 @@ memory as_memory(const memory::desc& md, const void* data) {
   return memory(md, cpu_engine(), const_cast<void*>(data));
 }
 
-// Runs the forward-training primitive: y (T, N, H), h_T and c_T (N, H) into `y`, `h_last`,
-// `c_last`, the workspace into `workspace`.
+// Runs the forward primitive: y (T, N, H), h_T and c_T (N, H) into `y`, `h_last`, `c_last`;
+// for training (`workspace` not null) the workspace into `workspace`.
 void run_forward(const LstmGeometry& g, const Operands& in, float* y, float* h_last,
                  float* c_last, void* workspace) {
-  auto entry = forward_entry(g);
+  auto entry = forward_entry(g, workspace != nullptr);
   const auto& pd = entry->pd;
   auto& s = cpu_stream();
   memory w_layer = weights_as(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
                               in.w_ih, kWeightsLayer);
   memory w_iter = weights_as(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo), in.w_hh,
                              kWeightsIter);
-  entry->primitive.execute(s, {{DNNL_ARG_SRC_LAYER, as_memory(pd.src_layer_desc(), in.x)},
-                               {DNNL_ARG_SRC_ITER, as_memory(pd.src_iter_desc(), in.h0)},
-                               {DNNL_ARG_SRC_ITER_C, as_memory(pd.src_iter_c_desc(), in.c0)},
-                               {DNNL_ARG_WEIGHTS_LAYER, w_layer},
-                               {DNNL_ARG_WEIGHTS_ITER, w_iter},
-                               {DNNL_ARG_BIAS, as_memory(pd.bias_desc(), in.bias)},
-                               {DNNL_ARG_DST_LAYER, as_memory(pd.dst_layer_desc(), y)},
-                               {DNNL_ARG_DST_ITER, as_memory(pd.dst_iter_desc(), h_last)},
-                               {DNNL_ARG_DST_ITER_C, as_memory(pd.dst_iter_c_desc(), c_last)},
-                               {DNNL_ARG_WORKSPACE, as_memory(pd.workspace_desc(), workspace)},
-                               {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC_LAYER, as_memory(pd.src_layer_desc(), in.x)},
+      {DNNL_ARG_SRC_ITER, as_memory(pd.src_iter_desc(), in.h0)},
+      {DNNL_ARG_SRC_ITER_C, as_memory(pd.src_iter_c_desc(), in.c0)},
+      {DNNL_ARG_WEIGHTS_LAYER, w_layer},
+      {DNNL_ARG_WEIGHTS_ITER, w_iter},
+      {DNNL_ARG_BIAS, as_memory(pd.bias_desc(), in.bias)},
+      {DNNL_ARG_DST_LAYER, as_memory(pd.dst_layer_desc(), y)},
+      {DNNL_ARG_DST_ITER, as_memory(pd.dst_iter_desc(), h_last)},
+      {DNNL_ARG_DST_ITER_C, as_memory(pd.dst_iter_c_desc(), c_last)},
+      {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}};
+  if (workspace != nullptr) args[DNNL_ARG_WORKSPACE] = as_memory(pd.workspace_desc(), workspace);
+  entry->primitive.execute(s, args);
   s.wait();
 }
 
@@ -269,11 +274,26 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
     OneDnnThread::get().run([&] {
       auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
       auto [number, workspace] =
-          WorkspacePool::get().take(forward_entry(g)->pd.workspace_desc().get_size());
+          WorkspacePool::get().take(forward_entry(g, true)->pd.workspace_desc().get_size());
       Operands in{x.typed_data(),    h0.typed_data(),   c0.typed_data(),
                   w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
       run_forward(g, in, y->typed_data(), h_last->typed_data(), c_last->typed_data(), workspace);
       ticket->typed_data()[0] = number;
+    });
+  });
+}
+
+ffi::Error LstmInferenceImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
+                             ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_ih,
+                             ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
+                             ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
+                             ffi::ResultBuffer<ffi::F32> c_last, int64_t reverse) {
+  return guarded("jaxnets LSTM inference", [&] {
+    OneDnnThread::get().run([&] {
+      Operands in{x.typed_data(),    h0.typed_data(),   c0.typed_data(),
+                  w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
+      run_forward(geometry(x.dimensions(), h0.dimensions()[1], reverse), in, y->typed_data(),
+                  h_last->typed_data(), c_last->typed_data(), nullptr);
     });
   });
 }
@@ -296,7 +316,7 @@ ffi::Error LstmBackwardImpl(
             cpu_engine(), dnnl::prop_kind::backward, g.direction(), g.layer_md(g.features),
             g.state_md(), g.state_md(), ih, hh, g.bias_md(), g.layer_md(g.hidden), g.state_md(),
             g.state_md(), g.layer_md(g.features), g.state_md(), g.state_md(), ih, hh,
-            g.bias_md(), g.layer_md(g.hidden), g.state_md(), g.state_md(), forward_entry(g)->pd,
+            g.bias_md(), g.layer_md(g.hidden), g.state_md(), g.state_md(), forward_entry(g, true)->pd,
             user_scratchpad());
         return Backward{pd, dnnl::lstm_backward(pd)};
       });
@@ -374,6 +394,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmForward, jaxnets::LstmForwardImpl,
                                   .Ret<F32Buffer>()  // h_T
                                   .Ret<F32Buffer>()  // c_T
                                   .Ret<xla::ffi::Buffer<xla::ffi::U32>>()  // ticket of the workspace
+                                  .Attr<int64_t>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmInference, jaxnets::LstmInferenceImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Arg<F32Buffer>()  // x
+                                  .Arg<F32Buffer>()  // h0
+                                  .Arg<F32Buffer>()  // c0
+                                  .Arg<F32Buffer>()  // w_ih
+                                  .Arg<F32Buffer>()  // w_hh
+                                  .Arg<F32Buffer>()  // bias
+                                  .Ret<F32Buffer>()  // y
+                                  .Ret<F32Buffer>()  // h_T
+                                  .Ret<F32Buffer>()  // c_T
                                   .Attr<int64_t>("reverse"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnetsLstmBackward, jaxnets::LstmBackwardImpl,
