@@ -175,6 +175,15 @@ def test_vmapped_ensemble_members_match_the_scan():
     )
 
 
+def test_empty_sequences_run_the_scan():
+    layer, variables, x, carry = _layer_and_inputs(2, 3, 4, 5)
+    empty = x[:, :0]
+    assert not _calls_onednn(lambda v, x: layer.apply(v, x), variables, empty)
+    outputs, (c, h) = layer.apply(variables, empty, initial_carry=carry)
+    assert outputs.shape == (2, 0, 5)
+    np.testing.assert_array_equal(h, carry[1])
+
+
 def test_wrong_shapes_are_named():
     x, state = jnp.ones((2, 3, 4)), jnp.ones((2, 5))
     with pytest.raises(ValueError, match=r"w_hh \(5, 5\) \(want \(5, 20\)\)"):

@@ -113,8 +113,10 @@ def _check_shapes(x, h0, c0, w_ih, w_hh, b) -> None:
 
 def supports(*operands: jax.Array) -> bool:
     """Whether the oneDNN kernels compute ``lstm_layer(x, h0, c0, w_ih, w_hh, b)`` (when
-    :func:`library.enabled`): all six operands float32."""
-    return all(a.dtype == jnp.float32 for a in operands)
+    :func:`library.enabled`): all six operands float32, no empty axis (oneDNN has no LSTM over
+    zero steps, sequences, features or units)."""
+    x, h0 = operands[:2]
+    return all(a.dtype == jnp.float32 for a in operands) and min(*x.shape, h0.shape[1]) >= 1
 
 
 def lstm_layer(
