@@ -14,7 +14,7 @@ the forward pass returns and the backward pass presents: as an XLA buffer it was
 page-faulted afresh at every step, a third of the step's time. The library keeps the last four;
 a backward pass whose workspace a later forward pass took runs its forward pass again. Measured
 (``python -m benchmarks.run --cases lstm``, H=256, T=100, batch 32, 2 cores): the training step
-went from 88 ms (the scan) to 35 ms, PyTorch's ``nn.LSTM`` 45 ms.
+went from 88 ms (the scan) to 32 ms; PyTorch's ``nn.LSTM`` takes 45 ms.
 
 Layouts are :class:`jaxnets.nn.recurrent.LSTMCell`'s (gates (i, f, g, o), which are oneDNN's
 (i, f, c~, o)): x (N, T, F) batch first, w_ih (F, 4H), w_hh (H, 4H), b (4H,). The kernels take
