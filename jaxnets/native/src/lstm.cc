@@ -9,13 +9,7 @@
 // first (oneDNN's unidirectional_right2left); y stays in the input's time order.
 // Lecture: seed 004, Lecture 14 §4 (long short-term memory), Lecture 13 §3 (backprop through
 // time).
-#include <array>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <functional>
-#include <future>
-#include <thread>
 #include <tuple>
 
 #include "dnnl_common.h"
@@ -27,13 +21,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// The primitives take their scratchpad from the caller: oneDNN's own (library mode) is sized
-// for the thread that created the primitive, and XLA runs a custom call on any of its threads.
-dnnl::primitive_attr user_scratchpad() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
 
 struct LstmGeometry {
   int64_t time, batch, features, hidden;
@@ -92,48 +79,6 @@ std::shared_ptr<Forward> forward_entry(const LstmGeometry& g, bool training) {
   });
 }
 
-// Every oneDNN execution of this file runs on one thread of its own. With libgomp every thread
-// that enters a parallel region gets its own team of OpenMP threads; XLA runs a custom call on
-// any thread of its pool, so calls from several of them left several teams on the cores,
-// libgomp then counted more threads than cores and its barriers (a few per time step) slept
-// instead of spinning: the gradient of an LSTM (H=256, T=100, batch 32) took 111 ms, not 51.
-class OneDnnThread {
- public:
-  static OneDnnThread& get() {
-    static auto* thread = new OneDnnThread();  // never destroyed: the thread runs until exit
-    return *thread;
-  }
-
-  // Runs `work` there and waits; rethrows what it throws.
-  void run(const std::function<void()>& work) {
-    std::packaged_task<void()> task(work);
-    auto done = task.get_future();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(std::move(task));
-    }
-    ready_.notify_one();
-    done.get();
-  }
-
- private:
-  OneDnnThread() {
-    std::thread([this] {
-      for (;;) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [this] { return !queue_.empty(); });
-        auto task = std::move(queue_.front());
-        queue_.pop_front();
-        lock.unlock();
-        task();
-      }
-    }).detach();
-  }
-
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<std::packaged_task<void()>> queue_;
-};
 
 // Per-thread buffers reused from call to call, one slot per buffer that can be live at once.
 enum Slot {
@@ -146,12 +91,6 @@ enum Slot {
   kSlots
 };
 
-void* scratch(size_t bytes, Slot slot) {
-  thread_local std::array<std::vector<char>, kSlots> buffers;
-  auto& buffer = buffers[slot];
-  if (buffer.size() < bytes) buffer.resize(bytes);
-  return buffer.data();
-}
 
 // The workspaces of the last few forward passes, kept here until their backward passes, which
 // name them by the ticket the forward pass returned. The workspace (the gates and states of
@@ -207,27 +146,13 @@ class WorkspacePool {
   uint32_t last_ticket_ = 0;
 };
 
-// This thread's scratchpad for a primitive of `pd`.
-memory scratchpad(const dnnl::primitive_desc_base& pd) {
-  auto md = pd.scratchpad_desc();
-  return memory(md, cpu_engine(), scratch(md.get_size(), kScratchpad));
-}
 
-// The caller's ldigo weights in the layout `want`, reordered when they differ.
-memory weights_as(const memory::desc& want, const memory::desc& user, const void* data,
-                  Slot slot) {
-  memory user_mem(user, cpu_engine(), const_cast<void*>(data));
-  if (want == user) return user_mem;
-  memory out(want, cpu_engine(), scratch(want.get_size(), slot));
-  dnnl::reorder(user_mem, out).execute(cpu_stream(), user_mem, out);
-  return out;
-}
 
 // Zeroed memory for a weight gradient in oneDNN's layout `want` (the backward primitive adds
 // into it): the caller's ldigo buffer itself when the layouts agree.
 memory zeroed_gradient(const memory::desc& want, const memory::desc& user, void* data, Slot slot) {
   bool direct = want == user;
-  memory out(want, cpu_engine(), direct ? data : scratch(want.get_size(), slot));
+  memory out(want, cpu_engine(), direct ? data : thread_scratch(want.get_size(), slot));
   std::memset(out.get_data_handle(), 0, want.get_size());
   return out;
 }
@@ -248,9 +173,9 @@ void run_forward(const LstmGeometry& g, const Operands& in, float* y, float* h_l
   auto entry = forward_entry(g, workspace != nullptr);
   const auto& pd = entry->pd;
   auto& s = cpu_stream();
-  memory w_layer = weights_as(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
+  memory w_layer = in_layout(pd.weights_layer_desc(), g.weights_md(g.features, tag::ldigo),
                               in.w_ih, kWeightsLayer);
-  memory w_iter = weights_as(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo), in.w_hh,
+  memory w_iter = in_layout(pd.weights_iter_desc(), g.weights_md(g.hidden, tag::ldigo), in.w_hh,
                              kWeightsIter);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, as_memory(pd.src_layer_desc(), in.x)},
@@ -262,7 +187,7 @@ void run_forward(const LstmGeometry& g, const Operands& in, float* y, float* h_l
       {DNNL_ARG_DST_LAYER, as_memory(pd.dst_layer_desc(), y)},
       {DNNL_ARG_DST_ITER, as_memory(pd.dst_iter_desc(), h_last)},
       {DNNL_ARG_DST_ITER_C, as_memory(pd.dst_iter_c_desc(), c_last)},
-      {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}};
+      {DNNL_ARG_SCRATCHPAD, scratchpad(pd, kScratchpad)}};
   if (workspace != nullptr) args[DNNL_ARG_WORKSPACE] = as_memory(pd.workspace_desc(), workspace);
   entry->primitive.execute(s, args);
   s.wait();
@@ -274,8 +199,7 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                            ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
                            ffi::ResultBuffer<ffi::F32> c_last,
                            ffi::ResultBuffer<ffi::U32> ticket, int64_t reverse) {
-  return guarded("jaxnets LSTM forward", [&] {
-    OneDnnThread::get().run([&] {
+  return on_onednn_thread("jaxnets LSTM forward", [&] {
       auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
       auto [number, workspace] =
           WorkspacePool::get().take(forward_entry(g, true)->pd.workspace_desc().get_size());
@@ -283,7 +207,6 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                   w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
       run_forward(g, in, y->typed_data(), h_last->typed_data(), c_last->typed_data(), workspace);
       ticket->typed_data()[0] = number;
-    });
   });
 }
 
@@ -292,13 +215,11 @@ ffi::Error LstmInferenceImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                              ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> bias,
                              ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
                              ffi::ResultBuffer<ffi::F32> c_last, int64_t reverse) {
-  return guarded("jaxnets LSTM inference", [&] {
-    OneDnnThread::get().run([&] {
+  return on_onednn_thread("jaxnets LSTM inference", [&] {
       Operands in{x.typed_data(),    h0.typed_data(),   c0.typed_data(),
                   w_ih.typed_data(), w_hh.typed_data(), bias.typed_data()};
       run_forward(geometry(x.dimensions(), h0.dimensions()[1], reverse), in, y->typed_data(),
                   h_last->typed_data(), c_last->typed_data(), nullptr);
-    });
   });
 }
 
@@ -311,8 +232,7 @@ ffi::Error LstmBackwardImpl(
     ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
     ffi::ResultBuffer<ffi::F32> dw_ih, ffi::ResultBuffer<ffi::F32> dw_hh,
     ffi::ResultBuffer<ffi::F32> dbias, int64_t reverse) {
-  return guarded("jaxnets LSTM backward", [&] {
-    OneDnnThread::get().run([&] {
+  return on_onednn_thread("jaxnets LSTM backward", [&] {
       auto g = geometry(x.dimensions(), h0.dimensions()[1], reverse);
       auto entry = backward_cache.get(g.key(), [&] {
         auto ih = g.weights_md(g.features, tag::any), hh = g.weights_md(g.hidden, tag::any);
@@ -332,7 +252,7 @@ ffi::Error LstmBackwardImpl(
         auto [fresh, storage] = WorkspacePool::get().take(pd.workspace_desc().get_size());
         size_t y_size = y.element_count(), state_size = h_last.element_count();
         auto* again = static_cast<float*>(
-            scratch((y_size + 2 * state_size) * sizeof(float), kRecomputed));
+            thread_scratch((y_size + 2 * state_size) * sizeof(float), kRecomputed));
         run_forward(g, in, again, again + y_size, again + y_size + state_size, storage);
         workspace = WorkspacePool::get().find(fresh);  // and free for reuse after this pass
       }
@@ -340,8 +260,8 @@ ffi::Error LstmBackwardImpl(
       auto& e = cpu_engine();
       auto user_ih = g.weights_md(g.features, tag::ldigo);
       auto user_hh = g.weights_md(g.hidden, tag::ldigo);
-      memory w_layer = weights_as(pd.weights_layer_desc(), user_ih, in.w_ih, kWeightsLayer);
-      memory w_iter = weights_as(pd.weights_iter_desc(), user_hh, in.w_hh, kWeightsIter);
+      memory w_layer = in_layout(pd.weights_layer_desc(), user_ih, in.w_ih, kWeightsLayer);
+      memory w_iter = in_layout(pd.weights_iter_desc(), user_hh, in.w_hh, kWeightsIter);
       memory dw_layer = zeroed_gradient(pd.diff_weights_layer_desc(), user_ih,
                                         dw_ih->typed_data(), kDiffWeightsLayer);
       memory dw_iter = zeroed_gradient(pd.diff_weights_iter_desc(), user_hh, dw_hh->typed_data(),
@@ -369,7 +289,7 @@ ffi::Error LstmBackwardImpl(
               {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer},
               {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter},
               {DNNL_ARG_DIFF_BIAS, db},
-              {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+              {DNNL_ARG_SCRATCHPAD, scratchpad(pd, kScratchpad)}});
       for (auto [grad, user, data] : {std::tuple{dw_layer, user_ih, dw_ih->typed_data()},
                                       std::tuple{dw_iter, user_hh, dw_hh->typed_data()}}) {
         if (grad.get_desc() == user) continue;
@@ -377,7 +297,6 @@ ffi::Error LstmBackwardImpl(
         dnnl::reorder(grad, out).execute(s, grad, out);
       }
       s.wait();
-    });
   });
 }
 
