@@ -321,9 +321,18 @@ def regression_goals(
     ratio holds at or above ``(1 - REGRESSION_TOLERANCE)`` x the recorded value, a
     lower-is-better one at or below ``(1 + REGRESSION_TOLERANCE)`` x; the record also has
     ``recorded``. Rows whose jaxnets case timed other work than the recorded one (other
-    steps, sizes or dtype, e.g. a ``--quick`` run) are not compared: ``log`` says which.
+    steps, sizes or dtype, e.g. a ``--quick`` run) are not compared: ``log`` says which. Nor is
+    a result recorded on another CPU model: a ratio against PyTorch moves with the CPU (the
+    MLP's was 2.5 on a 2-core AMD EPYC and 1.45 on a 2-core Xeon with the same code).
     """
     if recorded is None:
+        return []
+    cpus = [r.get("machine", {}).get("cpu_model") for r in (result, recorded)]
+    if cpus[0] != cpus[1]:
+        log(
+            f"{result['benchmark']}: not compared with the recorded ratios, measured on another "
+            f"CPU ({cpus[1]}; this run: {cpus[0]})"
+        )
         return []
     rows = {tuple(r[k] for k in watched.identity): r for r in recorded.get("ratios", [])}
     goals = []

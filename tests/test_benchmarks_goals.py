@@ -24,7 +24,8 @@ def _result(ratios, steps=200):
         {"framework": "jaxnets", "model": "lenet5", "batch": r["batch"], "steps": steps}
         for r in rows
     ]
-    return {"benchmark": "cnn", "cases": cases, "ratios": rows, "goals": []}
+    machine = {"cpu_model": "Intel(R) Xeon(R) Processor"}
+    return {"benchmark": "cnn", "machine": machine, "cases": cases, "ratios": rows, "goals": []}
 
 
 def _goals(now, recorded, log=None):
@@ -160,3 +161,13 @@ def test_driver_compares_with_the_recorded_file_before_overwriting_it(
     out = capsys.readouterr().out
     assert "- model lenet5, batch 32: jaxnets_over_torch_images_per_s within 10% of the " in out
     assert "recorded 0.500: 0.44 (MISSED)" in out
+
+
+def test_a_result_recorded_on_another_cpu_is_not_compared():
+    recorded = {**_result([{_SPEED: 2.5}]), "machine": {"cpu_model": "AMD EPYC"}}
+    logged = []
+    assert _goals(_result([{_SPEED: 1.0}]), recorded, logged.append) == []
+    assert logged == [
+        "cnn: not compared with the recorded ratios, measured on another CPU (AMD EPYC; "
+        "this run: Intel(R) Xeon(R) Processor)"
+    ]
