@@ -50,6 +50,8 @@ __all__ = [
 SOURCES = Path(__file__).parent / "src"
 BUILD_DIR = Path(__file__).parent / "_build"
 ENV_SWITCH = "JAXNETS_NATIVE"  # "0" switches the kernels off
+# -fopenmp: the kernels size oneDNN's OpenMP team per call (libgomp, as oneDNN's wheel)
+_FLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-w", "-fopenmp")
 
 
 class BuildError(RuntimeError):
@@ -75,9 +77,9 @@ def _sources() -> list[Path]:
 
 
 def library_path() -> Path:
-    """Where the library for these sources and this jaxlib lives (its name carries a hash of
-    both, so an edited kernel or another jaxlib needs a new build)."""
-    digest = hashlib.sha256(f"jax {jax.__version__} jaxlib {jaxlib.__version__}".encode())
+    """Where the library for these sources, flags and jaxlib lives (its name carries a hash of
+    them, so an edited kernel or another jaxlib needs a new build)."""
+    digest = hashlib.sha256(f"jax {jax.__version__} jaxlib {jaxlib.__version__} {_FLAGS}".encode())
     for source in _sources():
         digest.update(source.name.encode() + source.read_bytes())
     return BUILD_DIR / f"libjaxnets_dnnl-{digest.hexdigest()[:12]}.so"
@@ -101,7 +103,7 @@ def _build_command(output: Path) -> list[str]:
         )
     include = header.parent.parent.parent
     return [
-        compiler, "-O2", "-std=c++17", "-fPIC", "-shared", "-w",
+        compiler, *_FLAGS,
         f"-I{jax.ffi.include_dir()}", f"-I{include}",
         *map(str, sorted(SOURCES.glob("*.cc"))),
         f"-L{library.parent}", "-ldnnl", f"-Wl,-rpath,{library.parent}",
@@ -113,8 +115,9 @@ def build(*, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Compile ``src/*.cc`` into :func:`library_path` unless it is there (or ``force``).
 
     Returns the library's path. Raises :class:`NotBuildable` naming what is missing (compiler,
-    oneDNN wheels, platform), :class:`BuildError` with the compiler's output if it fails. Safe to run from several processes at
-    once: each compiles to a temporary file and renames it into place.
+    oneDNN wheels, platform), :class:`BuildError` with the compiler's output if it fails. Safe
+    to run from several processes at once: each compiles to a temporary file and renames it
+    into place.
     """
     target = library_path()
     if target.exists() and not force:

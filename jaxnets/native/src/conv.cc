@@ -154,7 +154,7 @@ ffi::Error ConvBackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32
     entry->primitive.execute(
         s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_w},
             {DNNL_ARG_SCRATCHPAD, scratchpad(entry->pd, kScratchpad)}});
-    if (!direct) dnnl::reorder(diff_w, user).execute(s, diff_w, user);
+    if (!direct) reorder(diff_w, user);
     s.wait();
   });
 }

@@ -294,7 +294,7 @@ ffi::Error LstmBackwardImpl(
                                       std::tuple{dw_iter, user_hh, dw_hh->typed_data()}}) {
         if (grad.get_desc() == user) continue;
         memory out(user, e, data);
-        dnnl::reorder(grad, out).execute(s, grad, out);
+        reorder(grad, out);
       }
       s.wait();
   });
