@@ -4,6 +4,9 @@ The fast path must give the pure path's outputs and gradients to float32 roundin
 XLA for what it does not compute (float64, other layouts, groups), and be used by the models.
 """
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +142,34 @@ def test_models_train_on_the_kernels_with_the_pure_paths_numbers():
     with native.pure_jax():
         pure = jax.jit(grads)(variables)
     _assert_close(fast, pure, 1e-5)
+
+
+_MESH_PROGRAM = """
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import jax.numpy as jnp
+import jaxnets
+from jaxnets import distributed
+from jaxnets.optim import make_optimizer
+from jaxnets.train import Trainer
+
+x, y = jnp.zeros((4, 32, 32, 1)), jnp.zeros((4,), jnp.int32)
+for devices, groups in ((1, None), (2, None), (2, 2)):
+    trainer = Trainer(
+        jaxnets.create_model("lenet5", num_classes=10), "softmax_cross_entropy",
+        make_optimizer("sgd", 0.1), mesh=distributed.data_mesh(devices), reduction_groups=groups,
+    )
+    state = trainer.place(jax.jit(trainer.init)(jax.random.PRNGKey(0), x))
+    text = trainer.train_step.lower(state, (x, y)).as_text()
+    print(devices, groups, "jaxnets_conv" in text)
+"""
+
+
+def test_a_batch_split_over_devices_runs_xlas_partitionable_convolutions():
+    # XLA would gather a custom call's operands onto every device (Trainer.kernels_for_mesh);
+    # inside shard_map (reduction_groups) each device convolves its own rows on oneDNN
+    done = subprocess.run(
+        [sys.executable, "-c", _MESH_PROGRAM], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-4:-1] == ["1 None True", "2 None False", "2 2 True"]

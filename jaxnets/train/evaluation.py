@@ -41,9 +41,10 @@ class Evaluation:
         """Loss (and accuracy) summed over a chunk xb (chunk, ...) with 0/1 weights wb."""
         if self.mesh is not None:
             state, (xb, yb) = self.constrain(state, (xb, yb))
-        outputs, _ = model_outputs(
-            self.model, state.params, state.model_state, xb, state.rng, train=False
-        )
+        with self.kernels_for_mesh():
+            outputs, _ = model_outputs(
+                self.model, state.params, state.model_state, xb, state.rng, train=False
+            )
         return metric_sums(self.loss, outputs, yb, wb)
 
     def pure_evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int):

@@ -232,9 +232,10 @@ class Trainer(DataChecks, MeshPlacement, Evaluation, PerExampleGrads):
             x = self.augment(jax.random.fold_in(rng, _AUGMENT_TAG), x)
         if self.reduction_groups is None:
             grad_fn = jax.value_and_grad(self._objective, has_aux=True)
-            (_, (metrics, model_state)), grads = grad_fn(
-                state.params, state.model_state, (x, y), rng, True
-            )
+            with self.kernels_for_mesh():
+                (_, (metrics, model_state)), grads = grad_fn(
+                    state.params, state.model_state, (x, y), rng, True
+                )
         else:
             metrics, grads = self._grouped_grads(state, x, y, rng)
             model_state = state.model_state
