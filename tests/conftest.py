@@ -21,3 +21,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "accelerator" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def native_kernels():
+    """Require jaxnets.native's oneDNN library (make install builds it): comparing the pure
+    path with itself would prove nothing. Fails where it could be built but is not; skips,
+    saying why, only where it cannot be built (another platform, no compiler or oneDNN) or
+    is switched off (JAXNETS_NATIVE=0)."""
+    from jaxnets import native
+    from jaxnets.native import library
+
+    if library.loaded() is None:
+        status = library.status()
+        if "cannot be built here" in status or status.startswith("oneDNN kernels: off"):
+            pytest.skip(status)
+        pytest.fail(f"the oneDNN kernels can be built here but are not: {status}")
+    assert native.enabled()

@@ -13,19 +13,10 @@ import pytest
 
 from jaxnets import native, registry
 from jaxnets.gradcheck import gradcheck_model
-from jaxnets.native import library
 from jaxnets.native.lstm import lstm_layer
 from jaxnets.nn.recurrent import LSTMCell, Recurrent, gradient_flow, make_recurrent
 
-
-@pytest.fixture(autouse=True)
-def _kernels_built():
-    # make install builds the library; comparing the pure path with itself would prove nothing
-    if library.loaded() is None:
-        if "cannot be built here" in library.status():
-            pytest.skip(library.status())
-        pytest.fail(f"the oneDNN kernels can be built here but are not: {library.status()}")
-    assert native.enabled()
+pytestmark = pytest.mark.usefixtures("native_kernels")  # tests/conftest.py
 
 
 def _calls_onednn(fn, *args) -> bool:
