@@ -59,6 +59,16 @@ CASES = {
     "dilated": ((2, 12, 12, 4), (3, 3, 4, 5), dict(rhs_dilation=(2, 2))),
     "1x1 projection": ((3, 9, 9, 3), (1, 1, 3, 4), dict(strides=(2, 2), padding="VALID")),
     "uneven pads": ((2, 8, 8, 2), (3, 2, 2, 3), dict(strides=(1, 2), padding=((2, 0), (1, 3)))),
+    # kernels with taps that only ever read padding: oneDNN gets the live taps only
+    "1x1 image, 3x3 kernel": ((3, 1, 1, 4), (3, 3, 4, 5), {}),
+    "2x2 image, stride 2": ((2, 2, 2, 4), (3, 3, 4, 5), dict(strides=(2, 2), padding="SAME")),
+    "dead dilated taps": ((2, 1, 2, 3), (3, 3, 3, 4), dict(rhs_dilation=(2, 2))),
+}
+# the kernel shape oneDNN receives for the cases with dead taps
+LIVE_KERNEL = {
+    "1x1 image, 3x3 kernel": "1x1x4x5",
+    "2x2 image, stride 2": "2x2x4x5",
+    "dead dilated taps": "1x1x3x4",
 }
 
 
@@ -74,6 +84,10 @@ def test_outputs_and_gradients_equal_the_pure_path_to_float32_rounding(name):
     _assert_close(fast, pure, 3e-6)
     # and the fast path really ran: its program calls oneDNN, the pure one does not
     assert _calls_onednn(lambda x, k: _conv(x, k, **conv), x, kernel)
+    text = jax.jit(lambda x, k: _conv(x, k, **conv)).lower(x, kernel).as_text()
+    forward = next(line for line in text.splitlines() if "jaxnets_conv_forward" in line)
+    live = LIVE_KERNEL.get(name, "x".join(map(str, k_shape)))
+    assert f"tensor<{live}xf32>" in forward, forward
 
 
 def test_what_onednn_does_not_compute_runs_on_xla():

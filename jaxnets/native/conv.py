@@ -49,6 +49,44 @@ def _call(kind: str, out: jax.ShapeDtypeStruct, a, b, strides, dilation, padding
     )
 
 
+def _live_taps(size: int, taps: int, stride: int, dilation: int, pads: tuple[int, int]):
+    """The first and last kernel tap along one spatial axis that reads the input (not only its
+    zero padding) at some output position."""
+    outputs = (size + sum(pads) - (taps - 1) * dilation - 1) // stride + 1
+    live = [
+        t
+        for t in range(taps)
+        if any(0 <= o * stride + t * dilation - pads[0] < size for o in range(outputs))
+    ]
+    return live[0], live[-1]
+
+
+def _crop_dead_taps(x_shape, k_shape, strides, dilation, padding: Pads):
+    """The kernel window and padding that compute the same convolution without the taps that
+    only ever multiply zero padding, or None when every tap reads the input somewhere.
+
+    A 3x3 convolution (pad 1) of ResNet-18's last stage sees 1x1 images of CIFAR's 32x32: eight
+    of its nine taps fall on padding, and oneDNN spent ~3.8 ms per layer per training step on
+    them (kernel gradient 1.5 ms, reorders of the 2.4 M-number kernel 1.6 ms) for what is a
+    (32, 512) @ (512, 512) matmul. Cropped, the call is a 1x1 convolution (the ResNet-18 step
+    at batch 32 went from ~82 to ~62 ms); the cropped taps' gradient is zero, as ``jax.grad``
+    of the slice gives.
+    Returns ``(kernel slices, new padding)``.
+    """
+    window, pads = [], []
+    for axis in range(2):
+        low, high = padding[axis]
+        taps, d = k_shape[axis], dilation[axis]
+        first, last = _live_taps(x_shape[1 + axis], taps, strides[axis], d, (low, high))
+        window.append(slice(first, last + 1))
+        pads.append((low - first * d, high - (taps - 1 - last) * d))
+    if all(w == slice(0, t) for w, t in zip(window, k_shape[:2], strict=True)):
+        return None
+    if any(p < 0 for pair in pads for p in pair):
+        return None
+    return tuple(window), tuple(pads)
+
+
 def _out_shape(x_shape, k_shape, strides, dilation, padding: Pads) -> tuple[int, ...]:
     spatial = [
         (x_shape[1 + a] + sum(padding[a]) - (k_shape[a] - 1) * dilation[a] - 1) // strides[a] + 1
@@ -149,6 +187,12 @@ def conv_general_dilated(
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
     if any(p < 0 for pair in pads for p in pair):  # lax crops for negative pads; oneDNN cannot
         return pure(lhs, rhs)
-    return library.cpu_or_pure(
-        lambda x, k: _onednn_conv(x, k, strides, dilation, pads), pure, lhs, rhs
-    )
+    cropped = _crop_dead_taps(lhs.shape, rhs.shape, strides, dilation, pads)
+
+    def fast(x, kernel):
+        if cropped is None:
+            return _onednn_conv(x, kernel, strides, dilation, pads)
+        window, live_pads = cropped
+        return _onednn_conv(x, kernel[window], strides, dilation, live_pads)
+
+    return library.cpu_or_pure(fast, pure, lhs, rhs)
