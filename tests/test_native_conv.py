@@ -59,6 +59,8 @@ CASES = {
     "dilated": ((2, 12, 12, 4), (3, 3, 4, 5), dict(rhs_dilation=(2, 2))),
     "1x1 projection": ((3, 9, 9, 3), (1, 1, 3, 4), dict(strides=(2, 2), padding="VALID")),
     "uneven pads": ((2, 8, 8, 2), (3, 2, 2, 3), dict(strides=(1, 2), padding=((2, 0), (1, 3)))),
+    # at most 4 output pixels: oneDNN's own layouts, reordered from and to channels-last
+    "2x2 image, 32 channels": ((3, 2, 2, 32), (3, 3, 32, 48), {}),
     # kernels with taps that only ever read padding: oneDNN gets the live taps only
     "1x1 image, 3x3 kernel": ((3, 1, 1, 4), (3, 3, 4, 5), {}),
     "2x2 image, stride 2": ((2, 2, 2, 4), (3, 3, 4, 5), dict(strides=(2, 2), padding="SAME")),
@@ -77,7 +79,8 @@ def test_outputs_and_gradients_equal_the_pure_path_to_float32_rounding(name):
     x_shape, k_shape, conv = CASES[name]
     rng = np.random.default_rng(sum(x_shape))
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
+    # scaled as initializers do (by 1/sqrt(fan-in)), so that outputs are O(1) for every case
+    kernel = jnp.asarray(rng.standard_normal(k_shape) / np.sqrt(np.prod(k_shape[:3])), jnp.float32)
     fast = _loss_and_grads(x, kernel, conv)
     with native.pure_jax():
         pure = _loss_and_grads(x, kernel, conv)
