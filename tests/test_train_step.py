@@ -13,6 +13,7 @@ import pytest
 from train_helpers import Net, init_state, momentum_trainer, toy_data
 
 import jaxnets
+from jaxnets import native
 from jaxnets.optim import make_optimizer
 from jaxnets.train import Trainer, fit
 
@@ -124,14 +125,26 @@ def test_python_epoch_takes_the_same_steps_as_the_scan(trainer):
         dataclasses.replace(trainer, epoch_mode="fast")
 
 
-def test_auto_epoch_mode_loops_from_python_for_convolutions_on_cpu():
+def test_auto_epoch_mode_scans_onednn_convolutions_and_loops_over_xlas(native_kernels):
     conv = Trainer(
         jaxnets.create_model("lenet5", **jaxnets.model_card("lenet5").test_config),
         "softmax_cross_entropy",
         make_optimizer("sgd", 0.1),
     )
-    x = jnp.zeros((2, 12, 12, 1))
-    assert conv.uses_python_loops(x) == (jax.default_backend() == "cpu")
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((12, 12, 12, 1)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 12), jnp.int32)
+    # oneDNN's convolutions are custom calls, as fast inside a scan as outside: scan
+    assert not conv.uses_python_loops(x)
+    with native.pure_jax():  # XLA's convolutions are 13-27x slower inside a loop: Python
+        assert conv.uses_python_loops(x)
+    looped = dataclasses.replace(conv, epoch_mode="python")
+    start = conv.init(jax.random.PRNGKey(0), x[:1])  # each epoch donates its state
+    scanned, scan_metrics = conv.train_epoch(start, x, y, batch_size=4)
+    start = looped.init(jax.random.PRNGKey(0), x[:1])
+    stepped, step_metrics = looped.train_epoch(start, x, y, batch_size=4)
+    np.testing.assert_allclose(step_metrics["loss"], scan_metrics["loss"], rtol=1e-5)
+    assert scan_metrics["loss"].shape == (3,)
 
 
 # --- what the surviving mutants of jaxnets/train/step.py showed untested (issue 15) ----------

@@ -17,21 +17,24 @@ import jax.numpy as jnp
 
 from jaxnets import losses as _losses
 
-__all__ = ["batch_loss", "jaxpr_has_convolution", "metric_sums", "model_outputs", "sum_in_order"]
+__all__ = [
+    "batch_loss",
+    "lowers_to_xla_convolution",
+    "metric_sums",
+    "model_outputs",
+    "sum_in_order",
+]
 
 PyTree = Any
 Batch = tuple[jax.Array, jax.Array]
 
 
-def jaxpr_has_convolution(jaxpr) -> bool:
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            return True
-        for param in eqn.params.values():
-            inner = getattr(param, "jaxpr", param)  # ClosedJaxpr -> Jaxpr
-            if hasattr(inner, "eqns") and jaxpr_has_convolution(inner):
-                return True
-    return False
+def lowers_to_xla_convolution(fn: Callable, *args) -> bool:
+    """Whether ``jax.jit(fn)`` lowered for the default backend with ``args`` (arrays or
+    ``jax.ShapeDtypeStruct``) contains a convolution that XLA computes itself: one that does
+    not run as a :mod:`jaxnets.native` kernel (lowering keeps only the branch of
+    ``lax.platform_dependent`` for the backend), wherever it is nested."""
+    return "stablehlo.convolution" in jax.jit(fn).lower(*args).as_text()
 
 
 def model_outputs(

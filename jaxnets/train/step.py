@@ -9,7 +9,8 @@ gradient; their cards say ``per_example_grads=False``.
 
 An epoch (:meth:`Trainer.train_epoch`) is one compiled ``lax.scan`` over minibatches of data
 held by the device: no Python, no host round-trip per step. Except on the CPU for models
-with a convolution (the image CNNs, PixelCNN, RevNet), which step from Python (see below).
+with a convolution that XLA computes (the image CNNs, PixelCNN, RevNet when jaxnets' oneDNN
+kernels are not built), which step from Python (see below).
 
 On a device mesh (``Trainer(..., mesh=...)`` or the default mesh of
 :func:`jaxnets.distributed.configure`) the same step is compiled for every device of the
@@ -23,17 +24,20 @@ compiled program.
 
 Exception, measured on jax 0.10.2: XLA:CPU compiles a convolution inside a while loop
 (``lax.scan``/``lax.map``) to a generic loop nest instead of its fast library call, 13-27x
-slower than the same convolution outside a loop. So on the CPU, models with convolutions step
-from Python by default (``epoch_mode="auto"``): one dispatch per minibatch of the same jitted
-step on the same shuffled indices, with the data kept on the device. With the convolutions on
-oneDNN (:mod:`jaxnets.native`, issue 20) a scanned epoch is no longer that slow for LeNet-5
-(2048 examples at batch 64: 0.39 s scanned, 0.41 s from Python) but ResNet-18's is still 8x
-slower (8 steps at batch 32: 10.3 s scanned, 1.3 s from Python; its batch norms and other
-elementwise work run slowly inside the loop), so the rule stands.
+slower than the same convolution outside a loop. So on the CPU, models whose lowered forward
+pass has a convolution that XLA computes step from Python by default (``epoch_mode="auto"``):
+one dispatch per minibatch of the same jitted step on the same shuffled indices, with the
+data kept on the device. Convolutions that run on oneDNN (:mod:`jaxnets.native`, issue 20)
+are custom calls, as fast inside the loop as outside, and those models scan (measured on a
+2-core Xeon: LeNet-5, 2048 examples at batch 64: 0.092 s per epoch scanned, 0.10 s from
+Python; ResNet-18 on 32x32 images, 16 steps at batch 32: 0.83-0.90 s either way). On a mesh
+of several devices the model runs XLA's convolutions (``kernels_for_mesh``) and so steps from
+Python again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -53,7 +57,7 @@ from jaxnets.train.data_checks import DataChecks
 from jaxnets.train.evaluation import Evaluation
 from jaxnets.train.objective import (
     batch_loss,
-    jaxpr_has_convolution,
+    lowers_to_xla_convolution,
     metric_sums,
     model_outputs,
     sum_in_order,
@@ -365,20 +369,26 @@ class Trainer(DataChecks, MeshPlacement, Evaluation, PerExampleGrads):
 
     def uses_python_loops(self, sample_x: jax.Array) -> bool:
         """Whether ``"auto"`` mode loops from Python for inputs like ``sample_x`` (batch, ...):
-        on the CPU when the model's forward pass contains a convolution."""
+        on the CPU when the model's forward pass, as the steps apply it, has a convolution that
+        XLA computes rather than a oneDNN kernel (see the module docstring)."""
         if self.epoch_mode != "auto":
             return self.epoch_mode == "python"
         if jax.default_backend() != "cpu":
             return False
-        return self._has_convolution(jax.ShapeDtypeStruct(sample_x.shape[1:], sample_x.dtype))
+        with self.kernels_for_mesh():
+            kernels = native.enabled()
+        example = jax.ShapeDtypeStruct(sample_x.shape[1:], sample_x.dtype)
+        return self._has_xla_convolution(example, kernels)
 
     @functools.lru_cache(maxsize=8)  # noqa: B019  (the Trainer is immutable and hashable)
-    def _has_convolution(self, example: jax.ShapeDtypeStruct) -> bool:
+    def _has_xla_convolution(self, example: jax.ShapeDtypeStruct, kernels: bool) -> bool:
         x = jax.ShapeDtypeStruct((1, *example.shape), example.dtype)
         variables = self.abstract_shapes(example)[0]
-        with native.pure_jax():  # what the model computes, whichever kernels run it
-            jaxpr = jax.make_jaxpr(lambda v, x: self.model.apply(v, x, train=False))(variables, x)
-        return jaxpr_has_convolution(jaxpr.jaxpr)
+        kernels_off = contextlib.nullcontext() if kernels else native.pure_jax()
+        with kernels_off:
+            return lowers_to_xla_convolution(
+                lambda v, x: self.model.apply(v, x, train=False), variables, x
+            )
 
     def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int):
         """One shuffled pass: ``(state, x, y, batch_size) -> (state, metrics)``.
