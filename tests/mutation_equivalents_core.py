@@ -275,25 +275,4 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "z, jnp.asarray(t, jnp.int32)[..., None], ).squeeze(-1)",
         "jnp.take_along_axis's axis defaults to -1, the value the original passes",
     ),
-    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_12": (
-        'inner = getattr(param, "XXjaxprXX", param)  # ClosedJaxpr -> Jaxpr',
-        "inner becomes the parameter itself; in JAX 0.10 every primitive parameter with a "
-        "jaxpr attribute is a ClosedJaxpr (traced jit, scan, while, map, fori_loop, "
-        "checkpoint, custom_jvp/vjp, custom_gradient, named_call, vmap, custom_root to check), "
-        "and ClosedJaxpr.eqns is the property self.jaxpr.eqns: the recursion walks the same "
-        "equations; a plain Jaxpr (checkpoint's) has no jaxpr attribute and is itself either "
-        "way. Only a user-made primitive whose parameter has .jaxpr but no .eqns would differ",
-    ),
-    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_13": (
-        'inner = getattr(param, "JAXPR", param)  # ClosedJaxpr -> Jaxpr',
-        "no parameter has a JAXPR attribute, so inner is the parameter itself: as for mutmut_12, "
-        "a ClosedJaxpr's eqns property is its jaxpr's eqns and a plain Jaxpr is itself either "
-        "way, for every JAX 0.10 primitive",
-    ),
-    "jaxnets.train.objective.x_jaxpr_has_convolution__mutmut_6": (
-        'inner = getattr(None, "jaxpr", param)  # ClosedJaxpr -> Jaxpr',
-        "None has no jaxpr attribute, so inner is the parameter itself: as for mutmut_12, a "
-        "ClosedJaxpr's eqns property is its jaxpr's eqns and a plain Jaxpr is itself either "
-        "way, for every JAX 0.10 primitive",
-    ),
 }
