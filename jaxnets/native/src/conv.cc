@@ -15,9 +15,11 @@ using dt = memory::data_type;
 enum Slot { kKernel, kScratchpad, kSrc, kDst };
 
 // The convolutions run on the thread XLA calls them from, not on the OneDnnThread the LSTM
-// uses: XLA calls a network's convolutions one after another from one thread, and handing each
-// to another thread cost more than it saved (measured: LeNet-5 batch 256 11 -> 16 ms per
-// training step, ResNet-18 batch 32 92 -> 97 ms).
+// uses: handing each to another thread cost more than it saved (measured twice: LeNet-5 batch
+// 256 11 -> 16 ms and 8.7 -> 10-11 ms per training step; ResNet-18 batch 32 92 -> 97 ms), as
+// that thread's OpenMP workers spin while XLA's threads need the cores. The price: XLA calls a
+// step's convolutions from two of its pool threads, libgomp keeps a team for each, counts more
+// threads than cores and so sleeps between calls; each call then wakes a worker (~0.05 ms).
 
 struct ConvGeometry {
   memory::dims src, weights, dst, strides, dilates, pad_low, pad_high;
