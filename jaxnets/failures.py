@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnets import native
 from jaxnets.diagnostics import SATURATION_BOUNDS, dead_units, saturated_units
 from jaxnets.train import Trainer, TrainState, batch_loss
 
@@ -44,6 +43,7 @@ Transform = Callable[[PyTree], PyTree]
 """Initial params ``{layer: {"kernel", "bias"}}`` (numpy arrays) -> other initial params."""
 
 
+@functools.partial(jax.jit, static_argnames=("trainer", "iterations"))
 def top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iterations: int):
     """λ_max of the Hessian of the mean training loss at ``params``, by power iteration.
 
@@ -53,16 +53,9 @@ def top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iteratio
     magnitude (the largest one, at an initialisation where the loss curves upward most).
 
     x: (n, ...) the whole training set as the model takes it (e.g. (n, 64) digits), y: (n,);
-    key seeds the random start vector. Runs jitted, on the pure JAX path
-    (:func:`jaxnets.native.pure_jax`): the oneDNN kernels' gradients are FFI calls, which
-    forward mode cannot differentiate.
+    key seeds the random start vector. On the CPU the Hessian-vector products of a conv net
+    run on jaxnets' oneDNN convolutions, whose forward mode is theirs (``jaxnets.native.conv``).
     """
-    with native.pure_jax():
-        return _top_hessian_eigenvalue(trainer, params, x, y, key, iterations)
-
-
-@functools.partial(jax.jit, static_argnames=("trainer", "iterations"))
-def _top_hessian_eigenvalue(trainer: Trainer, params: PyTree, x, y, key, iterations: int):
 
     def loss(p):
         return batch_loss(trainer.model, trainer.loss, p, {}, (x, y), key, train=False)[0]

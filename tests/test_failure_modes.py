@@ -51,8 +51,8 @@ def test_power_iteration_finds_the_largest_eigenvalue_of_the_dense_hessian():
 def test_the_curvature_of_a_conv_net_is_measured_where_its_convolutions_run_on_onednn(
     native_kernels,
 ):
-    """Forward mode cannot differentiate the oneDNN kernels' gradients (FFI calls), so the
-    Hessian-vector products run on the pure path: LeNet-5's λ_max comes out, and right."""
+    """The Hessian-vector products are forward mode over the gradient, through oneDNN's
+    convolutions and their gradient kernels: LeNet-5's λ_max is the dense Hessian's (XLA's)."""
     card = jaxnets.model_card("lenet5")
     trainer = Trainer(
         jaxnets.create_model("lenet5", **card.test_config),
@@ -65,6 +65,8 @@ def test_the_curvature_of_a_conv_net_is_measured_where_its_convolutions_run_on_o
     key = jax.random.PRNGKey(0)
     params = trainer.init(key, x[:1]).params
     estimate = failures.top_hessian_eigenvalue(trainer, params, x, y, key, 300)
+    lowered = failures.top_hessian_eigenvalue.lower(trainer, params, x, y, key, 300)
+    assert "jaxnets_conv_kernel_grad" in lowered.as_text()
     eigenvalues = _dense_hessian_eigenvalues(trainer, params, x, y, key)
     top = max(eigenvalues, key=abs)
     assert float(estimate) == pytest.approx(top, rel=1e-3)

@@ -93,6 +93,35 @@ def test_outputs_and_gradients_equal_the_pure_path_to_float32_rounding(name):
     assert f"tensor<{live}xf32>" in forward, forward
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_forward_mode_and_second_derivatives_equal_the_pure_path(name):
+    # jvp, a Hessian-vector product (jvp of the gradient) and jax.hessian along the kernel,
+    # all through oneDNN's three convolution kernels, against XLA's
+    x_shape, k_shape, conv = CASES[name]
+    rng = np.random.default_rng(len(name))
+    x, dx = (jnp.asarray(rng.standard_normal(x_shape), jnp.float32) for _ in range(2))
+    kernel, dk = (
+        jnp.asarray(rng.standard_normal(k_shape) / np.sqrt(np.prod(k_shape[:3])), jnp.float32)
+        for _ in range(2)
+    )
+
+    def loss(x, kernel):
+        return jnp.sum(jnp.sin(_conv(x, kernel, **conv)))
+
+    @jax.jit
+    def derivatives(x, kernel):
+        tangent = jax.jvp(lambda x, k: _conv(x, k, **conv), (x, kernel), (dx, dk))[1]
+        hvp = jax.jvp(jax.grad(loss, argnums=(0, 1)), (x, kernel), (dx, dk))[1]
+        return tangent, hvp, jax.hessian(lambda scale: loss(x, scale * kernel))(1.0)
+
+    text = derivatives.lower(x, kernel).as_text()
+    assert all(f"jaxnets_conv_{kind}" in text for kind in ("forward", "input_grad", "kernel_grad"))
+    fast = derivatives(x, kernel)
+    with native.pure_jax():
+        pure = derivatives(x, kernel)
+    _assert_close(fast, pure, 1e-5)
+
+
 def test_what_onednn_does_not_compute_runs_on_xla():
     x, k = jnp.ones((2, 8, 8, 4), jnp.float32), jnp.ones((3, 3, 4, 6), jnp.float32)
     assert _calls_onednn(_conv, x, k)

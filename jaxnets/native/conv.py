@@ -4,8 +4,9 @@ Lecture: seed 004, Lecture 9 "Convolutional Networks" §3 (line 2115): a convolu
 computes the filtering ``z_i = sum_j x_j ⋆ w_ij`` (eq. 9-10), here for channels-last images
 ``x (N, H, W, C)`` and kernels ``(KH, KW, C, O)``, with strides, kernel dilation and explicit
 zero padding. Backprop through it (Lecture 6 §4) is two more convolutions: the input's gradient
-(``src/conv.cc``: ``ConvBackwardData``) and the kernel's (``ConvBackwardWeights``), tied to the
-forward pass by a ``jax.custom_vjp``.
+(``src/conv.cc``: ``ConvBackwardData``) and the kernel's (``ConvBackwardWeights``). The three
+are JAX primitives, each bilinear, whose derivatives and transposes are one another: reverse
+mode, forward mode (``jax.jvp``, ``jax.hessian``) and every higher order run on oneDNN.
 
 :func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature, so flax's ``nn.Conv``
 takes it as its ``conv_general_dilated`` field. It calls oneDNN only for what the kernels do:
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from jaxnets.native import library
 
@@ -35,18 +38,6 @@ _TARGETS = {
 }
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _call(kind: str, out: jax.ShapeDtypeStruct, a, b, strides, dilation, padding: Pads):
-    target = library.register(*_TARGETS[kind])
-    # an ensemble vmapped over members runs one kernel call per member
-    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(
-        a,
-        b,
-        strides=np.asarray(strides, np.int64),
-        dilation=np.asarray(dilation, np.int64),
-        padding=np.asarray(padding, np.int64).reshape(-1),
-    )
 
 
 def _live_taps(size: int, taps: int, stride: int, dilation: int, pads: tuple[int, int]):
@@ -95,27 +86,98 @@ def _out_shape(x_shape, k_shape, strides, dilation, padding: Pads) -> tuple[int,
     return (x_shape[0], *spatial, k_shape[3])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+# The three oneDNN calls as JAX primitives, each bilinear in its two operands: forward (x,
+# kernel) -> y, input_grad (dy, kernel) -> dx, kernel_grad (x, dy) -> dkernel. Their JVPs and
+# transposes are each other (``ad.defbilinear``), so reverse mode runs oneDNN's gradient
+# kernels, forward mode (``jax.jvp``, ``jax.hessian``, Hessian-vector products) runs oneDNN
+# too, and so does any order of either. Params: strides, dilation, padding (low, high) per
+# spatial axis, and ``shape``, the result's.
+_PRIMITIVES = {kind: Primitive(f"jaxnets_onednn_conv_{kind}") for kind in _TARGETS}
+_FORWARD, _INPUT_GRAD, _KERNEL_GRAD = (_PRIMITIVES[k] for k in _TARGETS)
+
+
+def _abstract(a, b, *, shape, **geometry):
+    return jax.core.ShapedArray(shape, jnp.float32)
+
+
+def _attributes(strides, dilation, padding) -> dict:
+    return {
+        "strides": np.asarray(strides, np.int64),
+        "dilation": np.asarray(dilation, np.int64),
+        "padding": np.asarray(padding, np.int64).reshape(-1),
+    }
+
+
+def _lowering(target: str):
+    def lower(ctx, a, b, *, strides, dilation, padding, shape):
+        del shape  # the result's, which XLA reads from the call's type
+        return jax.ffi.ffi_lowering(target)(ctx, a, b, **_attributes(strides, dilation, padding))
+
+    return lower
+
+
+def _eager(target: str):
+    """Outside ``jit`` (``jax.disable_jit`` included): the FFI call run on its own."""
+
+    def run(a, b, *, strides, dilation, padding, shape):
+        out = jax.ShapeDtypeStruct(shape, jnp.float32)
+        return jax.ffi.ffi_call(target, out)(a, b, **_attributes(strides, dilation, padding))
+
+    return run
+
+
+def _batched(primitive: Primitive):
+    """vmap (an ensemble's members): one kernel call per member, in a ``lax.map``."""
+
+    def rule(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+        moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
+
+        def one(member):
+            return primitive.bind(
+                *(a if d is None else a[member] for a, d in zip(moved, dims, strict=True)),
+                **params,
+            )
+
+        return jax.lax.map(one, jnp.arange(size)), 0
+
+    return rule
+
+
+def _bind(primitive: Primitive, a, b, shape, **geometry):
+    return primitive.bind(a, b, shape=tuple(shape), **geometry)
+
+
+# Transposes. For y = forward(x, k): x's cotangent is input_grad(ct, k), k's kernel_grad(x, ct);
+# for dx = input_grad(dy, k): dy's is forward(ct, k), k's kernel_grad(ct, dy); for
+# dk = kernel_grad(x, dy): x's is input_grad(dy, ct), dy's forward(x, ct).
+ad.defbilinear(
+    _FORWARD,
+    lambda ct, x, k, shape, **g: _bind(_INPUT_GRAD, ct, k, x.aval.shape, **g),
+    lambda ct, x, k, shape, **g: _bind(_KERNEL_GRAD, x, ct, k.aval.shape, **g),
+)
+ad.defbilinear(
+    _INPUT_GRAD,
+    lambda ct, dy, k, shape, **g: _bind(_FORWARD, ct, k, dy.aval.shape, **g),
+    lambda ct, dy, k, shape, **g: _bind(_KERNEL_GRAD, ct, dy, k.aval.shape, **g),
+)
+ad.defbilinear(
+    _KERNEL_GRAD,
+    lambda ct, x, dy, shape, **g: _bind(_INPUT_GRAD, dy, ct, x.aval.shape, **g),
+    lambda ct, x, dy, shape, **g: _bind(_FORWARD, x, ct, dy.aval.shape, **g),
+)
+for _kind, _primitive in _PRIMITIVES.items():
+    _primitive.def_abstract_eval(_abstract)
+    _primitive.def_impl(_eager(_TARGETS[_kind][0]))
+    mlir.register_lowering(_primitive, _lowering(_TARGETS[_kind][0]), platform="cpu")
+    batching.primitive_batchers[_primitive] = _batched(_primitive)
+
+
 def _onednn_conv(x, kernel, strides, dilation, padding: Pads):
-    out = jax.ShapeDtypeStruct(
-        _out_shape(x.shape, kernel.shape, strides, dilation, padding), x.dtype
-    )
-    return _call("forward", out, x, kernel, strides, dilation, padding)
-
-
-def _onednn_conv_fwd(x, kernel, strides, dilation, padding):
-    return _onednn_conv(x, kernel, strides, dilation, padding), (x, kernel)
-
-
-def _onednn_conv_bwd(strides, dilation, padding, residuals, dy):
-    x, kernel = residuals
-    geometry = (strides, dilation, padding)
-    dx = _call("input_grad", jax.ShapeDtypeStruct(x.shape, x.dtype), dy, kernel, *geometry)
-    dk = _call("kernel_grad", jax.ShapeDtypeStruct(kernel.shape, kernel.dtype), x, dy, *geometry)
-    return dx, dk
-
-
-_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+    for target, symbol in _TARGETS.values():  # before lowering: its gradients may be traced
+        library.register(target, symbol)
+    shape = _out_shape(x.shape, kernel.shape, strides, dilation, padding)
+    return _bind(_FORWARD, x, kernel, shape, strides=strides, dilation=dilation, padding=padding)
 
 
 def supports(
